@@ -1,0 +1,314 @@
+"""The schema of ``autoresearch.toml`` and its error messages.
+
+Every default lives here. Every error names the file and the key, and says what would be valid.
+Unknown keys are errors too, so a typo (``timout_s``) never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoresearch.errors import UserError
+
+CONFIG_NAME = "autoresearch.toml"
+METRIC_SOURCES = ("eclip", "json", "regex")
+DIRECTIONS = ("minimize", "maximize")
+DECISION_RULES = ("noise", "greedy")
+
+
+@dataclass(frozen=True)
+class TaskSection:
+    name: str = "task"
+    editable: tuple[str, ...] = ("train.py",)
+    scratchpad: str = "scratchpad.md"
+    program: str = "program.md"
+    fixed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunSection:
+    command: tuple[str, ...] = ("python", "train.py")
+    time_budget_s: float = 300.0
+    timeout_s: float = 600.0
+    grace_s: float = 10.0
+    folds: int = 1
+    seed: int = 0
+    memory_gb: float = 0.0
+    sandbox: bool = True
+
+
+@dataclass(frozen=True)
+class MetricSection:
+    name: str = "metric"
+    direction: str = "minimize"
+    source: str = "regex"
+    file: str = "metrics.json"
+    key: str = ""
+    pattern: str = ""
+
+
+@dataclass(frozen=True)
+class LoopSection:
+    max_crash_fixes: int = 2
+    scratchpad_max_chars: int = 8000
+    log_tail_lines: int = 40
+
+
+@dataclass(frozen=True)
+class DecisionSection:
+    rule: str = "noise"
+    min_delta: float = 0.0
+    k: float = 2.0
+    confirm_band: float = 1.0
+    confirm_repeats: int = 1
+    remeasure_after: float = 0.0
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    name: str = "replay"
+    queue: str = "queue.toml"
+    model: str = ""
+    base_url: str = ""
+    max_turns: int = 30
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    task: TaskSection = field(default_factory=TaskSection)
+    run: RunSection = field(default_factory=RunSection)
+    metric: MetricSection = field(default_factory=MetricSection)
+    loop: LoopSection = field(default_factory=LoopSection)
+    decision: DecisionSection = field(default_factory=DecisionSection)
+    agent: AgentSection = field(default_factory=AgentSection)
+    search_space: tuple[SearchParam, ...] = ()
+
+    @property
+    def path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the tool keeps its own state: ledger, prepared data, hidden keys, run outputs."""
+        return self.root / ".autoresearch"
+
+    def better(self, a: float, b: float) -> bool:
+        """True when metric value ``a`` is strictly better than ``b``; NaN is worst of all."""
+        if math.isnan(a):
+            return False
+        if math.isnan(b):
+            return True
+        return a < b if self.metric.direction == "minimize" else a > b
+
+    def improvement(self, candidate: float, champion: float) -> float:
+        """How much better the candidate is, positive when better, in metric units."""
+        d = champion - candidate
+        return d if self.metric.direction == "minimize" else -d
+
+
+class _Section:
+    """Reads one TOML table, remembering which keys were used, so leftovers can be reported."""
+
+    def __init__(self, file: Path, name: str, table: Any) -> None:
+        self.file, self.name = file, name
+        if not isinstance(table, dict):
+            raise self.error(None, f"must be a table ([{name}]), got {type(table).__name__}")
+        self.table = table
+        self.used: set[str] = set()
+
+    def error(self, key: str | None, message: str) -> UserError:
+        where = f"[{self.name}]" if key is None else f"[{self.name}] {key}"
+        return UserError(f"{self.file}: {where} {message}", hint=f"fix `{where}` in {self.file.name}")
+
+    def get(self, key: str, default: Any, kind: str) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if kind == "str" and isinstance(value, str):
+            return value
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind == "strs" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        wanted = {"str": "a string", "bool": "true or false", "int": "an integer",
+                  "float": "a number", "strs": "a list of strings"}[kind]
+        raise self.error(key, f"must be {wanted}, got {value!r}")
+
+    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.get(key, default, "str")
+        if value not in options:
+            raise self.error(key, f"must be one of {', '.join(options)}; got {value!r}")
+        return value
+
+    def positive(self, key: str, default: float, kind: str = "float", allow_zero: bool = False) -> Any:
+        value = self.get(key, default, kind)
+        if value < 0 or (value == 0 and not allow_zero):
+            raise self.error(key, f"must be {'zero or more' if allow_zero else 'positive'}, got {value!r}")
+        return value
+
+    def finish(self) -> None:
+        extra = sorted(set(self.table) - self.used)
+        if extra:
+            raise self.error(extra[0], f"is not a known key (known: {', '.join(sorted(self.used))})")
+
+
+def _search_space(file: Path, table: Any) -> tuple[SearchParam, ...]:
+    if not isinstance(table, dict):
+        raise UserError(f"{file}: [search_space] must be a table of NAME = {{...}} entries")
+    params = []
+    for name, spec in table.items():
+        where = f"[search_space] {name}"
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+            raise UserError(f"{file}: {where}: names must be UPPER_CASE constants of the editable file")
+        if not isinstance(spec, dict):
+            raise UserError(f"{file}: {where} must be a table such as {{ low = 1e-5, high = 1e-3, log = true }}")
+        unknown = set(spec) - {"low", "high", "log", "int", "choices"}
+        if unknown:
+            raise UserError(f"{file}: {where}: unknown key {sorted(unknown)[0]!r} (known: low, high, log, int, choices)")
+        if "choices" in spec:
+            if not isinstance(spec["choices"], list) or not spec["choices"]:
+                raise UserError(f"{file}: {where} choices must be a non-empty list")
+            params.append(SearchParam(name, choices=tuple(spec["choices"])))
+            continue
+        low, high = spec.get("low"), spec.get("high")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            raise UserError(f"{file}: {where} needs numeric low and high, or choices")
+        if not low < high:
+            raise UserError(f"{file}: {where} needs low < high, got {low} and {high}")
+        if spec.get("log") and low <= 0:
+            raise UserError(f"{file}: {where} log scale needs low > 0")
+        params.append(SearchParam(name, float(low), float(high), bool(spec.get("log", False)),
+                                  bool(spec.get("int", False))))
+    return tuple(params)
+
+
+def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
+    """Validate a parsed TOML document into a Config; every error names the key."""
+    file = file or root / CONFIG_NAME
+    known = {"task", "run", "metric", "loop", "decision", "agent", "search_space"}
+    for key in data:
+        if key not in known:
+            raise UserError(f"{file}: [{key}] is not a known section (known: {', '.join(sorted(known))})")
+
+    s = _Section(file, "task", data.get("task", {}))
+    task = TaskSection(
+        name=s.get("name", TaskSection.name, "str"),
+        editable=s.get("editable", TaskSection.editable, "strs"),
+        scratchpad=s.get("scratchpad", TaskSection.scratchpad, "str"),
+        program=s.get("program", TaskSection.program, "str"),
+        fixed=s.get("fixed", (), "strs"),
+    )
+    s.finish()
+    if not task.editable:
+        raise s.error("editable", "must name at least one file the agent may change")
+    for rel in (*task.editable, task.scratchpad, task.program, *task.fixed):
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise s.error("editable", f"paths must be relative and inside the repository, got {rel!r}")
+
+    s = _Section(file, "run", data.get("run", {}))
+    command = s.get("command", RunSection.command, "strs")
+    run = RunSection(
+        command=command,
+        time_budget_s=s.positive("time_budget_s", RunSection.time_budget_s),
+        timeout_s=s.positive("timeout_s", RunSection.timeout_s),
+        grace_s=s.positive("grace_s", RunSection.grace_s, allow_zero=True),
+        folds=s.positive("folds", RunSection.folds, "int"),
+        seed=s.get("seed", RunSection.seed, "int"),
+        memory_gb=s.positive("memory_gb", RunSection.memory_gb, allow_zero=True),
+        sandbox=s.get("sandbox", RunSection.sandbox, "bool"),
+    )
+    s.finish()
+    if not run.command:
+        raise s.error("command", "must not be empty, for example [\"python\", \"train.py\"]")
+    if run.timeout_s < run.time_budget_s:
+        raise s.error("timeout_s", f"({run.timeout_s}) must be at least time_budget_s ({run.time_budget_s})")
+
+    s = _Section(file, "metric", data.get("metric", {}))
+    metric = MetricSection(
+        name=s.get("name", MetricSection.name, "str"),
+        direction=s.choice("direction", MetricSection.direction, DIRECTIONS),
+        source=s.choice("source", MetricSection.source, METRIC_SOURCES),
+        file=s.get("file", MetricSection.file, "str"),
+        key=s.get("key", "", "str"),
+        pattern=s.get("pattern", "", "str"),
+    )
+    s.finish()
+    if metric.source == "regex":
+        if not metric.pattern:
+            raise s.error("pattern", "is required when source = \"regex\", e.g. '^val_bpb:\\s*([-+0-9.eE]+)'")
+        try:
+            compiled = re.compile(metric.pattern, re.MULTILINE)
+        except re.error as exc:
+            raise s.error("pattern", f"is not a valid regular expression: {exc}") from None
+        if compiled.groups < 1:
+            raise s.error("pattern", "needs one capturing group around the number")
+    if metric.source == "json" and not metric.key:
+        raise s.error("key", "is required when source = \"json\" (the field holding the metric)")
+
+    s = _Section(file, "loop", data.get("loop", {}))
+    loop = LoopSection(
+        max_crash_fixes=s.positive("max_crash_fixes", LoopSection.max_crash_fixes, "int", allow_zero=True),
+        scratchpad_max_chars=s.positive("scratchpad_max_chars", LoopSection.scratchpad_max_chars, "int"),
+        log_tail_lines=s.positive("log_tail_lines", LoopSection.log_tail_lines, "int"),
+    )
+    s.finish()
+
+    s = _Section(file, "decision", data.get("decision", {}))
+    decision = DecisionSection(
+        rule=s.choice("rule", DecisionSection.rule, DECISION_RULES),
+        min_delta=s.positive("min_delta", DecisionSection.min_delta, allow_zero=True),
+        k=s.positive("k", DecisionSection.k, allow_zero=True),
+        confirm_band=s.positive("confirm_band", DecisionSection.confirm_band, allow_zero=True),
+        confirm_repeats=s.positive("confirm_repeats", DecisionSection.confirm_repeats, "int", allow_zero=True),
+        remeasure_after=s.positive("remeasure_after", DecisionSection.remeasure_after, allow_zero=True),
+    )
+    s.finish()
+
+    s = _Section(file, "agent", data.get("agent", {}))
+    agent = AgentSection(
+        name=s.get("name", AgentSection.name, "str"),
+        queue=s.get("queue", AgentSection.queue, "str"),
+        model=s.get("model", "", "str"),
+        base_url=s.get("base_url", "", "str"),
+        max_turns=s.positive("max_turns", AgentSection.max_turns, "int"),
+    )
+    s.finish()
+
+    space = _search_space(file, data["search_space"]) if "search_space" in data else ()
+    return Config(root=root, task=task, run=run, metric=metric, loop=loop, decision=decision,
+                  agent=agent, search_space=space)
+
+
+def load(root: Path | str) -> Config:
+    """Load and validate ``autoresearch.toml`` from a research repository."""
+    root = Path(root).resolve()
+    file = root / CONFIG_NAME
+    if not file.is_file():
+        raise UserError(f"no {CONFIG_NAME} in {root}",
+                        hint="run this inside a research repository, or create one with `autoresearch init eclip DIR`")
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{file}: not valid TOML: {exc}", hint="fix the syntax at the line named") from None
+    return parse(root, data, file)
