@@ -1,0 +1,93 @@
+"""The eCLIP task: a template research repository and the steps that set one up.
+
+``template/`` is what a user gets: the editable ``train.py`` and ``scratchpad.md``, the fixed
+``program.md``, ``autoresearch.toml``, ``queue.toml`` and the ``eclip/`` package (reader, generator,
+preparation, run-time I/O). ``init_repository`` copies it, applies a size preset, commits it, and prepares
+the data (synthetic unless a real Ukiyo-eVG folder is given).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from autoresearch.errors import UserError
+
+TEMPLATE = Path(__file__).parent / "template"
+_SKIP = {"__pycache__", "__init__.py"}
+GITIGNORE = ".autoresearch/\n__pycache__/\n*.pyc\n"
+
+
+def copy_template(dest: Path) -> list[Path]:
+    copied = []
+    for src in sorted(TEMPLATE.rglob("*")):
+        rel = src.relative_to(TEMPLATE)
+        if any(part == "__pycache__" for part in rel.parts) or (rel.name in _SKIP and rel.parent == Path(".")):
+            continue
+        target = dest / rel
+        if src.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+            copied.append(target)
+    return copied
+
+
+def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int = 0,
+                    ukiyoe: Path | None = None, vocab: Path | None = None,
+                    say: Callable[[str], None] = print) -> dict:
+    """Create a research repository at ``dest`` and prepare its data. Returns facts for the caller."""
+    from autoresearch import config as config_mod
+    from autoresearch.loop import fingerprints
+    from autoresearch.loop.gitops import Git
+    from autoresearch.tasks.eclip import presets
+
+    if preset not in presets.PRESETS:
+        raise UserError(f"unknown preset {preset!r}", hint=f"choose one of: {', '.join(presets.PRESETS)}")
+    dest = Path(dest).resolve()
+    if dest.exists() and any(dest.iterdir()):
+        raise UserError(f"{dest} exists and is not empty", hint="choose a new folder for the research repository")
+    if ukiyoe is not None and not Path(ukiyoe).is_dir():
+        raise UserError(f"--ukiyoe {ukiyoe}: not a folder", hint="point it at the folder holding the three Ukiyo-eVG .jsonl files")
+    dest.mkdir(parents=True, exist_ok=True)
+    copy_template(dest)
+    train = dest / "train.py"
+    train.write_text(presets.apply_preset(train.read_text(encoding="utf-8"), preset), encoding="utf-8")
+    (dest / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
+    git = Git(dest)
+    git.init()
+    git.commit(["."], f"eCLIP research task (preset {preset})\n\nCreated by `autoresearch init eclip`.\n")
+    facts = prepare_data(dest, preset=preset, n=n, seed=seed, ukiyoe=ukiyoe, vocab=vocab, say=say)
+    config = config_mod.load(dest)
+    fingerprints.record(config)
+    return facts
+
+
+def prepare_data(dest: Path, *, preset: str, n: int, seed: int, ukiyoe: Path | None, vocab: Path | None,
+                 say: Callable[[str], None] = print) -> dict:
+    from autoresearch.tasks.eclip import presets
+    from autoresearch.tasks.eclip.template.eclip import prepare, synth
+
+    state = dest / ".autoresearch"
+    facts: dict = {}
+    if ukiyoe is None:
+        raw = state / "raw"
+        t0 = time.perf_counter()
+        say(f"generating {n} synthetic Ukiyo-eVG prints (seed {seed}) in {raw}")
+        facts["synth"] = synth.generate(raw, n=n, seed=seed)
+        facts["synth_seconds"] = round(time.perf_counter() - t0, 1)
+        source = "synthetic"
+    else:
+        raw, source = Path(ukiyoe).resolve(), "ukiyoe"
+    t0 = time.perf_counter()
+    say(f"preparing {source} data at {presets.image_size(preset)} px: vocabulary, images, heatmaps, folds, blind query sets")
+    try:
+        facts["prepare"] = prepare.prepare(raw, state, image_size=presets.image_size(preset),
+                                           vocab_path=vocab, source=source, **presets.text_lengths(preset))
+    except (ValueError, OSError) as exc:  # DataError is a ValueError naming file and line
+        raise UserError(str(exc), hint="fix the data file named above, then run `autoresearch data prepare` again") from None
+    facts["prepare_seconds"] = round(time.perf_counter() - t0, 1)
+    return facts

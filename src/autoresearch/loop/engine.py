@@ -1,0 +1,392 @@
+"""The experiment loop. The only module that knows the order of things.
+
+One experiment: brief the agent → let it edit → check the tree → commit the candidate → run every fold
+under the hard limit → score → decide → record in the ledger → keep (the branch moves) or revert.
+
+Crash safety. The ledger is the single source of truth; git follows it. An experiment gets its ledger row
+only once the candidate is about to be committed; a row still ``running`` when the tool starts again was
+cut off, so it is marked ``interrupted`` and the next experiment proposes again. The commit the next
+experiment starts from (the champion's code plus the agent's latest notes) is kept in the ledger's meta
+as ``base:<tag>``; at start-up the worktree is reset to it, so a half-finished step leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from autoresearch import hardware
+from autoresearch.agents.base import Agent, Brief, HistoryRow, Proposal
+from autoresearch.agents.constants import describe_changes, diff_constants
+from autoresearch.config import Config
+from autoresearch.errors import UserError
+from autoresearch.loop import decide as decide_mod
+from autoresearch.loop import editpolicy, fingerprints, scratchpad
+from autoresearch.loop.gitops import Git, archive_ref, branch_name, format_message
+from autoresearch.loop.ledger import Experiment, Ledger
+from autoresearch.loop.phases import Phase, current_phase, load_program
+from autoresearch.loop.trial import TrialResult, run_trial
+from autoresearch.runner.executor import Executor, LocalExecutor
+
+Reporter = Callable[..., None]   # reporter(kind: str, **data) — progress for the CLI; never decides
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _nan_to_none(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+@dataclass
+class StopReason:
+    why: str
+
+
+class Engine:
+    def __init__(self, config: Config, *, tag: str, agent: Agent | None = None, sandbox: bool = True,
+                 executor: Executor | None = None, reporter: Reporter | None = None,
+                 ledger: Ledger | None = None) -> None:
+        self.config = config
+        self.tag = tag
+        self.agent = agent
+        self.sandbox = sandbox
+        self.reporter = reporter or (lambda kind, **data: None)
+        self.executor = executor or LocalExecutor(on_line=lambda spec, line: self.reporter("line", spec=spec, line=line))
+        self.git = Git(config.root)
+        self.ledger = ledger or open_ledger(config)
+        self.program = load_program(config.root / config.task.program)
+        self.notes: list[str] = []        # tool messages for the next brief
+        self.fingerprints: dict[str, str] = {}
+        self._failed_candidate: str | None = None   # the crashed candidate a fix attempt starts from
+        self._stop_requested = False
+
+    # --- state derived from the ledger -----------------------------------------------------------
+    def champion(self) -> Experiment | None:
+        return self.ledger.champion(self.tag)
+
+    def finished(self) -> list[Experiment]:
+        return [r for r in self.ledger.rows(tag=self.tag, kinds=("experiment",))
+                if r.status not in ("running", "interrupted")]
+
+    def phase(self) -> tuple[Phase, int]:
+        return current_phase(self.program, [r.status for r in self.finished()])
+
+    def noise(self) -> decide_mod.NoiseFloor | None:
+        raw = self.ledger.get_meta(f"noise:{self.tag}")
+        return decide_mod.NoiseFloor.from_dict(raw) if raw else None
+
+    def base(self) -> str:
+        base = self.ledger.get_meta(f"base:{self.tag}")
+        champ = self.champion()
+        return base or (champ.commit if champ else self.git.head())
+
+    # --- start-up ----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Reconcile git with the ledger after any stop, and check the fixed files' fingerprints."""
+        if not self.git.is_repo():
+            raise UserError(f"{self.config.root} is not a git repository", hint="run `git init` and commit your files first")
+        branch = branch_name(self.tag)
+        for row in self.ledger.running():
+            self.ledger.finish(row.number, "interrupted", reason="the tool stopped while this ran; it will be proposed again")
+            self.reporter("interrupted", number=row.number)
+            if self.agent is not None:
+                self.agent.observe(row.number, "interrupted", None, row.meta)
+        if self.git.rev(f"refs/heads/{branch}") is None:
+            if self.git.status():
+                raise UserError("the working tree has uncommitted changes",
+                                hint="commit or stash them before starting a run (the loop owns the tree during a run)")
+            self.git.checkout_branch(branch)
+        elif self.git.current_branch() != branch:
+            self.git("checkout", "-q", "-f", branch)
+        base = self.ledger.get_meta(f"base:{self.tag}") or (self.champion().commit if self.champion() else None)
+        if base:
+            if self.git.head() != base:
+                self.git("update-ref", f"refs/heads/{branch}", base)
+            self.git.reset_hard(base)
+        for row in self.ledger.rows(tag=self.tag):
+            if row.commit and row.kind == "experiment" and self.git.rev(archive_ref(row.number)) is None:
+                self.git.update_ref(archive_ref(row.number), row.commit)
+        self.fingerprints = fingerprints.verify(self.config)
+
+    def ensure_baseline(self) -> Experiment:
+        champ = self.champion()
+        if champ is not None:
+            return champ
+        head = self.git.head()
+        number = self.ledger.start(number=0 if self.ledger.next_number() == 0 else None, tag=self.tag,
+                                   kind="baseline", phase=0, phase_title="baseline", attempt=1,
+                                   parent_commit=head, candidate_commit=head, agent="", description="baseline",
+                                   started_at=_now(), hardware_json=hardware.describe(), sandbox=int(self.sandbox),
+                                   fingerprints_json=self.fingerprints)
+        self.reporter("experiment_start", number=number, description="baseline", phase="baseline")
+        trial = self._trial(number, seed=self.config.run.seed)
+        if trial.status == "interrupted":
+            self.ledger.finish(number, "interrupted", reason=trial.reason)
+            raise KeyboardInterrupt
+        if trial.status != "ok":
+            self.ledger.finish(number, trial.status, reason=trial.reason, **self._trial_fields(trial))
+            raise UserError(f"the baseline did not run: {trial.reason}\n--- log tail ---\n{trial.log_tail()}",
+                            hint="fix train.py (or the run command) so that `autoresearch trial` succeeds")
+        self.ledger.finish(number, "keep", commit=head, reason="baseline", **self._trial_fields(trial))
+        self.ledger.set_meta(f"base:{self.tag}", head)
+        row = self.ledger.get(number)
+        self.reporter("experiment_done", row=row)
+        return row
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def run(self, *, max_experiments: int | None = None, hours: float | None = None,
+            should_stop: Callable[[], str | None] | None = None) -> StopReason:
+        """Run experiments until a stop condition; ``max_experiments`` counts finished experiments of
+        this tag in total, so a resumed run continues to the same target."""
+        if self.agent is None:
+            raise UserError("no agent given", hint="pass --agent replay|optuna|openai|anthropic|claude-code")
+        self.prepare()
+        self.ensure_baseline()
+        deadline = time.monotonic() + hours * 3600 if hours else None
+        attempt, failure = 1, ""
+        while True:
+            done = len(self.finished())
+            if max_experiments is not None and done >= max_experiments:
+                return StopReason(f"reached {max_experiments} experiments")
+            if deadline is not None and time.monotonic() >= deadline:
+                return StopReason(f"reached the {hours} h limit")
+            if should_stop and (why := should_stop()):
+                return StopReason(why)
+            try:
+                outcome = self.experiment(attempt=attempt, failure=failure)
+            except KeyboardInterrupt:
+                return StopReason("interrupted (Ctrl-C); everything so far is recorded")
+            if outcome is None:
+                return StopReason("the agent has nothing more to propose")
+            row, trial = outcome
+            if row is not None and row.status in ("crash", "timeout") and attempt <= self.config.loop.max_crash_fixes:
+                tail = trial.log_tail(self.config.loop.log_tail_lines) if trial else ""
+                attempt, failure = attempt + 1, f"{row.status}: {row.reason}\n--- log tail ---\n{tail}"
+                self._reopen_candidate(row)
+            else:
+                attempt, failure, self._failed_candidate = 1, "", None
+
+    def experiment(self, *, attempt: int = 1, failure: str = "") -> tuple[Experiment | None, TrialResult | None] | None:
+        """One experiment. Returns (row, trial), (None, None) when a crash fix was abandoned, or None
+        when the agent is exhausted."""
+        assert self.agent is not None
+        champ = self.champion()
+        assert champ is not None, "ensure_baseline() first"
+        base = self.base()
+        self.fingerprints = fingerprints.verify(self.config)
+        phase, _ = self.phase()
+        brief = self.brief(phase, attempt=attempt, failure=failure)
+        before = editpolicy.Snapshot.take(self.git)
+        failed = self._failed_candidate if attempt > 1 else None
+        self.reporter("agent_start", agent=self.agent.name, phase=phase.label, attempt=attempt)
+        started = _now()
+        t0 = time.perf_counter()
+        try:
+            proposal = self.agent.propose(brief, self.config.root)
+        except KeyboardInterrupt:
+            editpolicy.restore(self.git, base, before)
+            raise
+        except Exception as exc:  # an agent failing (network, bug) is an outcome, not the loop's end
+            proposal = Proposal(description=f"(agent error) {type(exc).__name__}: {exc}")
+            proposal.meta["agent_error"] = True
+        agent_seconds = time.perf_counter() - t0
+        proposal.usage.seconds = proposal.usage.seconds or agent_seconds
+        if proposal.exhausted:
+            editpolicy.restore(self.git, base, before)
+            return None
+        if failed is not None and self._same_code(failed):
+            # A crash fix that changed nothing: give up on this candidate.
+            editpolicy.restore(self.git, base, before)
+            self.notes.append("the previous candidate crashed and was not fixed; it was reverted")
+            return None, None
+        verdict = editpolicy.check(self.git, base, list(self.config.task.editable), self.config.task.scratchpad, before)
+        bad_status = "invalid"
+        if proposal.meta.get("agent_error"):
+            verdict, bad_status = editpolicy.Verdict(False, proposal.description), "crash"
+        fields = dict(tag=self.tag, kind="experiment", phase=phase.number, phase_title=phase.title,
+                      attempt=attempt, parent_commit=champ.commit, agent=self.agent.name,
+                      description=proposal.description, hypothesis=proposal.hypothesis, started_at=started,
+                      agent_seconds=proposal.usage.seconds, tokens_in=proposal.usage.input_tokens,
+                      tokens_out=proposal.usage.output_tokens, cost_usd=proposal.usage.cost_usd,
+                      hardware_json=hardware.describe(), sandbox=int(self.sandbox),
+                      fingerprints_json=self.fingerprints, meta_json=proposal.meta,
+                      champion_metric=champ.metric_mean)
+        if not verdict.ok:
+            number = self.ledger.start(**fields)
+            editpolicy.restore(self.git, base, before)
+            self.ledger.finish(number, bad_status, reason=verdict.reason)
+            self.notes.append(f"experiment {number} was {bad_status} and undone: {verdict.reason}")
+            row = self.ledger.get(number)
+            self.agent.observe(number, bad_status, None, proposal.meta)
+            self.reporter("experiment_done", row=row)
+            return row, None
+        self._bound_scratchpad()
+        changed = self._changed(champ.commit)
+        number = self.ledger.start(changed=changed, **fields)
+        self.reporter("experiment_start", number=number, description=proposal.description, phase=phase.label)
+        candidate = self.git.commit(list(self.config.task.editable) + [self.config.task.scratchpad],
+                                    f"experiment {number} (running): {proposal.description}\n")
+        self.git.update_ref(archive_ref(number), candidate)
+        self.ledger.update(number, candidate_commit=candidate)
+        trial = self._trial(number, seed=self.config.run.seed)
+        if trial.status == "interrupted":
+            self.ledger.finish(number, "interrupted", reason=trial.reason, **self._trial_fields(trial))
+            self.git.reset_hard(base)
+            self.agent.observe(number, "interrupted", None, proposal.meta)
+            raise KeyboardInterrupt
+        row = self._decide_and_record(number, trial, champ, base, candidate, proposal, phase, changed)
+        return row, trial
+
+    # --- pieces ------------------------------------------------------------------------------------
+    def _trial(self, number: int, *, seed: int, label: str = "") -> TrialResult:
+        run_dir = self.config.state_dir / "runs" / (f"{number:04d}{label}")
+        return run_trial(self.config, run_dir, seed=seed, sandbox=self.sandbox, executor=self.executor,
+                         on_fold=lambda f: self.reporter("fold_done", number=number, fold=f))
+
+    @staticmethod
+    def _trial_fields(trial: TrialResult) -> dict[str, Any]:
+        return dict(folds_json=[_nan_to_none(v) for v in trial.values], metrics_json=trial.metrics,
+                    metric_mean=_nan_to_none(trial.mean), metric_std=_nan_to_none(trial.std),
+                    train_seconds=trial.train_seconds, score_seconds=trial.score_seconds,
+                    peak_memory_gb=trial.peak_memory_gb,
+                    log_path=str(trial.folds[-1].outcome.spec.log_path) if trial.folds else None)
+
+    def _decide_and_record(self, number, trial, champ, base, candidate, proposal, phase, changed) -> Experiment:
+        cfg = self.config
+        fields = self._trial_fields(trial)
+        if trial.status != "ok":
+            status, reason, decision = trial.status, trial.reason, None
+        else:
+            editable_py = [p for p in cfg.task.editable if p.endswith(".py")]
+            seed_only = bool(editable_py) and all(
+                decide_mod.is_seed_only(self.git.show(champ.commit, p) or "", (cfg.root / p).read_text(encoding="utf-8"))
+                for p in editable_py)
+            decision = decide_mod.decide(trial.values, champ.folds, direction=cfg.metric.direction,
+                                         settings=cfg.decision, noise=self.noise(), seed_only=seed_only)
+            spent = 0
+            if decision.status == "confirm":
+                runs = [trial.values]
+                for r in range(max(1, cfg.decision.confirm_repeats)):
+                    extra = self._trial(number, seed=cfg.run.seed + 1000 * (r + 1), label=f"-confirm{r + 1}")
+                    spent += 1
+                    if extra.status == "interrupted":
+                        raise KeyboardInterrupt
+                    if extra.status != "ok":
+                        break
+                    runs.append(extra.values)
+                decision = decide_mod.decide_confirmed(runs, [champ.folds], direction=cfg.metric.direction,
+                                                       settings=cfg.decision, noise=self.noise())
+            status, reason = decision.status, decision.reason
+            decision.numbers["confirmation_runs"] = spent
+        delta = None
+        if trial.status == "ok" and champ.metric_mean is not None:
+            delta = trial.mean - champ.metric_mean
+        message = format_message(number=number, description=proposal.description, metric_name=cfg.metric.name,
+                                 mean=_nan_to_none(trial.mean), std=_nan_to_none(trial.std),
+                                 prev=champ.metric_mean, delta=delta, folds=trial.values,
+                                 peak_memory_gb=trial.peak_memory_gb, phase=phase.label, changed=changed,
+                                 status=status, hypothesis=proposal.hypothesis, reason=reason)
+        result = self.git.commit_tree(self.git.tree_of(candidate), base, message)
+        decision_json = None if decision is None else {"status": decision.status, "reason": decision.reason,
+                                                       "numbers": decision.numbers}
+        self.ledger.finish(number, status, reason=reason, commit=result, delta=delta, decision_json=decision_json,
+                           **fields)
+        self.git.update_ref(archive_ref(number), result)
+        if status == "keep":
+            new_base = result
+            self.git.update_ref(f"refs/heads/{branch_name(self.tag)}", result)
+            self.git.reset_hard(result)
+        else:
+            new_base = self._carry_notes(base, candidate, number)
+        self.ledger.set_meta(f"base:{self.tag}", new_base)
+        self.agent.observe(number, status, _nan_to_none(trial.mean), proposal.meta)
+        row = self.ledger.get(number)
+        self.reporter("experiment_done", row=row)
+        return row
+
+    def _carry_notes(self, base: str, candidate: str, number: int) -> str:
+        """Revert the code to ``base`` but keep the agent's scratchpad notes in a notes-only commit."""
+        pad = self.config.task.scratchpad
+        notes = self.git.show(candidate, pad)
+        self.git.reset_hard(base)
+        if notes is None or notes == (self.git.show(base, pad) or ""):
+            return base
+        (self.config.root / pad).write_text(notes, encoding="utf-8")
+        return self.git.commit([pad], f"notes after experiment {number}\n")
+
+    def _reopen_candidate(self, row: Experiment) -> None:
+        """Put the crashed candidate's files back in the tree (uncommitted) so the agent can fix its change."""
+        self._failed_candidate = row.candidate_commit
+        if row.candidate_commit:
+            self.git("checkout", row.candidate_commit, "--", *self.config.task.editable)
+
+    def _same_code(self, commit: str) -> bool:
+        pad = self.config.task.scratchpad
+        return all(self.git.show(commit, rel) == _read(self.config.root / rel)
+                   for rel in self.config.task.editable if rel != pad)
+
+    def _bound_scratchpad(self) -> None:
+        path = self.config.root / self.config.task.scratchpad
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            bounded, cut = scratchpad.bound(text, self.config.loop.scratchpad_max_chars, self.ledger.next_number())
+            if cut:
+                path.write_text(bounded, encoding="utf-8")
+                self.notes.append(f"the scratchpad was over {self.config.loop.scratchpad_max_chars} characters; "
+                                  f"the oldest {cut} were cut")
+
+    def _changed(self, champion_commit: str) -> str:
+        parts = []
+        for rel in self.config.task.editable:
+            if not rel.endswith(".py"):
+                continue
+            old = self.git.show(champion_commit, rel) or ""
+            new = (self.config.root / rel).read_text(encoding="utf-8")
+            try:
+                changes = diff_constants(old, new)
+            except SyntaxError:
+                continue
+            if changes:
+                parts.append(describe_changes(changes))
+            elif old != new:
+                parts.append(f"{rel} (code)")
+        return ", ".join(parts)
+
+    def brief(self, phase: Phase, *, attempt: int = 1, failure: str = "") -> Brief:
+        cfg = self.config
+        champ = self.champion()
+        noise = self.noise()
+        rows = [r for r in self.ledger.rows(tag=self.tag, kinds=("baseline", "experiment"))]
+        history = [HistoryRow(r.number, r.status, r.description or "", r.metric_mean, r.metric_std, r.delta,
+                              r.reason or "") for r in rows]
+        pad = cfg.root / cfg.task.scratchpad
+        past_meta = [r.meta for r in self.finished() if self.agent is not None and r.agent == self.agent.name]
+        notes, self.notes = self.notes, []
+        return Brief(experiment=self.ledger.next_number(), task=cfg.task.name, metric_name=cfg.metric.name,
+                     direction=cfg.metric.direction, phase_title=phase.label, phase_text=phase.text,
+                     program_rules=self.program.preamble, scratchpad=pad.read_text(encoding="utf-8") if pad.is_file() else "",
+                     editable=list(dict.fromkeys([*cfg.task.editable, cfg.task.scratchpad])),
+                     champion_metric=champ.metric_mean if champ else None,
+                     champion_std=champ.metric_std if champ else None,
+                     noise_sigma=noise.sigma if noise else None, history=history,
+                     multi_change=phase.multi_change, failure=failure, attempt=attempt, notes=notes,
+                     past_meta=past_meta)
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def open_ledger(config: Config) -> Ledger:
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    return Ledger(config.state_dir / "ledger.sqlite")
+
+
+def default_tag(ledger: Ledger) -> str:
+    return ledger.get_meta("tag") or datetime.now().strftime("%b%d").lower()

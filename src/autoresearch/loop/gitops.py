@@ -1,0 +1,191 @@
+"""Git as the record of every attempt: the champion branch, archive refs, restores, commit messages.
+
+Layout in the research repository:
+- branch ``autoresearch/<tag>``: its head is always the champion (the best code so far), plus
+  scratchpad-only commits that carry the agent's notes forward after a discarded experiment;
+- ``refs/autoresearch/archive/<n>``: experiment n's commit, whatever its outcome, so that every attempt
+  survives in git even after a revert.
+
+The tool commits as "autoresearch" unless the repository configures an identity of its own. This module
+knows nothing about the ledger; the engine reconciles the two.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoresearch.errors import UserError
+
+BRANCH_PREFIX = "autoresearch/"
+ARCHIVE_PREFIX = "refs/autoresearch/archive/"
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "autoresearch", "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
+    "GIT_COMMITTER_NAME": "autoresearch", "GIT_COMMITTER_EMAIL": "autoresearch@localhost",
+}
+
+
+class GitError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of ``git status``: a path and how it differs from HEAD."""
+
+    code: str      # two-letter porcelain code, e.g. " M", "??", "D ", "R "
+    path: str
+    orig: str = ""  # the old path of a rename
+
+
+class Git:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __call__(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+        for key, value in _IDENTITY.items():
+            env.setdefault(key, value)
+        proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True, env=env,
+                              input=input, check=False)
+        if check and proc.returncode != 0:
+            raise GitError(f"git {' '.join(args)} failed in {self.root}: {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc.stdout
+
+    # --- reading -------------------------------------------------------------------------------
+    def is_repo(self) -> bool:
+        return (self.root / ".git").exists()
+
+    def head(self) -> str:
+        return self("rev-parse", "HEAD").strip()
+
+    def rev(self, ref: str) -> str | None:
+        out = self("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False).strip()
+        return out or None
+
+    def current_branch(self) -> str | None:
+        out = self("symbolic-ref", "--quiet", "--short", "HEAD", check=False).strip()
+        return out or None
+
+    def tree_of(self, commit: str) -> str:
+        return self("rev-parse", f"{commit}^{{tree}}").strip()
+
+    def show(self, commit: str, path: str) -> str | None:
+        out = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=self.root, capture_output=True,
+                             text=True, check=False)
+        return out.stdout if out.returncode == 0 else None
+
+    def message(self, commit: str) -> str:
+        return self("log", "-1", "--format=%B", commit)
+
+    def diff(self, a: str, b: str | None = None, paths: tuple[str, ...] = ()) -> str:
+        args = ["diff", a] + ([b] if b else []) + (["--", *paths] if paths else [])
+        return self(*args)
+
+    def status(self, ignored: bool = False) -> list[Change]:
+        """Every difference between the working tree (and index) and HEAD, untracked files included."""
+        args = ["status", "--porcelain=v1", "-z", "--untracked-files=all"]
+        if ignored:
+            args.append("--ignored=matching")
+        raw = self(*args)
+        items = raw.split("\0")
+        changes: list[Change] = []
+        i = 0
+        while i < len(items):
+            entry = items[i]
+            i += 1
+            if not entry:
+                continue
+            code, path = entry[:2], entry[3:]
+            orig = ""
+            if code[0] in "RC":
+                orig = items[i]
+                i += 1
+            changes.append(Change(code, path, orig))
+        return changes
+
+    def mode_changes(self, base: str) -> list[str]:
+        """Paths whose file mode (executable bit, symlink) differs between ``base`` and the worktree."""
+        out = self("diff", "--raw", "-z", base)
+        parts = out.split("\0")
+        paths = []
+        for i in range(0, len(parts) - 1, 2):
+            meta, path = parts[i], parts[i + 1]
+            fields = meta.lstrip(":").split()
+            if len(fields) >= 2 and fields[0] != fields[1] and fields[0] != "000000" and fields[1] != "000000":
+                paths.append(path)
+        return paths
+
+    # --- writing -------------------------------------------------------------------------------
+    def init(self) -> None:
+        self("init", "-q", "-b", "main")
+
+    def checkout_branch(self, branch: str, start: str | None = None) -> None:
+        if self.rev(f"refs/heads/{branch}"):
+            self("checkout", "-q", branch)
+        else:
+            self("checkout", "-q", "-b", branch, *([start] if start else []))
+
+    def commit(self, paths: list[str], message: str, allow_empty: bool = False) -> str:
+        """Stage exactly ``paths`` (additions, edits and deletions) and commit them."""
+        if paths:
+            self("add", "-A", "--", *paths)
+        self("commit", "-q", "--no-verify", "-m", message, *(["--allow-empty"] if allow_empty else []))
+        return self.head()
+
+    def commit_tree(self, tree: str, parent: str, message: str) -> str:
+        return self("commit-tree", tree, "-p", parent, "-F", "-", input=message).strip()
+
+    def update_ref(self, ref: str, commit: str) -> None:
+        self("update-ref", ref, commit)
+
+    def reset_hard(self, commit: str) -> None:
+        """Make the worktree exactly ``commit``: tracked files restored, untracked (not ignored) removed."""
+        self("reset", "-q", "--hard", commit)
+        self("clean", "-q", "-fd")
+
+
+def branch_name(tag: str) -> str:
+    return BRANCH_PREFIX + tag
+
+
+def archive_ref(number: int) -> str:
+    return f"{ARCHIVE_PREFIX}{number}"
+
+
+def validate_tag(tag: str) -> str:
+    ok = tag and all(c.isalnum() or c in "-_." for c in tag) and not tag.startswith(".")
+    if not ok:
+        raise UserError(f"invalid tag {tag!r}", hint="use letters, digits, '-', '_' or '.', e.g. --tag nov27")
+    return tag
+
+
+def format_message(*, number: int, description: str, metric_name: str, mean: float | None,
+                   std: float | None, prev: float | None, delta: float | None, folds: list,
+                   peak_memory_gb: float | None, phase: str, changed: str, status: str,
+                   hypothesis: str = "", reason: str = "") -> str:
+    """The seed's machine-readable commit message, one ``key: value`` per line after the title."""
+
+    def num(x: float | None, fmt: str = ".2f") -> str:
+        return "nan" if x is None or x != x else format(x, fmt)
+
+    lines = [f"experiment {number}: {description.splitlines()[0] if description else '(no description)'}", ""]
+    if mean is None:
+        lines.append(f"{metric_name}: nan (prev: {num(prev)})")
+    else:
+        lines.append(f"{metric_name}: {num(mean)} ± {num(std)} (prev: {num(prev)})")
+    lines += [
+        f"delta: {'+' if (delta or 0) > 0 else ''}{num(delta)}",
+        f"status: {status}",
+        f"peak_memory_gb: {num(peak_memory_gb)}",
+        f"folds: [{', '.join(num(v) for v in folds)}]",
+        f"phase: {phase}",
+        f"changed: {changed or '(code change)'}",
+    ]
+    if reason:
+        lines.append(f"reason: {reason}")
+    if hypothesis:
+        lines.append(f"hypothesis: {' '.join(hypothesis.split())}")
+    return "\n".join(lines) + "\n"
