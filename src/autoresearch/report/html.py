@@ -1,0 +1,252 @@
+"""The report folder: ``index.html`` (self-contained), ``progress.png``, ``results.tsv``, ``results.jsonl``.
+
+Everything on the page comes from the ledger; every piece of text is escaped (descriptions, reasons and
+hypotheses are written by agents). The one-time test score (a row of kind 'final') is shown apart from the
+validation results, with the number of times the test split was used (events of kind 'test_used').
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+from autoresearch.loop.ledger import Experiment, Ledger
+from autoresearch.report.plot import direction_label, progress_png
+
+
+def delta_sd(decision: dict) -> float | None:
+    """One standard deviation of the delta, as ``loop.decide`` records it (``numbers.sigma_d``)."""
+    numbers = decision.get("numbers")
+    value = numbers.get("sigma_d") if isinstance(numbers, dict) else None
+    return value if _finite(value) else None
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
+max-width:1280px;padding:0 16px;color:#1a1a1a}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+.sub{color:#666} .big{font-size:20px;font-weight:600}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin:14px 0}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:150px}
+.card .k{color:#666;font-size:12px}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{border-bottom:1px solid #eee;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f6f6f6} td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.keep td{background:#eef8ee} tr.crash td,tr.timeout td,tr.invalid td{background:#fdf0f0}
+tr.interrupted td,tr.running td{color:#888}
+img{max-width:100%;border:1px solid #eee}
+.test{border:2px solid #b8860b;border-radius:6px;padding:10px 16px;background:#fffaf0}
+.good{color:#1a7f37} .bad{color:#b42318}
+"""
+
+
+def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, direction: str,
+                 noise_sigma: float | None = None, extra: dict | None = None) -> Path:
+    """Write the four report files for one tag into ``out_dir``; return the path of ``index.html``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = ledger.rows(tag=tag)
+    png = progress_png(rows, out_dir / "progress.png", metric_name=metric_name, direction=direction,
+                       noise_sigma=noise_sigma, title=f"{tag}: {direction_label(metric_name, direction)}")
+    ledger.export_tsv(out_dir / "results.tsv", tag=tag, metric_name=metric_name)
+    ledger.export_jsonl(out_dir / "results.jsonl")
+    test_uses = [e for e in ledger.events("test_used") if e.payload.get("tag", tag) == tag]
+    page = render_page(rows, tag=tag, metric_name=metric_name, direction=direction, noise_sigma=noise_sigma,
+                       png=png.read_bytes(), test_uses=len(test_uses), extra=extra or {})
+    index = out_dir / "index.html"
+    tmp = index.with_name("index.html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(index)
+    return index
+
+
+def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction: str,
+                noise_sigma: float | None, png: bytes, test_uses: int, extra: dict) -> str:
+    """The HTML text of the report (pure function of its arguments)."""
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>autoresearch: {e(tag)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>autoresearch report: {e(tag)}</h1>",
+        f"<div class='sub'>{e(direction_label(metric_name, direction))}, validation"
+        f"{'' if not noise_sigma else f'; noise σ = {_num(noise_sigma)}'}</div>",
+        _headline(rows, metric_name, direction),
+        f"<h2>Progress</h2><img alt='progress plot' src='data:image/png;base64,"
+        f"{base64.b64encode(png).decode('ascii')}'>",
+        _final_section(rows, metric_name, test_uses),
+        _kept_table(rows, metric_name),
+        _all_table(rows, metric_name),
+        _kv_section("Hardware", _hardware(rows)),
+        _kv_section("Run", extra),
+        "<p class='sub'>Files: progress.png, results.tsv, results.jsonl (everything in the ledger).</p>",
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
+    e = html.escape
+    trials = [r for r in rows if r.kind in ("baseline", "experiment")]
+    base = next((r for r in trials if r.kind == "baseline" and _finite(r.metric_mean)), None)
+    champions = [r for r in trials if r.status == "keep" and _finite(r.metric_mean)]
+    best = champions[-1] if champions else None
+    cards = []
+    if base is not None and best is not None:
+        gain = (base.metric_mean - best.metric_mean) * (1 if direction == "minimize" else -1)
+        pct = f" ({100 * gain / abs(base.metric_mean):.1f}%)" if base.metric_mean else ""
+        cls = "good" if gain > 0 else ("bad" if gain < 0 else "")
+        cards.append(_card(f"{e(metric_name)}: baseline → champion",
+                           f"{_pm(base)} → {_pm(best)}"))
+        cards.append(_card("improvement", f"<span class='{cls}'>{_num(gain)}{pct}</span>"))
+    elif base is not None:
+        cards.append(_card(f"{e(metric_name)}: baseline", _pm(base)))
+    counts = Counter(r.status for r in rows if r.kind == "experiment")
+    order = ("keep", "discard", "crash", "timeout", "invalid", "interrupted", "running")
+    cards.append(_card(f"{sum(counts.values())} experiments",
+                       ", ".join(f"{counts[s]} {s}" for s in order if counts[s]) or "none yet"))
+    other = Counter(r.kind for r in rows if r.kind in ("confirm", "noise"))
+    if other:
+        cards.append(_card("extra runs", ", ".join(f"{n} {k}" for k, n in sorted(other.items()))))
+    hours = _hours(rows)
+    if hours is not None:
+        train = sum(r.train_seconds or 0 for r in rows) / 3600
+        agent = sum(r.agent_seconds or 0 for r in rows) / 3600
+        cards.append(_card("time", f"{hours:.2f} h wall<br><span class='sub'>{train:.2f} h training, "
+                                   f"{agent:.2f} h agent</span>"))
+    if any(r.tokens_in or r.tokens_out for r in rows):
+        tokens = sum((r.tokens_in or 0) + (r.tokens_out or 0) for r in rows)
+        cards.append(_card("tokens", f"{tokens:,}"))
+    costs = [r.cost_usd for r in rows if r.cost_usd is not None]
+    if costs:
+        cards.append(_card("LLM cost", f"${sum(costs):,.2f}"))
+    return "<div class='cards'>" + "".join(cards) + "</div>"
+
+
+def _final_section(rows: list[Experiment], metric_name: str, test_uses: int) -> str:
+    finals = [r for r in rows if r.kind == "final"]
+    if not finals:
+        return ""
+    e = html.escape
+    out = ["<h2>Final test result</h2><div class='test'>",
+           "<p><b>One-time test score</b>: the champion retrained on train+val and scored once on the "
+           f"held-out test split. The test split was used <b>{test_uses}</b> time(s) in this run.</p>"]
+    for r in finals:
+        out.append(f"<p>#{r.number} {e(r.description or '')}: <span class='big'>{e(metric_name)} = "
+                   f"{_num(r.metric_mean)}</span> <span class='sub'>({e(r.status or '')})</span></p>")
+        metrics = r.metrics
+        if isinstance(metrics, list) and len(metrics) == 1:
+            metrics = metrics[0]
+        if isinstance(metrics, dict) and metrics:
+            out.append(_kv_table(metrics))
+    out.append("</div>")
+    return "".join(out)
+
+
+def _kept_table(rows: list[Experiment], metric_name: str) -> str:
+    kept = [r for r in rows if r.kind == "experiment" and r.status == "keep"]
+    e = html.escape
+    head = ["#", "description", "changed", f"{metric_name} mean ± std", "delta", "hypothesis"]
+    body = []
+    for r in kept:
+        sigma = delta_sd(r.decision)
+        delta = _num(r.delta, signed=True) + (f" ± {_num(sigma, digits=3)}" if sigma is not None else "")
+        body.append(_tr(r.status, [str(r.number), e(r.description or ""), e(r.changed or ""), _pm(r), delta,
+                                   e(r.hypothesis or "")], numeric={0, 3, 4}))
+    if not body:
+        return "<h2>Kept changes</h2><p class='sub'>No experiment has been kept yet.</p>"
+    return "<h2>Kept changes</h2>" + _table(head, body)
+
+
+def _all_table(rows: list[Experiment], metric_name: str) -> str:
+    e = html.escape
+    head = ["#", "kind", "status", "description", f"{metric_name} mean ± std", "delta", "train s", "cost $",
+            "reason"]
+    body = []
+    for r in rows:
+        cost = f"{r.cost_usd:.3f}" if r.cost_usd is not None else ""
+        body.append(_tr(r.status, [str(r.number), e(r.kind or ""), e(r.status or ""), e(r.description or ""),
+                                   _pm(r), _num(r.delta, signed=True), _num(r.train_seconds, digits=4), cost,
+                                   e(r.reason or "")], numeric={0, 4, 5, 6, 7}))
+    return "<h2>All experiments</h2>" + _table(head, body)
+
+
+def _hardware(rows: list[Experiment]) -> dict:
+    """The hardware of the latest row that recorded one (runs of one tag normally share a machine)."""
+    for r in reversed(rows):
+        if r.hardware:
+            return r.hardware
+    return {}
+
+
+def _kv_section(title: str, values: dict) -> str:
+    return f"<h2>{html.escape(title)}</h2>{_kv_table(values)}" if values else ""
+
+
+def _kv_table(values: dict) -> str:
+    body = [f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_plain(v))}</td></tr>" for k, v in values.items()]
+    return "<table>" + "".join(body) + "</table>"
+
+
+def _table(head: list[str], body: list[str]) -> str:
+    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(body) + "</tbody></table>")
+
+
+def _tr(status: str | None, cells: list[str], numeric: Iterable[int]) -> str:
+    """A row whose cells are already escaped HTML; the status becomes a CSS class."""
+    num = set(numeric)
+    cls = html.escape(status or "", quote=True)
+    return f"<tr class='{cls}'>" + "".join(
+        f"<td class='n'>{c}</td>" if i in num else f"<td>{c}</td>" for i, c in enumerate(cells)) + "</tr>"
+
+
+def _card(key: str, value: str) -> str:
+    return f"<div class='card'><div class='k'>{key}</div><div class='big'>{value}</div></div>"
+
+
+def _pm(r: Experiment) -> str:
+    if not _finite(r.metric_mean):
+        return "—"
+    return _num(r.metric_mean) + (f" ± {_num(r.metric_std, digits=3)}" if _finite(r.metric_std) else "")
+
+
+def _num(x: Any, signed: bool = False, digits: int = 5) -> str:
+    if not _finite(x):
+        return ""
+    return f"{x:+.{digits}g}" if signed else f"{x:.{digits}g}"
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, float):
+        return _num(v, digits=6)
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_plain(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _hours(rows: list[Experiment]) -> float | None:
+    starts = [_time(r.started_at) for r in rows if r.started_at]
+    ends = [_time(r.ended_at) for r in rows if r.ended_at]
+    starts = [t for t in starts if t]
+    ends = [t for t in ends if t]
+    if not starts or not ends:
+        return None
+    return max(0.0, (max(ends) - min(starts)).total_seconds() / 3600)
+
+
+def _time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
