@@ -31,6 +31,7 @@ from autoresearch.loop.ledger import Experiment, Ledger
 from autoresearch.loop.phases import Phase, current_phase, load_program
 from autoresearch.loop.trial import TrialResult, run_trial
 from autoresearch.runner.executor import Executor, LocalExecutor
+from autoresearch.scoring.sources import check_config as check_scoring
 
 Reporter = Callable[..., None]   # reporter(kind: str, **data) — progress for the CLI; never decides
 
@@ -113,6 +114,7 @@ class Engine:
             if row.commit and row.kind == "experiment" and self.git.rev(archive_ref(row.number)) is None:
                 self.git.update_ref(archive_ref(row.number), row.commit)
         self.fingerprints = fingerprints.verify(self.config)
+        check_scoring(self.config)
 
     def ensure_baseline(self) -> Experiment:
         champ = self.champion()
@@ -165,12 +167,33 @@ class Engine:
             if outcome is None:
                 return StopReason("the agent has nothing more to propose")
             row, trial = outcome
+            if row is not None and row.status == "keep":
+                self._maybe_remeasure()
             if row is not None and row.status in ("crash", "timeout") and attempt <= self.config.loop.max_crash_fixes:
                 tail = trial.log_tail(self.config.loop.log_tail_lines) if trial else ""
                 attempt, failure = attempt + 1, f"{row.status}: {row.reason}\n--- log tail ---\n{tail}"
                 self._reopen_candidate(row)
             else:
                 attempt, failure, self._failed_candidate = 1, "", None
+
+    def _maybe_remeasure(self) -> None:
+        """Measure the noise floor again when the champion has moved far from where it was measured."""
+        noise, champ = self.noise(), self.champion()
+        if noise is None or champ is None or self.config.decision.remeasure_after <= 0:
+            return   # without a floor, `autoresearch baseline` measures one; the rule falls back to the folds
+        if decide_mod.needs_remeasure(noise, champ.metric_mean, self.config.decision):
+            from autoresearch.loop.noise import measure_noise
+
+            self.reporter("remeasure", noise=noise, champion=champ)
+            measure_noise(self, max(2, noise.n_repeats))
+
+    def champion_runs(self, champ: Experiment) -> list[list[float]]:
+        """Every measurement of the champion's code: its own run, its confirmation runs and noise-floor runs."""
+        runs = [champ.folds] + [list(r) for r in (champ.decision.get("numbers", {}).get("confirm_runs") or [])]
+        for row in self.ledger.rows(tag=self.tag, kinds=("noise",)):
+            if row.commit == champ.commit and row.status == "keep":
+                runs.append(row.folds)
+        return runs
 
     def experiment(self, *, attempt: int = 1, failure: str = "") -> tuple[Experiment | None, TrialResult | None] | None:
         """One experiment. Returns (row, trial), (None, None) when a crash fix was abandoned, or None
@@ -267,7 +290,8 @@ class Engine:
             seed_only = bool(editable_py) and all(
                 decide_mod.is_seed_only(self.git.show(champ.commit, p) or "", (cfg.root / p).read_text(encoding="utf-8"))
                 for p in editable_py)
-            decision = decide_mod.decide(trial.values, champ.folds, direction=cfg.metric.direction,
+            champion_runs = self.champion_runs(champ)
+            decision = decide_mod.decide(trial.values, champion_runs, direction=cfg.metric.direction,
                                          settings=cfg.decision, noise=self.noise(), seed_only=seed_only)
             spent = 0
             if decision.status == "confirm":
@@ -278,10 +302,12 @@ class Engine:
                     if extra.status == "interrupted":
                         raise KeyboardInterrupt
                     if extra.status != "ok":
+                        runs.append([math.nan] * len(trial.values))   # a failed confirmation discards
                         break
                     runs.append(extra.values)
-                decision = decide_mod.decide_confirmed(runs, [champ.folds], direction=cfg.metric.direction,
+                decision = decide_mod.decide_confirmed(runs, champion_runs, direction=cfg.metric.direction,
                                                        settings=cfg.decision, noise=self.noise())
+                decision.numbers["confirm_runs"] = runs[1:]
             status, reason = decision.status, decision.reason
             decision.numbers["confirmation_runs"] = spent
         delta = None
