@@ -1,0 +1,384 @@
+"""The eCLIP task's fixed data side: Ukiyo-eVG reader, synthetic generator and preparation."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tokenizers import normalizers, pre_tokenizers
+
+from autoresearch.tasks.eclip.template.eclip import prepare as P
+from autoresearch.tasks.eclip.template.eclip import synth
+from autoresearch.tasks.eclip.template.eclip.ukiyoe import (
+    SPLIT_FILES, DataError, ReadReport, Region, read_dataset, read_split)
+
+HANDWRITTEN = Path(__file__).parent / "data" / "handwritten_ukiyoe"
+TEMPLATE = Path(P.__file__).resolve().parents[1]
+
+
+def _line(filename="a.png", width=100, height=80, caption="a crane", regions=None, **extra):
+    obj = {"filename": filename, "width": width, "height": height,
+           "grounding": {"caption": caption, "regions": regions if regions is not None else []}}
+    obj.update(extra)
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def _write(tmp_path, lines, images=("a.png",), image_dir="images"):
+    path = tmp_path / "split.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if image_dir is not None:
+        folder = tmp_path / image_dir
+        folder.mkdir(exist_ok=True)
+        for name in images:
+            Image.new("RGB", (10, 10), (200, 30, 30)).save(folder / name)
+    return path
+
+
+# ---------------------------------------------------------------- reader
+
+def test_malformed_json_names_file_and_line(tmp_path):
+    path = _write(tmp_path, [_line(), "", '{"filename": "a.png", "width": 10,'])
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}:3: malformed JSON"):
+        read_split(path)
+
+
+def test_missing_image_names_file_line_and_searched_folders(tmp_path):
+    path = _write(tmp_path, [_line(), _line(filename="gone.jpg")])
+    with pytest.raises(DataError) as err:
+        read_split(path)
+    msg = str(err.value)
+    assert f"{path}:2" in msg and "gone.jpg" in msg
+    assert str(tmp_path / "images") in msg and f"{tmp_path}," not in msg.split("searched")[0]
+    assert str(tmp_path) in msg.split("searched")[1]
+
+
+def test_images_next_to_the_jsonl_are_found(tmp_path):
+    path = _write(tmp_path, [_line()], image_dir=".")
+    [rec] = read_split(path)
+    assert rec.image_path == tmp_path / "a.png"
+
+
+@pytest.mark.parametrize("line, what", [
+    (json.dumps({"filename": "a.png", "height": 80, "grounding": {"caption": "x", "regions": []}}),
+     "missing required field 'width'"),
+    (json.dumps({"filename": "a.png", "width": 100, "height": 80, "grounding": {"regions": []}}),
+     "missing required field 'grounding.caption'"),
+    (json.dumps({"filename": "a.png", "width": "100", "height": 80, "grounding": {"caption": "x", "regions": []}}),
+     "'width' must be int"),
+    (json.dumps({"filename": "a.png", "width": True, "height": 80, "grounding": {"caption": "x", "regions": []}}),
+     "'width' must be int"),
+    (_line(regions=[{"bbox": [1, 2, 3], "phrase": "p"}]), r"regions\[0\].bbox must be four finite numbers"),
+    (_line(regions=[{"bbox": [1, 2, 30, 40]}]), r"missing required field 'grounding.regions\[0\].phrase'"),
+    ("[1, 2]", "must be a JSON object"),
+])
+def test_bad_records_name_file_line_and_field(tmp_path, line, what):
+    path = _write(tmp_path, [_line(), line])
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}:2: .*{what}"):
+        read_split(path)
+
+
+def test_clipping_dropping_unknown_fields_empty_regions_and_non_ascii(tmp_path):
+    regions = [{"bbox": [-10, 5, 500, 50], "phrase": "a boat", "logit": 0.3},   # clipped
+               {"bbox": [120, 10, 150, 20], "phrase": "outside"},                # clipped to nothing: dropped
+               {"bbox": [30, 30, 30, 60], "phrase": "zero width"},               # degenerate: dropped
+               {"bbox": [10.5, 20, 40, 60.25], "phrase": "芸者 in a kimono"}]
+    path = _write(tmp_path, [_line(regions=regions, score=1, tags=["x"]), "   ",
+                             _line(caption="Fuji — 富士", regions=[])])
+    report = ReadReport()
+    recs = read_split(path, report=report, split="train")
+    assert len(recs) == 2
+    assert recs[0].regions == [Region((0.0, 5.0, 100.0, 50.0), "a boat"),
+                               Region((10.5, 20.0, 40.0, 60.25), "芸者 in a kimono")]
+    assert recs[1].regions == [] and recs[1].caption == "Fuji — 富士"
+    assert report.clipped == {"train": 2} and report.dropped == {"train": 2}
+    assert report.regions == {"train": 2} and report.records == {"train": 2}
+    assert "2 boxes clipped" in report.summary()
+
+
+def test_read_dataset_lists_missing_split_files(tmp_path):
+    (tmp_path / SPLIT_FILES["train"]).write_text("")
+    with pytest.raises(DataError, match="ukiyoe_vg_val_pgt_odvg.jsonl, ukiyoe_vg_test_annotated.jsonl"):
+        read_dataset(tmp_path)
+
+
+# ---------------------------------------------------------------- generator
+
+@pytest.fixture(scope="module")
+def synth_raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth_raw")
+    counts = synth.generate(root, n=200, seed=0)
+    return root, counts
+
+
+def test_split_sizes_match_ukiyoe_vg():
+    assert synth.split_sizes(10993) == (8794, 1099, 1100)
+    assert synth.split_sizes(3000) == (2400, 300, 300)
+    for n in (10, 11, 57, 999, 10001):
+        tr, va, te = synth.split_sizes(n)
+        assert tr + va + te == n and abs(va - n / 10) < 1 and abs(te - n / 10) < 1
+    with pytest.raises(ValueError):
+        synth.split_sizes(5)
+
+
+def test_generation_is_deterministic_per_seed(tmp_path):
+    a, b, c = (synth.generate(tmp_path / name, n=12, seed=seed) for name, seed in (("a", 3), ("b", 3), ("c", 4)))
+    assert a == b and (a["train"], a["val"], a["test"]) == (9, 1, 2)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 15
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert (tmp_path / "a" / SPLIT_FILES["train"]).read_bytes() != (tmp_path / "c" / SPLIT_FILES["train"]).read_bytes()
+    img = "images/ukiyoe_synth_00000.jpg"
+    assert (tmp_path / "a" / img).read_bytes() != (tmp_path / "c" / img).read_bytes()
+
+
+def test_generated_layout_reads_back(synth_raw):
+    root, counts = synth_raw
+    report = ReadReport()
+    data = read_dataset(root, report)
+    assert {k: len(v) for k, v in data.items()} == {"train": 160, "val": 20, "test": 20}
+    assert counts["train_regions"] == report.regions["train"] + report.dropped["train"]
+    assert report.clipped["test"] == 0 and report.dropped["test"] == 0  # test boxes are clean
+    for rec in data["test"]:
+        assert 1 <= len(rec.regions) <= 5
+    sizes = set()
+    for rec in data["train"][:20] + data["test"]:
+        with Image.open(rec.image_path) as im:
+            assert im.format == "JPEG" and im.size == (rec.width, rec.height)
+        assert 300 <= rec.width <= 400 and 300 <= rec.height <= 400
+        sizes.add((rec.width, rec.height))
+    assert len(sizes) > 10
+    captions = [r.caption for r in data["train"]]
+    assert len(set(captions)) == len(captions)
+    kinds = ("woman", "samurai", "boat", "crane", "lantern")
+    assert all(sum(k in c for c in captions) >= 5 for k in kinds)  # many images share object types
+
+
+def test_pseudo_labels_are_noisy_versions_of_clean_boxes():
+    changed = 0
+    for i in range(30):
+        img_clean, clean = synth.render(5, i, clean=True)
+        img_noisy, noisy = synth.render(5, i, clean=False)
+        assert np.array_equal(np.asarray(img_clean), np.asarray(img_noisy))
+        assert clean["grounding"]["caption"] == noisy["grounding"]["caption"]
+        changed += clean["grounding"]["regions"] != noisy["grounding"]["regions"]
+        for reg in clean["grounding"]["regions"]:
+            x1, y1, x2, y2 = reg["bbox"]
+            assert 0 <= x1 < x2 <= clean["width"] and 0 <= y1 < y2 <= clean["height"]
+            assert reg["phrase"].lower() in clean["grounding"]["caption"].lower()
+    assert changed >= 25
+
+
+def test_caption_vocabulary_is_rich(synth_raw):
+    root, _ = synth_raw
+    recs = read_split(root / SPLIT_FILES["train"])
+    vocab = P.train_vocab([r.caption for r in recs] + [g.phrase for r in recs for g in r.regions])
+    assert len(vocab) >= P.MIN_VOCAB
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+# ---------------------------------------------------------------- heatmaps, folds, query sets
+
+def test_heatmap_peak_sigma_floor_and_max():
+    S = 64
+    c = (20 + 0.5) / S                       # centre on a pixel centre
+    h = P.heatmap([(c - 8 / S, c - 4 / S, c + 8 / S, c + 4 / S)], S)   # sigma_x = 8 px, sigma_y = 4 px
+    assert h[20, 20] == pytest.approx(1.0) and h.max() == pytest.approx(1.0)
+    assert h[20, 28] == pytest.approx(math.exp(-0.5), rel=1e-5)
+    assert h[24, 20] == pytest.approx(math.exp(-0.5), rel=1e-5)
+    assert h[20, 12] == pytest.approx(h[20, 28])
+    S = 100                                 # sigma floor 0.02 = 2 px
+    c = 50.5 / S
+    tiny = P.heatmap([(c - 0.001, c - 0.001, c + 0.001, c + 0.001)], S)
+    assert tiny[50, 52] == pytest.approx(math.exp(-0.5), rel=1e-5)
+    assert tiny[52, 50] == pytest.approx(math.exp(-0.5), rel=1e-5)
+    boxes = [(0.1, 0.1, 0.3, 0.5), (0.5, 0.4, 0.9, 0.6)]
+    both = P.heatmap(boxes, S)
+    assert np.allclose(both, np.maximum(P.heatmap(boxes[:1], S), P.heatmap(boxes[1:], S)))
+    assert not P.heatmap([], S).any()
+
+
+def test_fold_chunks_sizes_and_determinism():
+    chunks = P.fold_chunks(9893, 3, 42)
+    sizes = sorted(len(c) for c in chunks)
+    assert sum(sizes) == 9893 and sizes[-1] - sizes[0] <= 1
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(9893))
+    assert all(np.array_equal(a, b) for a, b in zip(chunks, P.fold_chunks(9893, 3, 42)))
+    assert not np.array_equal(chunks[0], P.fold_chunks(9893, 3, 7)[0])
+    with pytest.raises(DataError, match="fewer than n_folds"):
+        P.fold_chunks(2, 3, 42)
+
+
+def test_blind_query_set_hides_the_pairing():
+    n = 60
+    images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 3, 4, 4), dtype=np.uint8)
+    captions = np.arange(n, dtype=np.int32)[:, None] * np.ones((1, 5), dtype=np.int32)
+    query, key = P.blind_query_set(images, captions)
+    assert set(query) == {"images", "image_ids", "captions", "caption_ids"}
+    img_item = query["images"][:, 0, 0, 0].tolist()
+    cap_item = query["captions"][:, 0].tolist()
+    assert sorted(img_item) == list(range(n)) and sorted(cap_item) == list(range(n))
+    assert img_item != list(range(n)) and cap_item != list(range(n)) and img_item != cap_item
+    ids = query["image_ids"] + query["caption_ids"]
+    assert len(set(ids)) == 2 * n and all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids)
+    # ids do not follow the order: sorting ids does not sort the items
+    assert [img_item[query["image_ids"].index(i)] for i in sorted(query["image_ids"])] != list(range(n))
+    caption_of = dict(zip(query["caption_ids"], cap_item))
+    image_of = dict(zip(query["image_ids"], img_item))
+    assert set(key["pairs"]) == set(query["image_ids"])
+    assert all(image_of[i] == caption_of[c] for i, c in key["pairs"].items())
+    query2, _ = P.blind_query_set(images, captions)
+    assert query2["images"][:, 0, 0, 0].tolist() != img_item and not set(query2["image_ids"]) & set(ids)
+
+
+# ---------------------------------------------------------------- vocabulary guard
+
+def test_vocabulary_guard(tmp_path):
+    small = tmp_path / "vocab.txt"
+    small.write_text("\n".join(P.SPECIAL_TOKENS + ["crane", "moon"]) + "\n")
+    with pytest.raises(DataError, match="only 7 entries, fewer than 1000"):
+        P.load_vocab(small)
+    with pytest.raises(DataError, match="line 1 must be \\[PAD\\]"):
+        P.check_vocab(["[UNK]", "[PAD]"] + [f"w{i}" for i in range(1200)], "x")
+    with pytest.raises(DataError, match="missing special tokens \\[MASK\\]"):
+        P.check_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"w{i}" for i in range(1200)], "x")
+
+
+# ---------------------------------------------------------------- prepare
+
+def _load(path):
+    return torch.load(path, weights_only=True)
+
+
+def test_prepare_synthetic(synth_raw, tmp_path):
+    root, _ = synth_raw
+    calls = []
+    meta = P.prepare(root, tmp_path, image_size=32, caption_len=48, phrase_len=16,
+                     progress=lambda stage, done, total: calls.append((stage, done, total)))
+    prepared, secret = tmp_path / "prepared", tmp_path / "secret"
+    on_disk = json.loads((prepared / "meta.json").read_text())
+    assert {k: v for k, v in meta.items() if k != "seconds"} == on_disk
+    assert on_disk["format"] == 1 and on_disk["image_size"] == 32 and on_disk["source"] == "synthetic"
+    assert (on_disk["pad_id"], on_disk["cls_id"], on_disk["sep_id"]) == (0, 2, 3)
+    vocab = (prepared / "vocab.txt").read_text().splitlines()
+    assert len(vocab) == on_disk["vocab_size"] >= 1000
+    assert calls[-1] == ("test", 200, 200)
+    expected = [len(c) for c in P.fold_chunks(180, 3, 42)]
+    assert on_disk["counts"]["chunks"] == expected == [60, 60, 60]
+    pooled = read_split(root / SPLIT_FILES["train"]) + read_split(root / SPLIT_FILES["val"])
+    for k, idx in enumerate(P.fold_chunks(180, 3, 42)):
+        chunk = _load(prepared / f"chunk_{k}.pt")
+        n = len(idx)
+        assert chunk["images"].shape == (n, 3, 32, 32) and chunk["images"].dtype == torch.uint8
+        assert chunk["heatmaps"].shape == (n, 1, 32, 32) and chunk["heatmaps"].dtype == torch.uint8
+        assert chunk["captions"].shape == (n, 48) and chunk["captions"].dtype == torch.int32
+        assert chunk["phrases"].shape[1] == 16 and chunk["phrases"].dtype == torch.int32
+        assert chunk["phrase_item"].dtype == torch.int64
+        assert chunk["phrase_item"].tolist() == [j for j, i in enumerate(idx) for _ in pooled[i].regions]
+        assert (chunk["captions"][:, 0] == 2).all() and ((chunk["captions"] == 3).sum(1) == 1).all()
+        for j in (0, n - 1):  # rows follow the seeded permutation
+            rec = pooled[idx[j]]
+            assert np.array_equal(chunk["heatmaps"][j].numpy(), P.record_heatmap(rec, 32))
+            assert np.array_equal(chunk["images"][j].numpy(), P.load_image(rec.image_path, 32)[0])
+        query = _load(prepared / "queries" / f"fold_{k}.pt")
+        pairs = json.loads((secret / "keys" / f"fold_{k}.json").read_text())["pairs"]
+        assert set(query) == {"images", "image_ids", "captions", "caption_ids"}
+        row_of_image = {bytes(img.numpy()): j for j, img in enumerate(chunk["images"])}
+        cap_pos = {c: p for p, c in enumerate(query["caption_ids"])}
+        for p, image_id in enumerate(query["image_ids"]):
+            j = row_of_image[bytes(query["images"][p].numpy())]
+            assert torch.equal(query["captions"][cap_pos[pairs[image_id]]], chunk["captions"][j])
+    test_q = _load(secret / "queries_test.pt")
+    assert test_q["images"].shape == (20, 3, 32, 32) and len(test_q["caption_ids"]) == 20
+    assert len(json.loads((secret / "keys" / "test.json").read_text())["pairs"]) == 20
+    assert not list(prepared.rglob("*test*")) and not list(tmp_path.rglob("*.tmp*"))
+    # preparing again with fewer folds leaves no stale chunk behind
+    P.prepare(root, tmp_path, image_size=16, n_folds=2, caption_len=16, phrase_len=8)
+    assert sorted(p.name for p in prepared.glob("chunk_*.pt")) == ["chunk_0.pt", "chunk_1.pt"]
+    assert sorted(p.name for p in (secret / "keys").iterdir()) == ["fold_0.json", "fold_1.json", "test.json"]
+
+
+def _handwritten_copy(tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(HANDWRITTEN, raw)
+    (raw / "images").mkdir()
+    colours = iter([(200, 40, 40), (40, 70, 170), (40, 130, 60), (226, 186, 40), (118, 48, 138), (230, 118, 36)])
+    for name in SPLIT_FILES.values():
+        for line in (raw / name).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                Image.new("RGB", (rec["width"], rec["height"]), next(colours)).save(raw / "images" / rec["filename"])
+    return raw
+
+
+def _hand_vocab(raw, path, leave_out=("geisha",)):
+    """A BERT-layout vocab.txt: special tokens, 1000 [unused] slots, the handwritten words (less leave_out)."""
+    norm, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = set()
+    for rec in read_dataset(raw, check_images=False).values():
+        for r in rec:
+            for text in [r.caption] + [g.phrase for g in r.regions]:
+                words.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(text)))
+    tokens = P.SPECIAL_TOKENS + [f"[unused{i}]" for i in range(1000)] + sorted(words - set(leave_out))
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return tokens
+
+
+def test_handwritten_dataset_through_prepare(tmp_path):
+    raw = _handwritten_copy(tmp_path)
+    with pytest.raises(DataError, match="fewer than 1000"):  # 3 train captions cannot make a real vocabulary
+        P.prepare(raw, tmp_path / "state")
+    tokens = _hand_vocab(raw, tmp_path / "vocab.txt")
+    meta = P.prepare(raw, tmp_path / "state", image_size=32, vocab_path=tmp_path / "vocab.txt", source="ukiyoe")
+    c = meta["counts"]
+    assert (c["train"], c["val"], c["test"], c["pooled"]) == (3, 1, 2, 4)
+    assert sorted(c["chunks"]) == [1, 1, 2] and c["phrases"] == 4
+    assert c["clipped_boxes"] == {"train": 2, "val": 0, "test": 0}
+    assert c["dropped_boxes"] == {"train": 1, "val": 0, "test": 0}
+    assert meta["vocab_size"] == len(tokens) and meta["source"] == "ukiyoe"
+    ids = {t: i for i, t in enumerate(tokens)}
+    pooled = read_split(raw / SPLIT_FILES["train"]) + read_split(raw / SPLIT_FILES["val"])
+    seen = set()
+    for k, idx in enumerate(P.fold_chunks(4, 3, 42)):
+        chunk = _load(tmp_path / "state" / "prepared" / f"chunk_{k}.pt")
+        for j, i in enumerate(idx):
+            rec, hm = pooled[i], chunk["heatmaps"][j, 0].numpy()
+            seen.add(rec.filename)
+            row = chunk["captions"][j].tolist()
+            first = rec.caption.split()[0].lower()
+            assert row[:2] == [ids["[CLS]"], ids[first]] and row[-1] == 0
+            if rec.filename == "hw_crane.png":
+                assert not hm.any() and j not in chunk["phrase_item"].tolist()
+            if rec.filename == "hw_fuji_boat.png":  # box centre (80, 175) of 320x240
+                y, x = np.unravel_index(hm.argmax(), hm.shape)
+                assert hm.max() >= 245
+                assert abs((x + 0.5) / 32 - 80 / 320) <= 1 / 32 and abs((y + 0.5) / 32 - 175 / 240) <= 1 / 32
+                assert row[:6] == [ids[w] for w in ("[CLS]", "a", "small", "brown", "boat", "sails")]
+            if rec.filename == "hw_two_women.png":
+                assert ids["[UNK]"] in row  # "geisha" was left out of the vocabulary
+                phrases = chunk["phrases"][chunk["phrase_item"] == j]
+                assert len(phrases) == 2 and ids["芸"] in phrases[1].tolist()
+    assert seen == {r.filename for r in pooled}
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    assert P.main([str(tmp_path / "nowhere"), str(tmp_path / "state")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_template_imports_as_a_top_level_package(tmp_path):
+    """A research repo holds eclip/ at its root: the relative imports must work there, with no autoresearch."""
+    shutil.copytree(TEMPLATE / "eclip", tmp_path / "eclip", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "import eclip.prepare, eclip.synth, sys; assert 'autoresearch' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
