@@ -1,0 +1,136 @@
+"""The bubblewrap command line that confines one run.
+
+Inside the sandbox a run sees the whole filesystem read-only, its own empty ``/tmp``, a minimal ``/dev``,
+its own PID, network (loopback only), IPC and UTS namespaces, no capabilities (also when the tool runs as
+root), exactly the environment of its ``RunSpec``, and one writable place: ``spec.out_dir``. Every path in
+``spec.hidden`` is covered by an empty read-only tmpfs (a hidden file by ``/dev/null``), so the keys and the
+test split cannot be read. ``docs/threat-model.md`` says what this does and does not protect against.
+
+Mount order matters when paths nest (``<repo>/.autoresearch`` hidden, ``.autoresearch/prepared`` read-only,
+``.autoresearch/runs/<exp>/<fold>`` writable): mounts are applied parent first, so a deeper mount lands on
+top of a shallower one, and bubblewrap creates the mount points it needs on the (still writable) tmpfs. The
+hiding tmpfs mounts are made read-only at the very end.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from pathlib import Path
+
+from autoresearch.errors import UserError
+from autoresearch.runner.executor import RunSpec
+
+INSTALL_HINT = "install bubblewrap (`apt-get install bubblewrap`) or pass --no-sandbox to run without it"
+
+
+class SandboxUnavailable(UserError):
+    """bubblewrap is missing or cannot create namespaces on this machine."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the sandbox (bubblewrap) is not usable here: {detail}", INSTALL_HINT)
+
+
+# The options every run gets, before any path-specific mount.
+_BASE = (
+    "--unshare-all",       # user (when possible), ipc, pid, net, uts, cgroup namespaces: only loopback inside
+    "--die-with-parent",   # if bwrap dies, everything in the sandbox is killed with it
+    "--new-session",       # setsid inside: no access to a controlling terminal (TIOCSTI)
+    "--cap-drop", "ALL",   # as root, bwrap would otherwise keep every capability (and could umount)
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _probe() -> tuple[bool, str]:
+    """Try bwrap once with the options a run uses; (works, why not)."""
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return False, "the `bwrap` program is not on PATH"
+    cmd = [exe, *_BASE, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "true"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"`{exe}` could not be started: {exc}"
+    if done.returncode != 0:
+        msg = (done.stderr or done.stdout).strip().splitlines()
+        return False, f"`bwrap` failed a trial run (exit {done.returncode}): {msg[-1] if msg else 'no message'}"
+    return True, ""
+
+
+def available() -> bool:
+    """True when bubblewrap is installed and works here (tried once per process, then cached)."""
+    return _probe()[0]
+
+
+def unavailable_reason() -> str:
+    """Why ``available()`` is false ('' when it is true)."""
+    return _probe()[1]
+
+
+def _depth(path: Path) -> int:
+    return len(path.parts)
+
+
+def _covers(parent: Path, path: Path, shown: list[Path]) -> bool:
+    """True if hiding ``parent`` already hides ``path`` (no mount in between shows it again)."""
+    if not (parent.is_dir() and path.is_relative_to(parent)):
+        return False
+    return not any(m != parent and m.is_relative_to(parent) and path.is_relative_to(m) for m in shown)
+
+
+def _mount_ops(spec: RunSpec, out_dir: Path, cwd: Path) -> list[tuple[Path, list[str]]]:
+    """(destination, bwrap options) for every path-specific mount, in the order they must be applied."""
+    ops: list[tuple[int, int, Path, list[str]]] = []  # (depth, rank at equal depth, path, args)
+    ops.append((_depth(cwd), 0, cwd, ["--ro-bind", str(cwd), str(cwd)]))  # the repo, also when under /tmp
+    hidden = list(dict.fromkeys((cwd / raw).resolve() for raw in spec.hidden))  # relative: inside the repo
+    shown = [cwd, out_dir, *(Path(m.path).resolve() for m in spec.readonly)]
+    for path in hidden:
+        if not path.exists():
+            continue  # nothing to hide (and no mount point to hide it on)
+        if any(_covers(parent, path, shown) for parent in hidden if parent != path):
+            continue  # already hidden by a parent: a mount point would only reveal its name
+        if path.is_dir():
+            ops.append((_depth(path), 1, path, ["--tmpfs", str(path)]))
+        else:
+            ops.append((_depth(path), 1, path, ["--ro-bind", "/dev/null", str(path)]))
+    for mount in spec.readonly:
+        path = Path(mount.path).resolve()
+        if not path.exists():
+            raise UserError(
+                f"run {spec.name!r}: the path to mount in the sandbox does not exist: {path}",
+                "create it first (for prepared data: run the task's prepare step) or remove it from the run",
+            )
+        flag = "--bind" if mount.writable else "--ro-bind"
+        ops.append((_depth(path), 2, path, [flag, str(path), str(path)]))
+    ops.append((_depth(out_dir), 3, out_dir, ["--bind", str(out_dir), str(out_dir)]))
+    ops.sort(key=lambda op: (op[0], op[1]))
+    return [(path, args) for _, _, path, args in ops]
+
+
+def wrap(spec: RunSpec) -> list[str]:
+    """The bubblewrap command line that runs ``spec.command`` confined (see the module docstring).
+
+    ``spec.out_dir`` must exist (the runner creates it); relative ``spec.hidden`` paths are taken inside
+    ``spec.cwd``, and hidden paths that do not exist are skipped. The environment inside is exactly ``spec.env``
+    (``--clearenv`` then one ``--setenv`` per variable); bwrap adds only ``PWD``. Raises
+    ``SandboxUnavailable`` when bubblewrap does not work here, ``UserError`` for a missing read-only mount.
+    """
+    ok, why = _probe()
+    if not ok:
+        raise SandboxUnavailable(why)
+    exe = shutil.which("bwrap") or "bwrap"
+    out_dir = Path(spec.out_dir).resolve()
+    cwd = Path(spec.cwd).resolve()
+    args = [exe, *_BASE, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    ops = _mount_ops(spec, out_dir, cwd)
+    for _, op in ops:
+        args += op
+    for path, op in ops:  # the hiding tmpfs mounts become read-only once everything is mounted on them
+        if op[0] == "--tmpfs":
+            args += ["--remount-ro", str(path)]
+    args += ["--chdir", str(cwd), "--clearenv"]
+    for key, value in spec.env.items():
+        args += ["--setenv", key, value]
+    args += ["--", *spec.command]
+    return args
