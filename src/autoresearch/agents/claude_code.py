@@ -1,0 +1,179 @@
+"""An agent that runs the Claude Code CLI headless (``claude -p``) in the research repository.
+
+The CLI gets the brief on stdin and only these built-in tools: Read, Glob, Grep (reading) and Edit, Write
+(editing), with permission rules that allow edits of the editable files alone and deny reads of ``.git``,
+``.autoresearch`` and the context's denied paths. ``--permission-mode dontAsk`` refuses anything not
+allowed up front, so a shell call or an edit elsewhere comes back to the model as an error. Project
+settings and MCP servers of the repository are ignored (``--setting-sources user``, ``--strict-mcp-config``).
+
+Not covered: Claude Code may still *read* files outside the repository that are not denied (its Read tool
+is not confined to the working directory); run it in a container when that matters. The engine checks
+the tree after every proposal whatever the CLI did.
+
+Tested with Claude Code 2.1.197 (``npm install -g @anthropic-ai/claude-code@2.1.197``, Node >= 18).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from autoresearch.agents import llm
+from autoresearch.agents.base import AgentContext, Brief, Proposal, Usage
+from autoresearch.agents.tools import HIDDEN_DIRS, parse_final_text, rooted
+from autoresearch.errors import UserError
+
+NOT_FINISHED = "(agent did not finish)"
+TOOLS = ("Read", "Glob", "Grep", "Edit", "Write")
+REFUSED = ("Bash", "WebFetch", "WebSearch", "NotebookEdit", "Agent")
+QUIET_ENV = {                 # no auto-update, telemetry, error reports or other non-essential traffic
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "DISABLE_BUG_COMMAND": "1",
+}
+APPEND_PROMPT = (
+    "You are one step of an automated research loop. You cannot run commands or experiments: edit only "
+    "the editable files named in the brief, with the Edit or Write tool. When done, end your reply with "
+    "two lines: 'DESCRIPTION: <one line>' and 'HYPOTHESIS: <why it should improve the metric>'."
+)
+
+
+class ClaudeCodeAgent:
+    """``claude -p`` with a restricted tool set; usage and cost come from its JSON result."""
+
+    name = "claude-code"
+
+    def __init__(self, context: AgentContext, model: str, base_url: str | None = None, max_turns: int = 30,
+                 prices: dict | str | Path | None = None) -> None:
+        self.context = context
+        self.model = model or "sonnet"
+        self.base_url = base_url or None
+        self.max_turns = max_turns
+        self.prices = llm.load_prices(prices if prices is not None else context.options.get("prices"))
+        self.timeout_s = float(context.options.get("timeout_s", 1800.0))
+        self.executable = str(context.options.get("claude_path") or "claude")
+        self.max_budget_usd = context.options.get("max_budget_usd")
+        self.retries = max(0, int(context.options.get("retries", llm.RetryPolicy.tries)) - 1)
+
+    def command(self, root: Path) -> list[str]:
+        """The command line (the brief goes to stdin)."""
+        exe = shutil.which(self.executable)
+        if exe is None:
+            raise UserError(f"the Claude Code CLI ({self.executable!r}) is not on PATH",
+                            hint="install Node.js >= 18 and `npm install -g @anthropic-ai/claude-code@2.1.197` "
+                                 "(see docs/agents.md), or set [agent] claude_path")
+        ctx = rooted(self.context, root)
+        root = Path(ctx.root).resolve()
+        allowed = ["Read", "Glob", "Grep"] + [f"Edit(./{Path(p).as_posix()})" for p in ctx.editable]
+        denied = list(REFUSED)
+        for hidden in sorted(HIDDEN_DIRS):
+            denied += [f"Read(./{hidden}/**)", f"Edit(./{hidden}/**)"]
+        for path in ctx.denied:
+            p = Path(path) if Path(path).is_absolute() else root / path
+            rule = "//" + p.resolve().as_posix().lstrip("/")
+            for r in [rule] if p.is_file() else [rule, rule + "/**"]:
+                denied += [f"Read({r})", f"Edit({r})"]
+        cmd = [exe, "-p", "--output-format", "json", "--model", self.model,
+               "--tools", ",".join(TOOLS),
+               "--allowedTools", ",".join(allowed),
+               "--disallowedTools", ",".join(denied),
+               "--permission-mode", "dontAsk",
+               "--setting-sources", "user",
+               "--strict-mcp-config",
+               "--no-session-persistence",
+               "--max-turns", str(self.max_turns),
+               "--append-system-prompt", APPEND_PROMPT]
+        if self.max_budget_usd is not None:
+            cmd += ["--max-budget-usd", str(float(self.max_budget_usd))]
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ, **QUIET_ENV)
+        env["CLAUDE_CODE_MAX_RETRIES"] = str(self.retries)   # its default (10, even on a 401) takes minutes
+        if self.base_url:
+            env["ANTHROPIC_BASE_URL"] = self.base_url
+        return env
+
+    def propose(self, brief: Brief, workdir: Path) -> Proposal:
+        root = Path(workdir)
+        cmd = self.command(root)
+        started = time.monotonic()
+        stdout, stderr, code = _run(cmd, root, self.environment(), brief.render(), self.timeout_s)
+        seconds = time.monotonic() - started
+        result = parse_result(stdout)
+        if result is None:
+            tail = llm.redact((stderr or stdout)[-1500:])
+            raise llm.AgentError(f"claude-code exited {code} without a JSON result: {tail}")
+        return self.proposal(result, seconds, code)
+
+    def proposal(self, result: dict[str, Any], seconds: float, code: int = 0) -> Proposal:
+        """A Proposal from the CLI's JSON result (``--output-format json``)."""
+        subtype = str(result.get("subtype", ""))
+        usage = result.get("usage") or {}
+        inp = sum(int(usage.get(k) or 0)
+                  for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+        out = int(usage.get("output_tokens") or 0)
+        cost = result.get("total_cost_usd")
+        cost = float(cost) if isinstance(cost, (int, float)) else llm.cost_usd(self.model, inp, out, self.prices)
+        denials = result.get("permission_denials") or []
+        meta = {"model": self.model, "turns": result.get("num_turns"), "subtype": subtype, "exit_code": code,
+                "permission_denials": [d.get("tool_name", "?") if isinstance(d, dict) else str(d) for d in denials]}
+        text = str(result.get("result") or "")
+        stopped = subtype in ("error_max_turns", "error_max_budget_usd")    # ran out: keep its edits
+        if not stopped and (subtype != "success" or result.get("is_error")):
+            status = result.get("api_error_status")
+            raise llm.AgentError(llm.redact(f"claude-code failed ({subtype or 'error'}"
+                                            f"{', HTTP ' + str(status) if status else ''}): {text[:500]}"))
+        answer = parse_final_text(text) if subtype == "success" else None
+        meta["finished"] = answer is not None
+        description, hypothesis = answer or (NOT_FINISHED, "")
+        return Proposal(description, hypothesis, Usage(inp, out, cost, seconds), meta=meta)
+
+    def observe(self, number: int, status: str, metric: float | None, meta: dict) -> None:
+        """Nothing to learn between experiments: the brief carries the history."""
+
+
+def parse_result(stdout: str) -> dict[str, Any] | None:
+    """The last JSON object of type ``result`` on stdout, or None."""
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and value.get("type") == "result":
+            return value
+    return None
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], stdin: str, timeout_s: float) -> tuple[str, str, int]:
+    """Run the CLI in its own process group; kill the whole group at the deadline."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise llm.AgentError(f"claude-code did not finish within {timeout_s:.0f} s") from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    return out, err, proc.returncode
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.communicate()

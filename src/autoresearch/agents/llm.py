@@ -1,0 +1,265 @@
+"""What every LLM agent shares: capped retries, the price table, usage accounting, key handling.
+
+Retries: only ours (the client libraries are built with ``max_retries=0``). Rate limits (429), overload
+and server errors (408, 409, 5xx), timeouts and connection errors are retried with exponential backoff
+and full jitter, at most ``tries`` attempts and ``max_total_sleep`` seconds of waiting; anything else, or
+the last failure, becomes an ``AgentError`` that the engine records as a crashed experiment.
+
+Keys: read from the environment only (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``), never stored in
+files or written to logs: everything this package logs passes through ``redact``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from autoresearch.agents.base import Usage
+from autoresearch.errors import UserError
+
+log = logging.getLogger("autoresearch.agents")
+T = TypeVar("T")
+
+KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+
+# USD per million tokens (input, output), list prices. Override with prices={...} or a TOML file.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "o3": (2.00, 8.00),
+    "o4-mini": (1.10, 4.40),
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "claude-opus-4-1": (15.00, 75.00),
+    "claude-opus-4-5": (5.00, 25.00),
+    "claude-sonnet-4": (3.00, 15.00),
+    "claude-sonnet-4-5": (3.00, 15.00),
+    "claude-sonnet-4-6": (3.00, 15.00),
+    "claude-opus-4-6": (5.00, 25.00),
+    "claude-haiku-4-5": (1.00, 5.00),
+    "claude-3-5-haiku": (0.80, 4.00),
+}
+_DATED = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|-latest)$")
+
+
+class AgentError(Exception):
+    """The agent could not produce a proposal (API down, rate limited too long, bad key, CLI failed).
+
+    The engine records the experiment as a crash with ``str(error)`` as the reason.
+    """
+
+
+# -- keys and redaction -----------------------------------------------------------------------------------
+
+def api_key(env_name: str, *, required: bool = True) -> str | None:
+    """The key from the environment; a ``UserError`` naming the variable when it is required and unset."""
+    value = os.environ.get(env_name, "").strip()
+    if not value and required:
+        raise UserError(f"{env_name} is not set", hint=f"export {env_name}=... in the shell that runs "
+                                                        "autoresearch (keys are never read from files)")
+    return value or None
+
+
+def redact(text: Any, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with every API key from the environment (and any in ``secrets``) replaced by ``[redacted]``.
+
+    Also masks things that look like keys (``sk-...``, ``Bearer ...``, ``x-api-key: ...``).
+    """
+    out = str(text)
+    values = [os.environ.get(k, "") for k in KEY_ENV] + list(secrets)
+    for value in sorted({v for v in values if len(v) >= 6}, key=len, reverse=True):
+        out = out.replace(value, "[redacted]")
+    out = re.sub(r"\bsk-[A-Za-z0-9_\-]{8,}", "sk-[redacted]", out)
+    out = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1[redacted]", out)
+    out = re.sub(r"(?i)(x-api-key['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]{6,}", r"\1[redacted]", out)
+    return out
+
+
+# -- prices -----------------------------------------------------------------------------------------------
+
+def load_prices(override: Mapping[str, Any] | str | Path | None = None) -> dict[str, tuple[float, float]]:
+    """The default table updated by ``override``: a dict ``{model: [in, out]}`` or a TOML file of the same.
+
+    In TOML, ``"gpt-4o" = [2.5, 10.0]`` or ``[models."gpt-4o"] input = 2.5  output = 10.0``.
+    """
+    table = dict(DEFAULT_PRICES)
+    if override is None:
+        return table
+    source = "prices"
+    if isinstance(override, (str, Path)):
+        path = Path(override)
+        source = str(path)
+        try:
+            data: Mapping[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"price file {path} does not exist", hint="give an existing TOML file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path}: not valid TOML ({exc})", hint="fix the syntax of the price file") from None
+        models = data.get("models", {})
+        data = {**{k: v for k, v in data.items() if k != "models"},
+                **(models if isinstance(models, Mapping) else {"models": models})}
+    else:
+        data = override
+    for model, value in data.items():
+        table[str(model)] = _price_pair(source, str(model), value)
+    return table
+
+
+def _price_pair(source: str, model: str, value: Any) -> tuple[float, float]:
+    if isinstance(value, Mapping) and set(value) == {"input", "output"}:
+        value = (value["input"], value["output"])
+    if (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value)):
+        return float(value[0]), float(value[1])
+    raise UserError(f"{source}: price of {model!r} must be [input, output] in USD per million tokens, "
+                    f"got {value!r}", hint=f'write e.g. "{model}" = [3.0, 15.0]')
+
+
+def price_of(model: str, prices: Mapping[str, tuple[float, float]]) -> tuple[float, float] | None:
+    """The model's price, also for dated names (``claude-sonnet-4-5-20250929``); None when unknown."""
+    if model in prices:
+        return prices[model]
+    return prices.get(_DATED.sub("", model))
+
+
+def cost_usd(model: str, input_tokens: int, output_tokens: int,
+             prices: Mapping[str, tuple[float, float]]) -> float | None:
+    price = price_of(model, prices)
+    if price is None:
+        return None
+    return (input_tokens * price[0] + output_tokens * price[1]) / 1e6
+
+
+@dataclass
+class Meter:
+    """Tokens, calls, retries and wall time of one proposal."""
+
+    model: str
+    prices: Mapping[str, tuple[float, float]]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, input_tokens: int | None, output_tokens: int | None) -> None:
+        self.calls += 1
+        self.input_tokens += int(input_tokens or 0)
+        self.output_tokens += int(output_tokens or 0)
+
+    def usage(self) -> Usage:
+        return Usage(self.input_tokens, self.output_tokens,
+                     cost_usd(self.model, self.input_tokens, self.output_tokens, self.prices),
+                     time.monotonic() - self.started)
+
+
+# -- retries ----------------------------------------------------------------------------------------------
+
+RETRY_STATUS = frozenset({408, 409, 429})
+
+
+@dataclass
+class RetryPolicy:
+    """Capped exponential backoff with full jitter. ``sleep`` and ``rng`` are injectable for tests."""
+
+    tries: int = 4
+    base_s: float = 1.0
+    cap_s: float = 20.0
+    max_total_sleep_s: float = 60.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        d = self.rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
+        if retry_after is not None:
+            d = max(d, min(retry_after, self.cap_s))
+        return d
+
+
+def status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def is_transient(exc: BaseException, connection_errors: tuple[type[BaseException], ...]) -> bool:
+    """Worth another try: a connection error or timeout, a rate limit, overload or a server error."""
+    if isinstance(exc, connection_errors):
+        return True
+    status = status_of(exc)
+    return status is not None and (status in RETRY_STATUS or status >= 500)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        return float(headers.get("retry-after"))
+    except (TypeError, ValueError):
+        return None
+
+
+def describe(exc: BaseException) -> str:
+    status = status_of(exc)
+    head = f"HTTP {status}" if status is not None else type(exc).__name__
+    return redact(f"{head}: {exc}")[:500]
+
+
+def call_with_retries(fn: Callable[[], T], *, policy: RetryPolicy, meter: Meter, what: str,
+                      connection_errors: tuple[type[BaseException], ...]) -> T:
+    """``fn()``, retried on transient failures; ``AgentError`` when it cannot succeed."""
+    slept = 0.0
+    for attempt in range(1, policy.tries + 1):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - classified below; anything else is not ours to retry
+            transient = is_transient(exc, connection_errors)
+            if not transient:
+                hint = " (check the API key in the environment)" if status_of(exc) in (401, 403) else ""
+                raise AgentError(f"{what}: {describe(exc)}{hint}") from None
+            if attempt == policy.tries:
+                raise AgentError(f"{what}: gave up after {attempt} tries: {describe(exc)}") from None
+            delay = policy.delay(attempt, _retry_after(exc))
+            if slept + delay > policy.max_total_sleep_s:
+                raise AgentError(f"{what}: gave up after {attempt} tries ({slept:.0f} s of backoff): "
+                                 f"{describe(exc)}") from None
+            meter.retries += 1
+            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", what, attempt, describe(exc), delay)
+            policy.sleep(delay)
+            slept += delay
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def options_policy(options: Mapping[str, Any]) -> RetryPolicy:
+    """A retry policy from ``[agent]`` options (``retries``, ``backoff_s``); tests pass ``sleep``."""
+    policy = RetryPolicy()
+    if "retries" in options:
+        policy.tries = max(1, int(options["retries"]))
+    if "backoff_s" in options:
+        policy.base_s = float(options["backoff_s"])
+    if "sleep" in options and callable(options["sleep"]):
+        policy.sleep = options["sleep"]
+    return policy
+
+
+SYSTEM_PROMPT = (
+    "You are a careful ML research engineer running one experiment of an automated research loop. "
+    "Read the brief, inspect the code with the tools, make the change the brief asks for by editing "
+    "only the editable files, then call finish with a one-line description and your hypothesis. "
+    "You cannot run code: the tool runs and scores the experiment after you finish."
+)
+NUDGE = ("Use the tools to edit the editable files. When your edit is done, call finish(description, "
+         "hypothesis).")

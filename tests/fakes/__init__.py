@@ -1,0 +1,1 @@
+"""Test doubles shared by the test suite. See ``llm_servers`` for the loopback fake LLM APIs."""
