@@ -189,6 +189,8 @@ def run(repo: Path = REPO,
         model: str = typer.Option("", help="Model name for LLM agents."),
         base_url: str = typer.Option("", help="API base URL for LLM agents (OpenAI-compatible servers, proxies)."),
         queue: Optional[Path] = typer.Option(None, help="Replay queue (default: [agent] queue)."),
+        max_cost: Optional[float] = typer.Option(None, help="Stop once the agent has cost this many USD (this tag in total)."),
+        max_tokens: Optional[int] = typer.Option(None, help="Stop once the agent has used this many tokens (this tag in total)."),
         no_sandbox: bool = NO_SANDBOX):
     """Run the loop: propose, check, commit, run, score, keep or revert. Resumes after any stop."""
     engine = _engine(repo, tag, agent, model, base_url, queue, no_sandbox)
@@ -196,7 +198,7 @@ def run(repo: Path = REPO,
     console.print(f"[bold]autoresearch[/] on branch autoresearch/{engine.tag} with agent {engine.agent.name}"
                   f"{'' if engine.sandbox else ' [yellow](no sandbox)[/]'}")
     try:
-        stop = engine.run(max_experiments=experiments, hours=hours)
+        stop = engine.run(max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens)
     finally:
         reporter.close()
     console.print(f"[bold]stopped:[/] {stop.why}")
@@ -219,7 +221,7 @@ def _engine(repo, tag, agent_name, model, base_url, queue, no_sandbox, need_agen
         context = AgentContext(root=config.root, editable=list(dict.fromkeys([*config.task.editable, config.task.scratchpad])),
                                denied=[config.state_dir], list_experiments=lambda: _history_text(ledger, tag),
                                show_experiment=lambda n: _show_text(config, ledger, n),
-                               options={"queue": str(queue) if queue else None})
+                               options={**config.agent.options(), "queue": str(queue) if queue else None})
         engine.agent = make_agent(agent_name or config.agent.name, config, context, tag=tag, model=model, base_url=base_url)
     return engine
 
@@ -401,7 +403,7 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
     else:
         console.print(f"[dim]resuming the demo in {directory}[/]")
     run(repo=directory, agent="replay", experiments=experiments, hours=None, tag="demo", model="", base_url="",
-        queue=None, no_sandbox=no_sandbox)
+        queue=None, max_cost=None, max_tokens=None, no_sandbox=no_sandbox)
     report(repo=directory, tag="demo", out=None)
     console.print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min; open {directory / 'report' / 'index.html'}")
 

@@ -6,6 +6,7 @@ Unknown keys are errors too, so a typo (``timout_s``) never silently falls back 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tomllib
@@ -76,6 +77,24 @@ class AgentSection:
     model: str = ""
     base_url: str = ""
     max_turns: int = 30
+    prices: str = ""             # a TOML file of USD per million tokens, overriding the built-in table
+    timeout_s: float = 300.0     # one API call (or one Claude Code invocation)
+    retries: int = 4             # tries per API call on rate limits, server errors and timeouts
+    backoff_s: float = 1.0       # first backoff; doubles with jitter
+    max_tokens: int = 8192       # output tokens per API call
+    claude_path: str = ""        # the Claude Code executable (default: `claude` on PATH)
+    max_cost_usd: float = 0.0    # stop the run once the agent has cost this much (0 = no limit)
+    max_total_tokens: int = 0    # stop the run once the agent has used this many tokens (0 = no limit)
+
+    def options(self) -> dict:
+        """The settings LLM agents read from ``AgentContext.options``."""
+        out: dict = {"timeout_s": self.timeout_s, "retries": self.retries, "backoff_s": self.backoff_s,
+                     "max_tokens": self.max_tokens}
+        if self.prices:
+            out["prices"] = self.prices
+        if self.claude_path:
+            out["claude_path"] = self.claude_path
+        return out
 
 
 @dataclass(frozen=True)
@@ -292,7 +311,17 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
         model=s.get("model", "", "str"),
         base_url=s.get("base_url", "", "str"),
         max_turns=s.positive("max_turns", AgentSection.max_turns, "int"),
+        prices=s.get("prices", "", "str"),
+        timeout_s=s.positive("timeout_s", AgentSection.timeout_s),
+        retries=s.positive("retries", AgentSection.retries, "int"),
+        backoff_s=s.positive("backoff_s", AgentSection.backoff_s, allow_zero=True),
+        max_tokens=s.positive("max_tokens", AgentSection.max_tokens, "int"),
+        claude_path=s.get("claude_path", "", "str"),
+        max_cost_usd=s.positive("max_cost_usd", 0.0, allow_zero=True),
+        max_total_tokens=s.positive("max_total_tokens", 0, "int", allow_zero=True),
     )
+    if agent.prices and not Path(agent.prices).is_absolute():
+        agent = dataclasses.replace(agent, prices=str(root / agent.prices))
     s.finish()
 
     space = _search_space(file, data["search_space"]) if "search_space" in data else ()

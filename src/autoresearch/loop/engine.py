@@ -33,6 +33,7 @@ from autoresearch.loop.trial import TrialResult, run_trial
 from autoresearch.runner.executor import Executor, LocalExecutor
 from autoresearch.scoring.sources import check_config as check_scoring
 
+MAX_AGENT_FAILURES = 3           # consecutive agent errors (API down, bad key) that end a run
 Reporter = Callable[..., None]   # reporter(kind: str, **data) — progress for the CLI; never decides
 
 
@@ -142,23 +143,42 @@ class Engine:
         return row
 
     # --- the loop ----------------------------------------------------------------------------------
+    def spent(self) -> tuple[float, int]:
+        """The agent's cost in USD and tokens so far on this tag (unknown costs count as zero)."""
+        rows = self.ledger.rows(tag=self.tag, kinds=("experiment",))
+        return (sum(r.cost_usd or 0.0 for r in rows),
+                sum((r.tokens_in or 0) + (r.tokens_out or 0) for r in rows))
+
+    def budget_stop(self, max_cost: float | None, max_tokens: int | None) -> str | None:
+        cost, tokens = self.spent()
+        if max_cost and cost >= max_cost:
+            return f"reached the cost budget: ${cost:.2f} of ${max_cost:.2f}"
+        if max_tokens and tokens >= max_tokens:
+            return f"reached the token budget: {tokens} of {max_tokens}"
+        return None
+
     def run(self, *, max_experiments: int | None = None, hours: float | None = None,
+            max_cost: float | None = None, max_tokens: int | None = None,
             should_stop: Callable[[], str | None] | None = None) -> StopReason:
         """Run experiments until a stop condition; ``max_experiments`` counts finished experiments of
-        this tag in total, so a resumed run continues to the same target."""
+        this tag in total, so a resumed run continues to the same target. Cost and token budgets
+        (default: ``[agent] max_cost_usd`` and ``max_total_tokens``) also count the whole tag."""
+        max_cost = max_cost if max_cost is not None else (self.config.agent.max_cost_usd or None)
+        max_tokens = max_tokens if max_tokens is not None else (self.config.agent.max_total_tokens or None)
         if self.agent is None:
             raise UserError("no agent given", hint="pass --agent replay|optuna|openai|anthropic|claude-code")
         self.prepare()
         self.ensure_baseline()
         deadline = time.monotonic() + hours * 3600 if hours else None
         attempt, failure = 1, ""
+        agent_failures = 0
         while True:
             done = len(self.finished())
             if max_experiments is not None and done >= max_experiments:
                 return StopReason(f"reached {max_experiments} experiments")
             if deadline is not None and time.monotonic() >= deadline:
                 return StopReason(f"reached the {hours} h limit")
-            if should_stop and (why := should_stop()):
+            if (why := self.budget_stop(max_cost, max_tokens)) or (should_stop and (why := should_stop())):
                 return StopReason(why)
             try:
                 outcome = self.experiment(attempt=attempt, failure=failure)
@@ -167,6 +187,9 @@ class Engine:
             if outcome is None:
                 return StopReason("the agent has nothing more to propose")
             row, trial = outcome
+            agent_failures = agent_failures + 1 if row is not None and row.meta.get("agent_error") else 0
+            if agent_failures >= MAX_AGENT_FAILURES:
+                return StopReason(f"the agent failed {agent_failures} times in a row (last: {row.reason})")
             if row is not None and row.status == "keep":
                 self._maybe_remeasure()
             if row is not None and row.status in ("crash", "timeout") and attempt <= self.config.loop.max_crash_fixes:
@@ -203,7 +226,11 @@ class Engine:
         assert champ is not None, "ensure_baseline() first"
         base = self.base()
         self.fingerprints = fingerprints.verify(self.config)
-        phase, _ = self.phase()
+        phase, used = self.phase()
+        if used == 0 and attempt == 1:
+            self.notes.append(f"this experiment opens phase {phase.label}: first write a ranked plan of hypotheses "
+                              f"for this phase into {self.config.task.scratchpad} (under '## Plan: phase "
+                              f"{phase.number}'), then make the first change of that plan")
         brief = self.brief(phase, attempt=attempt, failure=failure)
         before = editpolicy.Snapshot.take(self.git)
         failed = self._failed_candidate if attempt > 1 else None
@@ -212,7 +239,7 @@ class Engine:
         t0 = time.perf_counter()
         try:
             proposal = self.agent.propose(brief, self.config.root)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, UserError):   # Ctrl-C, or a setting only the user can fix (an API key)
             editpolicy.restore(self.git, base, before)
             raise
         except Exception as exc:  # an agent failing (network, bug) is an outcome, not the loop's end

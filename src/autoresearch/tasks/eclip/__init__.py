@@ -8,6 +8,7 @@ the data (synthetic unless a real Ukiyo-eVG folder is given).
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int
     copy_template(dest)
     train = dest / "train.py"
     train.write_text(presets.apply_preset(train.read_text(encoding="utf-8"), preset), encoding="utf-8")
+    _set_run_limits(dest / "autoresearch.toml", presets.run_settings(preset))
     (dest / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
     git = Git(dest)
     git.init()
@@ -64,6 +66,16 @@ def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int
     config = config_mod.load(dest)
     fingerprints.record(config)
     return facts
+
+
+def _set_run_limits(path: Path, limits: dict[str, float]) -> None:
+    """Write the preset's time budget and hard timeout into the [run] table of autoresearch.toml."""
+    text = path.read_text(encoding="utf-8")
+    for key, value in limits.items():
+        text, n = re.subn(rf"(?m)^{key}\s*=\s*[0-9.]+", f"{key} = {value:g}", text, count=1)
+        if n != 1:
+            raise UserError(f"{path}: no `{key} = ...` line to set for the preset")
+    path.write_text(text, encoding="utf-8")
 
 
 def prepare_data(dest: Path, *, preset: str, n: int, seed: int, ukiyoe: Path | None, vocab: Path | None,
@@ -83,10 +95,10 @@ def prepare_data(dest: Path, *, preset: str, n: int, seed: int, ukiyoe: Path | N
     else:
         raw, source = Path(ukiyoe).resolve(), "ukiyoe"
     t0 = time.perf_counter()
-    say(f"preparing {source} data at {presets.image_size(preset)} px: vocabulary, images, heatmaps, folds, blind query sets")
+    settings = presets.data_settings(preset)
+    say(f"preparing {source} data at {settings['image_size']} px: vocabulary, images, heatmaps, folds, blind query sets")
     try:
-        facts["prepare"] = prepare.prepare(raw, state, image_size=presets.image_size(preset),
-                                           vocab_path=vocab, source=source, **presets.text_lengths(preset))
+        facts["prepare"] = prepare.prepare(raw, state, vocab_path=vocab, source=source, **settings)
     except (ValueError, OSError) as exc:  # DataError is a ValueError naming file and line
         raise UserError(str(exc), hint="fix the data file named above, then run `autoresearch data prepare` again") from None
     facts["prepare_seconds"] = round(time.perf_counter() - t0, 1)
