@@ -247,6 +247,7 @@ class Engine:
             proposal.meta["agent_error"] = True
         agent_seconds = time.perf_counter() - t0
         proposal.usage.seconds = proposal.usage.seconds or agent_seconds
+        self._check_untouched(proposal, base, before)
         if proposal.exhausted:
             editpolicy.restore(self.git, base, before)
             return None
@@ -372,6 +373,28 @@ class Engine:
             return base
         (self.config.root / pad).write_text(notes, encoding="utf-8")
         return self.git.commit([pad], f"notes after experiment {number}\n")
+
+    def _check_untouched(self, proposal: Proposal, base: str, before: editpolicy.Snapshot) -> None:
+        """Prepared data and hidden keys must be exactly as fingerprinted before the agent's turn. The
+        tool's state folder is outside git, so the edit policy cannot see it; an agent that rewrote a key
+        (and the fingerprint file) would otherwise score perfectly. The trusted fingerprints are written
+        back, the tree restored, and the run stops: data cannot be restored from git."""
+        state = self.config.state_dir.relative_to(self.config.root).as_posix() + "/"
+        diff = [d for d in fingerprints.changed(self.fingerprints, fingerprints.compute(self.config))
+                if d.startswith(state)]   # tracked fixed files are the edit policy's: invalid and restored
+        if not diff:
+            return
+        fingerprints.save(self.config, self.fingerprints)
+        editpolicy.restore(self.git, base, before)
+        number = self.ledger.start(tag=self.tag, kind="experiment", agent=self.agent.name if self.agent else "",
+                                   description=proposal.description, started_at=_now(), meta_json=proposal.meta,
+                                   hardware_json=hardware.describe(), sandbox=int(self.sandbox))
+        reason = "the agent's turn changed fixed files or data: " + ", ".join(diff[:5])
+        self.ledger.finish(number, "invalid", reason=reason)
+        self.ledger.event("fingerprint_mismatch", number=number, changed=diff)
+        raise UserError(f"experiment {number}: {reason}",
+                        hint="the data or keys cannot be restored from git: re-run `autoresearch data prepare` "
+                             "(or restore a backup) and check how the agent could write there")
 
     def _reopen_candidate(self, row: Experiment) -> None:
         """Put the crashed candidate's files back in the tree (uncommitted) so the agent can fix its change."""

@@ -56,7 +56,16 @@ def compute(config: Config) -> dict[str, str]:
 
 
 def record(config: Config) -> dict[str, str]:
-    prints = compute(config)
+    return save(config, compute(config))
+
+
+def changed(want: dict[str, str], now: dict[str, str]) -> list[str]:
+    """Paths whose fingerprint differs, each with what happened to it."""
+    keys = sorted(k for k in want.keys() | now.keys() if want.get(k) != now.get(k))
+    return [f"{k} ({'removed' if k not in now else 'added' if k not in want else 'modified'})" for k in keys]
+
+
+def save(config: Config, prints: dict[str, str]) -> dict[str, str]:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     target = config.state_dir / FILE
     tmp = target.with_suffix(".tmp")
@@ -76,13 +85,11 @@ def verify(config: Config) -> dict[str, str]:
     now = compute(config)
     if want is None:
         return record(config)
-    changed = sorted(k for k in want.keys() | now.keys() if want.get(k) != now.get(k))
-    if changed:
-        def what(k: str) -> str:
-            return f"{k} ({'removed' if k not in now else 'added' if k not in want else 'modified'})"
+    diff = changed(want, now)
+    if diff:
         raise UserError(
-            "fixed files changed since they were fingerprinted: " + ", ".join(what(k) for k in changed[:8])
-            + (f" and {len(changed) - 8} more" if len(changed) > 8 else ""),
+            "fixed files changed since they were fingerprinted: " + ", ".join(diff[:8])
+            + (f" and {len(diff) - 8} more" if len(diff) > 8 else ""),
             hint="restore them (git checkout -- <file>), or if you changed them on purpose, "
                  "run `autoresearch rehash` to accept the new versions (results before and after are not comparable)")
     return now

@@ -133,13 +133,21 @@ def _score(config: Config, outcome: RunOutcome, fold: int | None, mode: str) -> 
     return FoldResult(fold, outcome, sc, facts, time.perf_counter() - start)
 
 
+def _last_line(log: Path) -> str:
+    """The run's last line of its own output (the log's '#' lines are the runner's)."""
+    lines = [ln for ln in tail(log, 30).splitlines() if ln.strip() and not ln.startswith("# ")]
+    return lines[-1].strip()[:200] if lines else ""
+
+
 def _status(outcome: RunOutcome, sc: Score) -> tuple[str, str]:
     if outcome.kind == ExitKind.INTERRUPTED:
         return "interrupted", outcome.reason or "interrupted"
     if outcome.kind == ExitKind.TIMEOUT:
         return "timeout", outcome.reason or "killed at the deadline"
     if outcome.kind != ExitKind.OK:
-        return "crash", outcome.reason or outcome.kind.value
+        cause = _last_line(outcome.spec.log_path)
+        reason = outcome.reason or outcome.kind.value
+        return "crash", f"{reason}: {cause}" if cause and outcome.kind == ExitKind.ERROR else reason
     if not math.isfinite(sc.value):
         return "crash", sc.reason or "the metric is not a finite number"
     return "ok", ""

@@ -49,22 +49,33 @@ def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int
     if preset not in presets.PRESETS:
         raise UserError(f"unknown preset {preset!r}", hint=f"choose one of: {', '.join(presets.PRESETS)}")
     dest = Path(dest).resolve()
-    if dest.exists() and any(dest.iterdir()):
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UserError(f"{dest} exists and is not empty", hint="choose a new folder for the research repository")
     if ukiyoe is not None and not Path(ukiyoe).is_dir():
         raise UserError(f"--ukiyoe {ukiyoe}: not a folder", hint="point it at the folder holding the three Ukiyo-eVG .jsonl files")
-    dest.mkdir(parents=True, exist_ok=True)
-    copy_template(dest)
-    train = dest / "train.py"
-    train.write_text(presets.apply_preset(train.read_text(encoding="utf-8"), preset), encoding="utf-8")
-    _set_run_limits(dest / "autoresearch.toml", presets.run_settings(preset))
-    (dest / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
-    git = Git(dest)
-    git.init()
-    git.commit(["."], f"eCLIP research task (preset {preset})\n\nCreated by `autoresearch init eclip`.\n")
-    facts = prepare_data(dest, preset=preset, n=n, seed=seed, ukiyoe=ukiyoe, vocab=vocab, say=say)
-    config = config_mod.load(dest)
-    fingerprints.record(config)
+    # Build next to the destination and move it into place at the end, so a failure (bad data, Ctrl-C)
+    # leaves no half-made repository behind and the same command can simply be run again.
+    partial = dest.with_name(f".{dest.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    try:
+        copy_template(partial)
+        train = partial / "train.py"
+        train.write_text(presets.apply_preset(train.read_text(encoding="utf-8"), preset), encoding="utf-8")
+        _set_run_limits(partial / "autoresearch.toml", presets.run_settings(preset))
+        (partial / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
+        git = Git(partial)
+        git.init()
+        git.commit(["."], f"eCLIP research task (preset {preset})\n\nCreated by `autoresearch init eclip`.\n")
+        facts = prepare_data(partial, preset=preset, n=n, seed=seed, ukiyoe=ukiyoe, vocab=vocab, say=say)
+        if dest.exists():
+            dest.rmdir()   # empty, checked above
+        partial.rename(dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    fingerprints.record(config_mod.load(dest))
     return facts
 
 

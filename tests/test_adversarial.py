@@ -1,0 +1,79 @@
+"""Adversarial suite: every attack in ``tests/adversarial.py`` against a real eCLIP repository, sandboxed.
+
+One repository and one engine for the module (built once, ~15 s); each attack is one experiment and must
+end contained: recorded with its expected status and reason, the champion and the earlier ledger rows
+untouched, a clean tree, an intact ledger, no process of the run alive, and its own check.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from autoresearch.errors import UserError
+from autoresearch.runner import sandbox
+
+if not sandbox.available():
+    pytest.skip(f"the sandbox is not usable here: {sandbox.unavailable_reason()}", allow_module_level=True)
+
+import adversarial  # noqa: E402
+
+CATALOGUE = adversarial.catalogue()
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    config = adversarial.build_repo(tmp_path_factory.mktemp("adversarial") / "repo")
+    return adversarial.Suite(config)
+
+
+def test_the_baseline_is_honest_and_better_than_chance(suite):
+    base = suite.baseline
+    assert base.status == "keep" and base.kind == "baseline"
+    assert len(base.folds) == suite.config.run.folds == 2
+    chance = [(adversarial.query_size(suite.config, k) - 1) / 2 for k in range(2)]
+    # Clearly better than a random ranking, so a constant or random candidate is never kept over it.
+    assert all(v < 0.85 * c for v, c in zip(base.folds, chance)), (base.folds, chance)
+    assert base.sandbox == 1
+
+
+@pytest.mark.parametrize("attack", CATALOGUE, ids=[a.key for a in CATALOGUE])
+def test_attack_is_contained_and_recorded(suite, attack):
+    outcome = suite.attempt(attack)
+    assert outcome.contained, f"{attack.key}: {outcome.problem} (recorded {outcome.status}: {outcome.reason})"
+
+
+def test_every_attack_left_one_row_and_the_champion_is_the_baseline(suite):
+    rows = suite.engine.ledger.rows(tag=adversarial.TAG, kinds=("experiment",))
+    assert {r.description for r in rows} >= {a.key for a in CATALOGUE}
+    assert all(r.reason for r in rows)
+    assert suite.engine.ledger.champion(adversarial.TAG).number == suite.baseline.number
+
+
+@pytest.mark.parametrize("attack", adversarial.probes(), ids=[a.key for a in adversarial.probes()])
+def test_agent_forging_the_hidden_key_stops_the_run(tmp_path, attack):
+    suite = adversarial.Suite(adversarial.build_repo(tmp_path / "repo"))
+    try:
+        outcome = suite.attempt(attack)
+    except UserError:  # stopping the loop, naming the changed files, also contains it
+        ledger = suite.engine.ledger
+        assert ledger.champion(adversarial.TAG).number == suite.baseline.number
+        assert all(r.metric_mean is None or r.metric_mean > 0.5 for r in ledger.rows())
+        return
+    assert outcome.contained, f"{attack.key}: {outcome.problem} (recorded {outcome.status}: {outcome.reason})"
+
+
+def test_survivor_scan_finds_a_live_process_by_its_environment(tmp_path):
+    """Positive control for the leftover-process checks above: the scan does see a live marked process."""
+    import os
+    import subprocess
+    import sys
+
+    marker = str(tmp_path / "marker")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                            env={**os.environ, "AUTORESEARCH_OUT": marker})
+    try:
+        assert proc.pid in adversarial.survivors(marker)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.pid not in adversarial.survivors(marker)
