@@ -382,10 +382,24 @@ def report(repo: Path = REPO, tag: Optional[str] = typer.Option(None),
     ledger = open_ledger(config)
     tag = tag or default_tag(ledger)
     noise = ledger.get_meta(f"noise:{tag}")
-    target = out or config.root / "report"
+    target = (out or config.root / "report").resolve()
+    _exclude_from_git(config.root, target)
     page = write_report(ledger, target, tag=tag, metric_name=config.metric.name, direction=config.metric.direction,
                         noise_sigma=(noise or {}).get("sigma"))
     console.print(f"[green]report[/] {page}")
+
+
+def _exclude_from_git(root: Path, target: Path) -> None:
+    """A report written inside the repository must survive the loop's resets (which clean untracked files)."""
+    try:
+        rel = target.relative_to(root)
+    except ValueError:
+        return
+    exclude = root / ".git" / "info" / "exclude"
+    line = f"/{rel.as_posix()}/"
+    if exclude.parent.is_dir() and line not in (exclude.read_text() if exclude.is_file() else "").splitlines():
+        with open(exclude, "a", encoding="utf-8") as fh:
+            fh.write(f"\n{line}\n")
 
 
 @app.command()

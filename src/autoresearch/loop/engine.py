@@ -84,9 +84,17 @@ class Engine:
         return decide_mod.NoiseFloor.from_dict(raw) if raw else None
 
     def base(self) -> str:
+        """The commit the next experiment starts from: the champion, or a notes-only commit on top of it.
+
+        The ledger records it after each experiment; if the tool stopped between recording a keep and
+        recording the new base, the recorded base is older than the champion, and the champion wins."""
         base = self.ledger.get_meta(f"base:{self.tag}")
         champ = self.champion()
-        return base or (champ.commit if champ else self.git.head())
+        if champ is None:
+            return base or self.git.head()
+        if base and self.git.is_ancestor(champ.commit, base):
+            return base
+        return champ.commit
 
     # --- start-up ----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -94,6 +102,7 @@ class Engine:
         if not self.git.is_repo():
             raise UserError(f"{self.config.root} is not a git repository", hint="run `git init` and commit your files first")
         branch = branch_name(self.tag)
+        self.git.remove_stale_locks()
         for row in self.ledger.running():
             self.ledger.finish(row.number, "interrupted", reason="the tool stopped while this ran; it will be proposed again")
             self.reporter("interrupted", number=row.number)
@@ -106,7 +115,7 @@ class Engine:
             self.git.checkout_branch(branch)
         elif self.git.current_branch() != branch:
             self.git("checkout", "-q", "-f", branch)
-        base = self.ledger.get_meta(f"base:{self.tag}") or (self.champion().commit if self.champion() else None)
+        base = self.base() if self.champion() else None
         if base:
             if self.git.head() != base:
                 self.git("update-ref", f"refs/heads/{branch}", base)
@@ -129,9 +138,6 @@ class Engine:
                                    fingerprints_json=self.fingerprints)
         self.reporter("experiment_start", number=number, description="baseline", phase="baseline")
         trial = self._trial(number, seed=self.config.run.seed)
-        if trial.status == "interrupted":
-            self.ledger.finish(number, "interrupted", reason=trial.reason)
-            raise KeyboardInterrupt
         if trial.status != "ok":
             self.ledger.finish(number, trial.status, reason=trial.reason, **self._trial_fields(trial))
             raise UserError(f"the baseline did not run: {trial.reason}\n--- log tail ---\n{trial.log_tail()}",
@@ -286,19 +292,28 @@ class Engine:
         self.git.update_ref(archive_ref(number), candidate)
         self.ledger.update(number, candidate_commit=candidate)
         trial = self._trial(number, seed=self.config.run.seed)
-        if trial.status == "interrupted":
-            self.ledger.finish(number, "interrupted", reason=trial.reason, **self._trial_fields(trial))
-            self.git.reset_hard(base)
-            self.agent.observe(number, "interrupted", None, proposal.meta)
-            raise KeyboardInterrupt
         row = self._decide_and_record(number, trial, champ, base, candidate, proposal, phase, changed)
         return row, trial
 
     # --- pieces ------------------------------------------------------------------------------------
     def _trial(self, number: int, *, seed: int, label: str = "") -> TrialResult:
+        """Run a trial for ledger row ``number``. Ctrl-C (after the runner has killed every child)
+        records the row as interrupted, puts the tree back at the base, and is raised again."""
         run_dir = self.config.state_dir / "runs" / (f"{number:04d}{label}")
-        return run_trial(self.config, run_dir, seed=seed, sandbox=self.sandbox, executor=self.executor,
-                         on_fold=lambda f: self.reporter("fold_done", number=number, fold=f))
+        try:
+            trial = run_trial(self.config, run_dir, seed=seed, sandbox=self.sandbox, executor=self.executor,
+                              on_fold=lambda f: self.reporter("fold_done", number=number, fold=f))
+        except KeyboardInterrupt:
+            trial = TrialResult("interrupted", "interrupted by Ctrl-C")
+        if trial.status == "interrupted":
+            self.ledger.finish(number, "interrupted", reason=trial.reason, **self._trial_fields(trial))
+            row = self.ledger.get(number)
+            if row.kind == "experiment":
+                self.git.reset_hard(self.base())
+                if self.agent is not None:
+                    self.agent.observe(number, "interrupted", None, row.meta)
+            raise KeyboardInterrupt
+        return trial
 
     @staticmethod
     def _trial_fields(trial: TrialResult) -> dict[str, Any]:
@@ -327,8 +342,6 @@ class Engine:
                 for r in range(max(1, cfg.decision.confirm_repeats)):
                     extra = self._trial(number, seed=cfg.run.seed + 1000 * (r + 1), label=f"-confirm{r + 1}")
                     spent += 1
-                    if extra.status == "interrupted":
-                        raise KeyboardInterrupt
                     if extra.status != "ok":
                         runs.append([math.nan] * len(trial.values))   # a failed confirmation discards
                         break

@@ -69,6 +69,22 @@ class Git:
         out = self("symbolic-ref", "--quiet", "--short", "HEAD", check=False).strip()
         return out or None
 
+    def is_ancestor(self, ancestor: str, commit: str) -> bool:
+        args = ["git", "merge-base", "--is-ancestor", ancestor, commit]
+        return subprocess.run(args, cwd=self.root, capture_output=True, check=False).returncode == 0
+
+    def remove_stale_locks(self) -> list[str]:
+        """Remove lock files a killed git left behind (the loop is the repository's only writer while it runs)."""
+        git_dir = self.root / ".git"
+        locks = [git_dir / "index.lock", git_dir / "HEAD.lock", git_dir / "packed-refs.lock"]
+        locks += list((git_dir / "refs").rglob("*.lock"))
+        removed = []
+        for lock in locks:
+            if lock.is_file():
+                lock.unlink()
+                removed.append(str(lock.relative_to(self.root)))
+        return removed
+
     def tree_of(self, commit: str) -> str:
         return self("rev-parse", f"{commit}^{{tree}}").strip()
 

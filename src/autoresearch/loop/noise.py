@@ -27,9 +27,6 @@ def measure_noise(engine: Engine, repeats: int) -> decide_mod.NoiseFloor:
                                      fingerprints_json=engine.fingerprints, started_at=_now())
         engine.reporter("experiment_start", number=number, description=f"champion again, seed {seed}", phase="noise floor")
         trial = engine._trial(number, seed=seed)
-        if trial.status == "interrupted":
-            engine.ledger.finish(number, "interrupted", reason=trial.reason)
-            raise KeyboardInterrupt
         status = "keep" if trial.status == "ok" else trial.status
         engine.ledger.finish(number, status, reason=trial.reason or "noise-floor run", **engine._trial_fields(trial))
         engine.reporter("experiment_done", row=engine.ledger.get(number))

@@ -118,13 +118,65 @@ def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
         agent = sum(r.agent_seconds or 0 for r in rows) / 3600
         cards.append(_card("time", f"{hours:.2f} h wall<br><span class='sub'>{train:.2f} h training, "
                                    f"{agent:.2f} h agent</span>"))
-    if any(r.tokens_in or r.tokens_out for r in rows):
-        tokens = sum((r.tokens_in or 0) + (r.tokens_out or 0) for r in rows)
-        cards.append(_card("tokens", f"{tokens:,}"))
-    costs = [r.cost_usd for r in rows if r.cost_usd is not None]
-    if costs:
-        cards.append(_card("LLM cost", f"${sum(costs):,.2f}"))
+    confirmations = confirmation_runs(rows)
+    if confirmations or counts:
+        cards.append(_card("confirmation runs", f"{confirmations}<br><span class='sub'>re-runs of candidates "
+                                                f"near the threshold</span>"))
+    cards += _cost_cards(rows, counts["keep"])
     return "<div class='cards'>" + "".join(cards) + "</div>"
+
+
+def confirmation_runs(rows: list[Experiment]) -> int:
+    """Confirmation runs spent: the sum of ``numbers.confirmation_runs`` over the rows' decisions."""
+    total = 0
+    for r in rows:
+        numbers = r.decision.get("numbers")
+        value = numbers.get("confirmation_runs") if isinstance(numbers, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            total += value
+    return total
+
+
+def agent_cost(rows: list[Experiment]) -> tuple[float | None, int, int, int]:
+    """(total USD or None when unknown, input tokens, output tokens, rows whose cost is unknown).
+
+    The cost is unknown when no row has one although the agent used tokens, i.e. the model is not in the
+    price table; with some rows priced and some not, the total covers the priced ones only."""
+    used = [r for r in rows if r.kind == "experiment" and (r.tokens_in or r.tokens_out or r.cost_usd is not None)]
+    known = [r.cost_usd for r in used if _finite(r.cost_usd)]
+    unknown = len(used) - len(known)
+    tokens_in = sum(r.tokens_in or 0 for r in used)
+    tokens_out = sum(r.tokens_out or 0 for r in used)
+    return (sum(known) if known else None), tokens_in, tokens_out, unknown
+
+
+def _cost_cards(rows: list[Experiment], kept: int) -> list[str]:
+    """Total agent cost, cost per kept improvement and tokens; nothing for agents without usage."""
+    total, tokens_in, tokens_out, unknown = agent_cost(rows)
+    if total is None and not (tokens_in or tokens_out):
+        return []
+    note = (f"<br><span class='sub'>{unknown} experiment(s) with no price: not counted</span>"
+            if unknown and total is not None else "")
+    cards = [_card("agent cost", (_usd(total) if total is not None else "unknown") + note)]
+    per_kept = _usd(total / kept) if total is not None and kept else "—"
+    cards.append(_card("cost per kept improvement",
+                       f"{per_kept}<br><span class='sub'>{kept} kept</span>"))
+    cards.append(_card("tokens", f"{tokens_in + tokens_out:,}<br><span class='sub'>{tokens_in:,} in, "
+                                 f"{tokens_out:,} out</span>"))
+    return cards
+
+
+def _usd(x: float | None, sign: bool = True) -> str:
+    """Dollars: cents above $1, three significant digits below (API calls cost fractions of a cent)."""
+    if not _finite(x):
+        return ""
+    if abs(x) >= 1:
+        text = f"{x:,.2f}"
+    elif x == 0:
+        text = "0"
+    else:
+        text = f"{x:.{2 - math.floor(math.log10(abs(x)))}f}".rstrip("0")
+    return ("$" if sign else "") + text
 
 
 def _final_section(rows: list[Experiment], metric_name: str, test_uses: int) -> str:
@@ -164,14 +216,16 @@ def _kept_table(rows: list[Experiment], metric_name: str) -> str:
 
 def _all_table(rows: list[Experiment], metric_name: str) -> str:
     e = html.escape
-    head = ["#", "kind", "status", "description", f"{metric_name} mean ± std", "delta", "train s", "cost $",
-            "reason"]
+    head = ["#", "kind", "status", "attempt", "description", f"{metric_name} mean ± std", "delta", "train s",
+            "tokens", "cost $", "reason"]
     body = []
     for r in rows:
-        cost = f"{r.cost_usd:.3f}" if r.cost_usd is not None else ""
-        body.append(_tr(r.status, [str(r.number), e(r.kind or ""), e(r.status or ""), e(r.description or ""),
-                                   _pm(r), _num(r.delta, signed=True), _num(r.train_seconds, digits=4), cost,
-                                   e(r.reason or "")], numeric={0, 4, 5, 6, 7}))
+        tokens = f"{(r.tokens_in or 0) + (r.tokens_out or 0):,}" if (r.tokens_in or r.tokens_out) else ""
+        attempt = str(r.attempt) if r.kind == "experiment" and r.attempt else ""
+        body.append(_tr(r.status, [str(r.number), e(r.kind or ""), e(r.status or ""), attempt,
+                                   e(r.description or ""), _pm(r), _num(r.delta, signed=True),
+                                   _num(r.train_seconds, digits=4), tokens, _usd(r.cost_usd, sign=False),
+                                   e(r.reason or "")], numeric={0, 3, 5, 6, 7, 8, 9}))
     return "<h2>All experiments</h2>" + _table(head, body)
 
 

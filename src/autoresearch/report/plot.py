@@ -206,6 +206,8 @@ def _y_window(core: Sequence[float], others: Sequence[float], noise_sigma: float
         span = abs(hi) * 0.1 or 1.0
     near = [v for v in others if _finite(v) and lo - span <= v <= hi + span]
     lo, hi = min([lo, *near]), max([hi, *near])
+    if hi == lo:   # one value (only the baseline measured, every attempt failed): centre it
+        return lo - span / 2, hi + span / 2
     pad = 0.12 * (hi - lo)
     return lo - pad, hi + pad
 

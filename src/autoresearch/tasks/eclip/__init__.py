@@ -18,7 +18,7 @@ from autoresearch.errors import UserError
 
 TEMPLATE = Path(__file__).parent / "template"
 _SKIP = {"__pycache__", "__init__.py"}
-GITIGNORE = ".autoresearch/\n__pycache__/\n*.pyc\n"
+GITIGNORE = ".autoresearch/\n/report/\n__pycache__/\n*.pyc\n"
 
 
 def copy_template(dest: Path) -> list[Path]:
