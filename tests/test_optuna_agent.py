@@ -48,23 +48,25 @@ def agent_for(tmp_path, **kw):
     return OptunaAgent(config, ctx, ".autoresearch/optuna.db", "study")
 
 
-def brief(attempt=1):
+def brief(attempt=1, champion=None):
     return Brief(experiment=1, task="t", metric_name="m", direction="minimize", phase_title="", phase_text="",
-                 program_rules="", scratchpad="", editable=["train.py"], champion_metric=None,
+                 program_rules="", scratchpad="", editable=["train.py"], champion_metric=champion,
                  champion_std=None, noise_sigma=None, history=[], attempt=attempt)
 
 
-def test_first_trial_is_the_baseline_then_bounded_samples(tmp_path):
+def test_champion_is_told_first_then_bounded_samples(tmp_path):
     agent = agent_for(tmp_path)
     assert agent.name == "optuna"
     assert (tmp_path / ".autoresearch" / "optuna.db").is_file()
-    p = agent.propose(brief(), tmp_path)
-    assert p.meta == {"trial": 0, "params": {"LR": 3e-4, "BATCH_SIZE": 48, "STEPS": 400, "ACT": "relu"}}
-    assert p.description == "optuna trial 0: LR=0.0003, BATCH_SIZE=48, STEPS=400, ACT='relu'"
-    assert (tmp_path / "train.py").read_text() == TRAIN.replace("3e-4", "0.0003").replace('"relu"', "'relu'")
-    agent.observe(1, "keep", 10.0, p.meta)
-    for n in range(1, 6):
-        p = agent.propose(brief(), tmp_path)
+    p = agent.propose(brief(champion=10.0), tmp_path)
+    # The champion's values and metric are trial 0, told without running them again.
+    first = agent.study.get_trials()[0]
+    assert first.state == TrialState.COMPLETE and first.value == 10.0
+    assert first.params == {"LR": 3e-4, "BATCH_SIZE": 48, "STEPS": 400, "ACT": "relu"}
+    assert p.meta["trial"] == 1 and p.description.startswith("optuna trial 1: LR=")
+    agent.observe(1, "discard", 11.0, p.meta)
+    for n in range(2, 7):
+        p = agent.propose(brief(champion=10.0), tmp_path)
         assert p.meta["trial"] == n
         values = read_constants((tmp_path / "train.py").read_text())
         assert 1e-5 <= values["LR"] <= 1e-2 and isinstance(values["LR"], float)

@@ -89,11 +89,10 @@ class OptunaAgent:
                             f"{config.metric.direction}", hint="delete the study file or use another study name")
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        if not self.study.get_trials(deepcopy=False):
-            baseline = {name: current[name] for name, dist in self.distributions.items()
-                        if self._contains(dist, current[name])}
-            if baseline:
-                self.study.enqueue_trial(baseline)
+        # The champion's values, told to the study with the champion's metric before the first ask, so
+        # TPE starts from the baseline without spending an experiment on re-running it.
+        self.baseline = {name: current[name] for name, dist in self.distributions.items()
+                         if self._contains(dist, current[name])}
 
     @staticmethod
     def _contains(dist: BaseDistribution, value: Any) -> bool:
@@ -108,6 +107,7 @@ class OptunaAgent:
         if brief.attempt > 1:
             return Proposal(description="optuna cannot fix a crash; nothing changed",
                             meta={"no_fix": True}, usage=Usage(seconds=time.monotonic() - start))
+        self._seed_with_champion(brief.champion_metric)
         trial = self.study.ask(self.distributions)
         params = {name: trial.params[name] for name in self.distributions}
         target = workdir / self.file
@@ -117,6 +117,15 @@ class OptunaAgent:
                         hypothesis="TPE expects these values to improve the metric",
                         meta={"trial": trial.number, "params": params},
                         usage=Usage(seconds=time.monotonic() - start))
+
+    def _seed_with_champion(self, metric: float | None) -> None:
+        if self.study.get_trials(deepcopy=False) or not self.baseline:
+            return
+        if metric is None or not math.isfinite(metric):
+            return
+        dists = {name: self.distributions[name] for name in self.baseline}
+        self.study.add_trial(optuna.trial.create_trial(params=dict(self.baseline), distributions=dists,
+                                                       value=float(metric)))
 
     def observe(self, number: int, status: str, metric: float | None, meta: dict) -> None:
         """Tell the study: the metric for a scored result, FAIL for crash/timeout/invalid/interrupted."""
