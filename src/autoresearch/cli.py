@@ -93,8 +93,12 @@ def init(task: str = typer.Argument(..., help="The task template: eclip."),
     facts = init_repository(directory, preset=preset, n=n, seed=seed, ukiyoe=ukiyoe, vocab=vocab,
                             say=lambda s: console.print(f"[dim]{s}[/]"))
     prep = facts.get("prepare", {})
-    console.print(f"[green]created[/] {directory} in {time.perf_counter() - t0:.0f} s "
-                  f"({prep.get('counts', '')}; vocabulary {prep.get('vocab_size', '?')})")
+    counts = prep.get("counts", {})
+    chunks = counts.get("chunks", [])
+    console.print(f"[green]created[/] {directory} in {time.perf_counter() - t0:.0f} s: "
+                  f"{counts.get('train', '?')} train / {counts.get('val', '?')} val / {counts.get('test', '?')} test "
+                  f"images, {len(chunks)} folds of {'/'.join(str(c) for c in chunks)}, "
+                  f"vocabulary {prep.get('vocab_size', '?')}")
     console.print(f"next: [bold]cd {directory} && autoresearch trial[/]")
 
 
@@ -217,7 +221,8 @@ def _engine(repo, tag, agent_name, model, base_url, queue, no_sandbox, need_agen
     engine = Engine(config, tag=tag, sandbox=sandboxed, reporter=reporter, ledger=ledger)
     if need_agent:
         context = AgentContext(root=config.root, editable=list(dict.fromkeys([*config.task.editable, config.task.scratchpad])),
-                               denied=[config.state_dir], list_experiments=lambda: _history_text(ledger, tag),
+                               denied=[config.state_dir, config.root / config.agent.queue],  # the replay plan would give answers away
+                               list_experiments=lambda: _history_text(ledger, tag),
                                show_experiment=lambda n: _show_text(config, ledger, n),
                                options={**config.agent.options(), "queue": str(queue) if queue else None})
         engine.agent = make_agent(agent_name or config.agent.name, config, context, tag=tag, model=model, base_url=base_url)
@@ -405,7 +410,8 @@ def _exclude_from_git(root: Path, target: Path) -> None:
 @app.command()
 @friendly
 def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where to create the demo repository."),
-         experiments: Optional[int] = typer.Option(None, help="Stop after this many experiments (default: the whole queue)."),
+         experiments: int = typer.Option(9, help="Experiments to replay: the first nine entries of queue.toml fit "
+                                                 "30 minutes on 2 cores; 0 replays the whole queue."),
          n: int = typer.Option(3000, "--n", help="Synthetic images."),
          no_sandbox: bool = NO_SANDBOX):
     """Offline demo: create the eCLIP task on synthetic data, replay the seed's discoveries, write the report."""
@@ -414,7 +420,7 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
         init("eclip", directory, preset="cpu", n=n, seed=0, ukiyoe=None, vocab=None)
     else:
         console.print(f"[dim]resuming the demo in {directory}[/]")
-    run(repo=directory, agent="replay", experiments=experiments, hours=None, tag="demo", model="", base_url="",
+    run(repo=directory, agent="replay", experiments=experiments or None, hours=None, tag="demo", model="", base_url="",
         queue=None, max_cost=None, max_tokens=None, no_sandbox=no_sandbox)
     report(repo=directory, tag="demo", out=None)
     console.print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min; open {directory / 'report' / 'index.html'}")

@@ -99,7 +99,7 @@ def prepare_data(dest: Path, *, preset: str, n: int, seed: int, ukiyoe: Path | N
     if ukiyoe is None:
         raw = state / "raw"
         t0 = time.perf_counter()
-        say(f"generating {n} synthetic Ukiyo-eVG prints (seed {seed}) in {raw}")
+        say(f"generating {n} synthetic Ukiyo-eVG prints (seed {seed})")
         facts["synth"] = synth.generate(raw, n=n, seed=seed)
         facts["synth_seconds"] = round(time.perf_counter() - t0, 1)
         source = "synthetic"
