@@ -67,3 +67,30 @@ def test_user_errors_are_one_clear_message(tmp_path):
     assert "no autoresearch.toml" in result.output and "hint" in result.output
     result = runner.invoke(app, ["init", "nosuchtask", str(tmp_path / "x")])
     assert result.exit_code == 2 and "unknown task" in result.output
+
+
+def test_final_scores_once_and_warns_on_reuse(toy):
+    first = runner.invoke(app, ["final", "-C", str(toy), *FLAGS])
+    assert first.exit_code == 0, first.output
+    assert "one-time score" in first.output and "warning" not in first.output
+    second = runner.invoke(app, ["final", "-C", str(toy), *FLAGS])
+    assert second.exit_code == 0, second.output
+    assert "has been used 1 time" in second.output
+    from autoresearch import config as config_mod
+    from autoresearch.loop.engine import open_ledger
+
+    ledger = open_ledger(config_mod.load(toy))
+    assert len(ledger.events("test_used")) == 2
+    assert [r.kind for r in ledger.rows()].count("final") == 2
+    # The final rows never reach an agent's brief.
+    brief = runner.invoke(app, ["brief", "-C", str(toy)])
+    assert "final:" not in brief.output
+
+
+def test_data_synth_writes_the_ukiyoe_layout(tmp_path):
+    result = runner.invoke(app, ["data", "synth", str(tmp_path / "d"), "--n", "20", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "d").iterdir())
+    assert names == ["images", "ukiyoe_vg_test_annotated.jsonl", "ukiyoe_vg_train_pgt_odvg.jsonl",
+                     "ukiyoe_vg_val_pgt_odvg.jsonl"]
+    assert len(list((tmp_path / "d" / "images").iterdir())) == 20

@@ -152,3 +152,22 @@ def test_optuna_agent_drives_the_loop(tmp_path):
     assert (root / ".autoresearch" / "optuna.db").is_file()
     lines = [json.loads(x) for x in engine.ledger.export_jsonl(tmp_path / "all.jsonl").read_text().splitlines()]
     assert len(lines) == len(engine.ledger.rows())
+
+
+def test_a_lucky_seed_change_is_recorded_and_reverted(tmp_path):
+    """A change of the random seed alone is never an improvement, even when its number is better."""
+    queue = '[[experiment]]\ndescription = "try seed 5"\nset = { SEED = 5 }\n'
+    root = make_toy_repo(tmp_path / "toy", queue=queue)
+    train = root / "train.py"
+    # The toy's metric depends on the seed constant: seed 5 happens to score 0.3 better.
+    train.write_text(train.read_text().replace('print(f"val_bpb', 'val -= 0.3 if SEED == 5 else 0.0\nprint(f"val_bpb'))
+    git = Git(root)
+    git("commit", "-qam", "lucky seed toy")
+    engine = _engine(root)
+    engine.run()
+    row = [r for r in engine.ledger.rows(tag="t1") if r.kind == "experiment"][0]
+    champ = engine.ledger.champion("t1")
+    assert row.metric_mean < champ.metric_mean - 0.25          # it did score better...
+    assert row.status == "discard" and "seed" in row.reason     # ...and was still reverted
+    assert champ.kind == "baseline"
+    assert "SEED = 0" in train.read_text()

@@ -18,8 +18,9 @@ app = typer.Typer(help="An overnight research loop that owns its rules: the agen
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Synthetic and real Ukiyo-eVG data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: long lines are not broken by the console, so logs and pipes keep one message per line.
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def friendly(fn):
@@ -266,8 +267,9 @@ def final(repo: Path = REPO, tag: Optional[str] = typer.Option(None), no_sandbox
         raise typer.Exit(1)
     m = (row.metrics or [{}])[0]
     console.print(f"[bold]test[/] (one-time score, {m.get('n', '?')} items): {engine.config.metric.name} "
-                  f"{fmt(row.metric_mean)}" + "".join(f", {k} {v:.3f}" for k, v in m.items()
-                                                     if k.endswith(("_r1", "_r5", "_r10"))))
+                  f"{fmt(row.metric_mean)}, median rank {fmt(m.get('median_rank'))}"
+                  + "".join(f", {k} {m[k]:.3f}" for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
+                            if k in m))
 
 
 # --- looking at results -------------------------------------------------------------------------------
@@ -410,8 +412,8 @@ def _exclude_from_git(root: Path, target: Path) -> None:
 @app.command()
 @friendly
 def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where to create the demo repository."),
-         experiments: int = typer.Option(9, help="Experiments to replay: the first nine entries of queue.toml fit "
-                                                 "30 minutes on 2 cores; 0 replays the whole queue."),
+         experiments: int = typer.Option(11, help="Experiments to replay: the first eleven entries of queue.toml "
+                                                  "fit 30 minutes on 2 cores; 0 replays the whole queue."),
          n: int = typer.Option(3000, "--n", help="Synthetic images."),
          no_sandbox: bool = NO_SANDBOX):
     """Offline demo: create the eCLIP task on synthetic data, replay the seed's discoveries, write the report."""

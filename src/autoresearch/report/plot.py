@@ -4,7 +4,7 @@ Reads ledger rows only; computes nothing but the running champion and the visibl
 (crash, timeout, invalid) have no metric and are drawn as crosses on the bottom edge; discarded attempts far
 worse than anything kept (a collapsed run) are clipped to the top or bottom edge with a triangle and their
 value, so one disaster does not squash the rest of the plot. Interrupted and running rows are not drawn;
-rows of kind 'final' (the one-time test score, on another scale) are left out.
+rows of kinds other than baseline and experiment (noise-floor runs, the one-time test) are left out.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def progress_png(rows: Sequence[Experiment], path: Path | str, *, metric_name: s
     ylabel = direction_label(metric_name, direction)
     minimize = direction == "minimize"
     n_exp = sum(1 for r in rows if r.kind == "experiment")
-    rows = sorted((r for r in rows if r.kind != "final" and r.status not in ("interrupted", "running")),
+    # Only the search itself: noise-floor re-runs, confirmations and the one-time test are not experiments.
+    rows = sorted((r for r in rows if r.kind in CHAMPION_KINDS and r.status not in ("interrupted", "running")),
                   key=lambda r: r.number)
     steps = champion_steps(rows)
     measured = [r for r in rows if _finite(r.metric_mean) and not r.failed]
