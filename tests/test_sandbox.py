@@ -338,3 +338,24 @@ def test_root_inside_cannot_unmount_the_hiding_tmpfs(repo):
     spec = spec_for(repo, script=script)
     assert run_spec(spec).kind is ExitKind.OK, spec.log_path.read_text()
     assert (spec.out_dir / "result.json").read_text() == "EPERM,EPERM,ENOENT"
+
+
+@needs_bwrap
+def test_an_interpreter_in_a_virtual_environment_under_tmp_stays_visible(repo, tmp_path_factory):
+    """CI clones into /tmp: the sandbox's private /tmp must not hide the clone's virtual environment."""
+    import subprocess
+    import tempfile
+
+    venv = Path(tempfile.mkdtemp(dir="/tmp", prefix="ar-venv-"))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+                       check=True)
+        spec = spec_for(repo, script="import os, sys; open(os.environ['OUT'] + '/who', 'w').write(sys.prefix)",
+                        command=(str(venv / "bin" / "python"), str(repo / "probe.py")))
+        out = run_spec(spec)
+        assert out.kind is ExitKind.OK, spec.log_path.read_text()
+        assert (spec.out_dir / "who").read_text() == str(venv)
+    finally:
+        import shutil
+
+        shutil.rmtree(venv, ignore_errors=True)

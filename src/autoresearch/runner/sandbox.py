@@ -15,8 +15,10 @@ hiding tmpfs mounts are made read-only at the very end.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from autoresearch.errors import UserError
@@ -79,10 +81,25 @@ def _covers(parent: Path, path: Path, shown: list[Path]) -> bool:
     return not any(m != parent and m.is_relative_to(parent) and path.is_relative_to(m) for m in shown)
 
 
+def _interpreter_roots(spec: RunSpec) -> list[Path]:
+    """Folders under /tmp that the command's interpreter lives in: the private /tmp would hide them."""
+    candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent]
+    if spec.command and os.path.isabs(spec.command[0]):
+        exe = Path(spec.command[0])
+        candidates += [exe.parent.parent, exe.resolve().parent.parent]
+    tmp = Path("/tmp").resolve()
+    roots = sorted({c.resolve() for c in candidates if c.exists() and c.resolve().is_relative_to(tmp)
+                    and c.resolve() != tmp}, key=_depth)
+    return [r for i, r in enumerate(roots) if not any(r.is_relative_to(o) for o in roots[:i])]
+
+
 def _mount_ops(spec: RunSpec, out_dir: Path, cwd: Path) -> list[tuple[Path, list[str]]]:
     """(destination, bwrap options) for every path-specific mount, in the order they must be applied."""
     ops: list[tuple[int, int, Path, list[str]]] = []  # (depth, rank at equal depth, path, args)
     ops.append((_depth(cwd), 0, cwd, ["--ro-bind", str(cwd), str(cwd)]))  # the repo, also when under /tmp
+    for env_root in _interpreter_roots(spec):  # a virtual environment under /tmp (a CI clone) stays visible
+        if env_root != cwd and not env_root.is_relative_to(cwd):
+            ops.append((_depth(env_root), 0, env_root, ["--ro-bind", str(env_root), str(env_root)]))
     hidden = list(dict.fromkeys((cwd / raw).resolve() for raw in spec.hidden))  # relative: inside the repo
     shown = [cwd, out_dir, *(Path(m.path).resolve() for m in spec.readonly)]
     for path in hidden:
