@@ -58,7 +58,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
         root = Path(tmp)
         (root / "workload.py").write_text(textwrap.dedent(WORKLOAD))
-        for i in range(args.repeats * 2):
+        for i in range(-2, args.repeats * 2):   # runs -2 and -1 warm the file cache and are not counted
             boxed = i % 2 == 1
             out_dir = root / "runs" / str(i)
             spec = RunSpec(name=f"bench{i}", command=(sys.executable, str(root / "workload.py"), str(args.steps)),
@@ -69,6 +69,9 @@ def main() -> int:
                 print(f"run {i} failed: {outcome.reason}\n{spec.log_path.read_text()}", file=sys.stderr)
                 return 1
             work = json.loads((out_dir / "facts.json").read_text())["work_s"]
+            if i < 0:
+                print(f"  warm-up ({'sandbox' if boxed else 'plain'}): {outcome.seconds:6.2f} s, not counted")
+                continue
             results[boxed]["run"].append(outcome.seconds)
             results[boxed]["work"].append(work)
             print(f"  run {i}: {'sandbox' if boxed else 'plain  '}  {outcome.seconds:6.2f} s  (work {work:.2f} s)")
