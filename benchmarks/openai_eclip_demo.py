@@ -12,7 +12,7 @@ git, the ledger and the report.
 Every fake response reports 9,000 input and 400 output tokens, so the ledger has usage and, with a
 priced model (gpt-4.1: $2 / $8 per million), a cost. Run from the repository root:
 
-    python benchmarks/openai_eclip_demo.py [--dest DIR] [--n 600] [--keep]
+    python benchmarks/openai_eclip_demo.py [--dest DIR] [--n 3000] [--keep]
 
 It takes several minutes on 2 cores (each experiment trains 3 folds of about a minute). Prints the
 ledger rows (status, metric, tokens, cost) and the report's path.
@@ -123,7 +123,7 @@ def adjust(args: argparse.Namespace, env: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=None, help="where to create the eCLIP repository")
-    parser.add_argument("--n", type=int, default=600, help="synthetic images")
+    parser.add_argument("--n", type=int, default=3000, help="synthetic images (smaller folds make the clamp change too noisy to keep)")
     parser.add_argument("--keep", action="store_true", help="keep the repository (a temporary one is removed)")
     parser.add_argument("--no-sandbox", action="store_true")
     parser.add_argument("--steps", type=int, default=None,
