@@ -16,30 +16,7 @@ import pytest
 from autoresearch.errors import UserError
 from autoresearch.runner.executor import ExitKind, RunSpec
 from autoresearch.runner.process import INHERITED, run_spec
-
-
-def alive(pid: int) -> bool:
-    """True if pid is a live process (a zombie counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return False
-    return raw[raw.rfind(b")") + 2:].split()[0] != b"Z"
-
-
-def procs_running(token: str) -> list[int]:
-    """Live processes whose command line contains ``token``."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as fh:
-                    if token.encode() in fh.read() and alive(int(name)):
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
+from procs import alive
 
 
 def make_spec(tmp_path: Path, body: str, **kw) -> RunSpec:

@@ -25,30 +25,7 @@ from autoresearch.errors import UserError
 from autoresearch.runner import sandbox
 from autoresearch.runner.executor import ExitKind, Mount, RunSpec
 from autoresearch.runner.process import run_spec
-
-
-def alive(pid: int) -> bool:
-    """True if pid is a live process (a zombie counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return False
-    return raw[raw.rfind(b")") + 2:].split()[0] != b"Z"
-
-
-def procs_running(token: str) -> list[int]:
-    """Live processes whose command line contains ``token`` (seen from outside any PID namespace)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as fh:
-                    if token.encode() in fh.read() and alive(int(name)):
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
+from procs import alive, procs_running
 
 
 needs_bwrap = pytest.mark.skipif(not sandbox.available(),
