@@ -196,6 +196,16 @@ def _greedy(numbers: dict) -> Decision:
     return Decision("discard", f"greedy rule: {where}, not strictly better", numbers)
 
 
+def _threshold(cand, champ, direction: str, settings: DecisionSection, noise: NoiseFloor | None,
+               numbers: dict) -> tuple[float, float, float, str]:
+    """(gain, sd of the difference, threshold, where sd came from); records them in ``numbers``."""
+    sd, source = _sd_of_difference(cand, champ, direction, noise)
+    threshold = max(settings.min_delta, settings.k * sd)
+    numbers.update(sigma_d=sd, sigma_source=source, k=settings.k, min_delta=settings.min_delta,
+                   threshold=threshold, sigma=noise.sigma if noise is not None else None)
+    return numbers["improvement"], sd, threshold, source
+
+
 def decide(candidate: Sequence[float], champion: Sequence, *, direction: str,
            settings: DecisionSection, noise: NoiseFloor | None, seed_only: bool = False) -> Decision:
     """Decide one candidate run (a list of per-fold values) against the champion.
@@ -207,14 +217,9 @@ def decide(candidate: Sequence[float], champion: Sequence, *, direction: str,
         return early
     if settings.rule == "greedy":
         return _greedy(numbers)
-    sd, source = _sd_of_difference(cand, champ, direction, noise)
-    gain = numbers["improvement"]
-    threshold = max(settings.min_delta, settings.k * sd)
+    gain, sd, threshold, source = _threshold(cand, champ, direction, settings, noise, numbers)
     lower = threshold - settings.confirm_band * sd
-    numbers.update(sigma_d=sd, sigma_source=source, k=settings.k, min_delta=settings.min_delta,
-                   threshold=threshold, confirm_band=settings.confirm_band, confirm_from=lower,
-                   confirm_repeats=settings.confirm_repeats,
-                   sigma=noise.sigma if noise is not None else None)
+    numbers.update(confirm_band=settings.confirm_band, confirm_from=lower, confirm_repeats=settings.confirm_repeats)
     versus = f"improvement {_fmt(gain)} vs threshold {_fmt(threshold)} (k={settings.k:g} x sd {_fmt(sd)}, " \
              f"min_delta {settings.min_delta:g}; {source})"
     if gain > threshold:
@@ -242,12 +247,8 @@ def decide_confirmed(candidate_runs: Sequence[Sequence[float]], champion_runs: S
         return early
     if settings.rule == "greedy":
         return _greedy(numbers)
-    sd, source = _sd_of_difference(cand, champ, direction, noise)
-    gain = numbers["improvement"]
-    threshold = max(settings.min_delta, settings.k * sd)
-    numbers.update(sigma_d=sd, sigma_source=source, k=settings.k, min_delta=settings.min_delta,
-                   threshold=threshold, sigma=noise.sigma if noise is not None else None,
-                   run_means=[float(v) for v in cand.mean(axis=1)])
+    gain, sd, threshold, source = _threshold(cand, champ, direction, settings, noise, numbers)
+    numbers["run_means"] = [float(v) for v in cand.mean(axis=1)]
     versus = (f"pooled over {len(cand)} candidate and {len(champ)} champion runs, improvement {_fmt(gain)} "
               f"vs threshold {_fmt(threshold)} (k={settings.k:g} x sd {_fmt(sd)}; {source})")
     if gain > threshold:
