@@ -11,30 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.agents import llm
-from autoresearch.agents.base import AgentContext, Brief, Proposal
+from autoresearch.agents.base import Brief, Proposal
 from autoresearch.agents.tools import Toolbox, anthropic_tools, parse_final_text, rooted
 
 log = logging.getLogger("autoresearch.agents")
-NOT_FINISHED = "(agent did not finish)"
 
 
-class AnthropicAgent:
+class AnthropicAgent(llm.ApiAgent):
     """Messages API with client tools; ``base_url`` points it at a proxy or a compatible server."""
 
     name = "anthropic"
     key_env = "ANTHROPIC_API_KEY"
-
-    def __init__(self, context: AgentContext, model: str, base_url: str | None = None, max_turns: int = 30,
-                 prices: dict | str | Path | None = None) -> None:
-        self.context = context
-        self.model = model or "claude-sonnet-4-6"
-        self.base_url = base_url or None
-        self.max_turns = max_turns
-        self.prices = llm.load_prices(prices if prices is not None else context.options.get("prices"))
-        self.timeout_s = float(context.options.get("timeout_s", 300.0))
-        self.max_tokens = int(context.options.get("max_tokens", 8192))
-        self.policy = llm.options_policy(context.options)
-        self._client: Any = None
+    default_model = "claude-sonnet-4-6"
 
     def client(self) -> Any:
         if self._client is None:
@@ -80,7 +68,7 @@ class AnthropicAgent:
                 results.append({"type": "tool_result", "tool_use_id": use.id, "content": result.text,
                                 "is_error": result.is_error})
             messages.append({"role": "user", "content": results})
-        description, hypothesis = toolbox.finished or (NOT_FINISHED, "")
+        description, hypothesis = toolbox.finished or (llm.NOT_FINISHED, "")
         meta = {"model": self.model, "turns": turns, "api_calls": meter.calls, "retries": meter.retries,
                 "tool_calls": toolbox.calls, "tool_errors": toolbox.errors, "edited": list(toolbox.edited),
                 "finished": toolbox.finished is not None}

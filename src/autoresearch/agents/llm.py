@@ -263,3 +263,25 @@ SYSTEM_PROMPT = (
 )
 NUDGE = ("Use the tools to edit the editable files. When your edit is done, call finish(description, "
          "hypothesis).")
+
+
+NOT_FINISHED = "(agent did not finish)"
+
+
+class ApiAgent:
+    """What the OpenAI-compatible and Anthropic agents share: settings, prices, retries, a lazy client."""
+
+    default_model = ""
+
+    def __init__(self, context: Any, model: str, base_url: str | None = None, max_turns: int = 30,
+                 prices: Mapping[str, Any] | str | Path | None = None) -> None:
+        self.context = context
+        self.model = model or self.default_model
+        self.base_url = base_url or None
+        self.max_turns = max_turns
+        self.prices = load_prices(prices if prices is not None else context.options.get("prices"))
+        self.timeout_s = float(context.options.get("timeout_s", 300.0))
+        self.max_tokens = int(context.options.get("max_tokens", 8192))
+        self.policy = options_policy(context.options)
+        self._client: Any = None
+

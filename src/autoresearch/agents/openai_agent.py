@@ -12,29 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.agents import llm
-from autoresearch.agents.base import AgentContext, Brief, Proposal
+from autoresearch.agents.base import Brief, Proposal
 from autoresearch.agents.tools import Toolbox, openai_tools, parse_final_text, rooted
 
 log = logging.getLogger("autoresearch.agents")
-NOT_FINISHED = "(agent did not finish)"
 
 
-class OpenAIAgent:
+class OpenAIAgent(llm.ApiAgent):
     """Chat completions with function tools; ``base_url`` points it at a local server."""
 
     name = "openai"
     key_env = "OPENAI_API_KEY"
-
-    def __init__(self, context: AgentContext, model: str, base_url: str | None = None, max_turns: int = 30,
-                 prices: dict | str | Path | None = None) -> None:
-        self.context = context
-        self.model = model or "gpt-5"
-        self.base_url = base_url or None
-        self.max_turns = max_turns
-        self.prices = llm.load_prices(prices if prices is not None else context.options.get("prices"))
-        self.timeout_s = float(context.options.get("timeout_s", 300.0))
-        self.policy = llm.options_policy(context.options)
-        self._client: Any = None
+    default_model = "gpt-5"
 
     def client(self) -> Any:
         if self._client is None:
@@ -80,7 +69,7 @@ class OpenAIAgent:
                 result = toolbox.call(call.function.name, call.function.arguments)
                 log.info("openai tool %s -> %s", call.function.name, llm.redact(result.text[:200]))
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result.text})
-        description, hypothesis = toolbox.finished or (NOT_FINISHED, "")
+        description, hypothesis = toolbox.finished or (llm.NOT_FINISHED, "")
         meta = {"model": self.model, "turns": turns, "api_calls": meter.calls, "retries": meter.retries,
                 "tool_calls": toolbox.calls, "tool_errors": toolbox.errors, "edited": list(toolbox.edited),
                 "finished": toolbox.finished is not None}
