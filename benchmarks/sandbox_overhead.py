@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 
 from autoresearch.runner import sandbox
-from autoresearch.runner.executor import ExitKind, RunSpec
+from autoresearch.runner.spec import ExitKind, RunSpec
 from autoresearch.runner.process import run_spec
 
 WORKLOAD = """

@@ -109,7 +109,7 @@ def test_champion_selection(ledger: Ledger) -> None:
     ledger.finish(e1, "keep", metric_mean=9.0)
     e2 = ledger.start(tag="t", kind="experiment")
     ledger.finish(e2, "discard", metric_mean=8.0)
-    c = ledger.start(tag="t", kind="confirm")
+    c = ledger.start(tag="t", kind="noise")
     ledger.finish(c, "keep", metric_mean=7.0)
     o = ledger.start(tag="other", kind="experiment")
     ledger.finish(o, "keep", metric_mean=1.0)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch.errors import UserError
-from autoresearch.runner.executor import ExitKind, RunSpec
+from autoresearch.runner.spec import ExitKind, RunSpec
 from autoresearch.runner.process import INHERITED, run_spec
 from procs import alive
 

@@ -7,7 +7,6 @@ Unknown keys are errors too, so a typo (``timout_s``) never silently falls back 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -15,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.errors import UserError
+from autoresearch.vocab import Direction
 
 CONFIG_NAME = "autoresearch.toml"
-METRIC_SOURCES = ("eclip", "json", "regex")
-DIRECTIONS = ("minimize", "maximize")
 DECISION_RULES = ("noise", "greedy")
 
 
@@ -46,7 +44,7 @@ class RunSection:
 @dataclass(frozen=True)
 class MetricSection:
     name: str = "metric"
-    direction: str = "minimize"
+    direction: Direction = Direction.MINIMIZE
     source: str = "regex"
     file: str = "metrics.json"
     key: str = ""
@@ -127,18 +125,6 @@ class Config:
         """Where the tool keeps its own state: ledger, prepared data, hidden keys, run outputs."""
         return self.root / ".autoresearch"
 
-    def better(self, a: float, b: float) -> bool:
-        """True when metric value ``a`` is strictly better than ``b``; NaN is worst of all."""
-        if math.isnan(a):
-            return False
-        if math.isnan(b):
-            return True
-        return a < b if self.metric.direction == "minimize" else a > b
-
-    def improvement(self, candidate: float, champion: float) -> float:
-        """How much better the candidate is, positive when better, in metric units."""
-        d = champion - candidate
-        return d if self.metric.direction == "minimize" else -d
 
 
 class _Section:
@@ -266,8 +252,8 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     s = _Section(file, "metric", data.get("metric", {}))
     metric = MetricSection(
         name=s.get("name", MetricSection.name, "str"),
-        direction=s.choice("direction", MetricSection.direction, DIRECTIONS),
-        source=s.choice("source", MetricSection.source, METRIC_SOURCES),
+        direction=Direction(s.choice("direction", MetricSection.direction, tuple(Direction))),
+        source=s.get("source", MetricSection.source, "str"),   # checked against the task's sources
         file=s.get("file", MetricSection.file, "str"),
         key=s.get("key", "", "str"),
         pattern=s.get("pattern", "", "str"),

@@ -1,6 +1,8 @@
 """Progress on the terminal while long work runs: the loop's events and the training's own lines.
 
-The engine calls ``reporter(kind, **data)``; this module turns that into Rich output. It never decides.
+The engine emits typed events (``autoresearch.events``); this listener turns them into Rich output. It
+never decides. Text that came from an agent or a run is printed with markup off, so square brackets in
+it are shown, not swallowed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import re
 import time
 
 from rich.console import Console
+from rich.markup import escape
+
+from autoresearch import events as ev
 
 _STEP = re.compile(r"step\s+(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 _STATUS_STYLE = {"keep": "bold green", "discard": "yellow", "crash": "bold red", "timeout": "bold red",
@@ -20,21 +25,17 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-class ConsoleReporter:
+class ConsoleReporter(ev.Dispatcher):
     """Prints one line per loop event and keeps a live status line with the training's last step."""
 
     def __init__(self, console: Console, *, metric: str = "metric", timeout_s: float | None = None) -> None:
+        super().__init__()
         self.console = console
         self.metric = metric
         self.timeout_s = timeout_s
         self._status = None
         self._fold_started = time.monotonic()
         self._number: int | None = None
-
-    def __call__(self, kind: str, **data) -> None:
-        handler = getattr(self, f"on_{kind}", None)
-        if handler:
-            handler(**data)
 
     def close(self) -> None:
         if self._status is not None:
@@ -48,39 +49,53 @@ class ConsoleReporter:
         else:
             self._status.update(text)
 
-    def on_agent_start(self, agent: str, phase: str, attempt: int) -> None:
-        extra = f", fixing a crash (attempt {attempt})" if attempt > 1 else ""
-        self._live(f"[cyan]agent {agent} is proposing a change[/] (phase {phase}{extra})")
+    def on_agent_started(self, e: ev.AgentStarted) -> None:
+        extra = f", fixing a crash (attempt {e.attempt})" if e.attempt > 1 else ""
+        self._live(f"[cyan]agent {escape(e.agent)} is proposing a change[/] (phase {escape(e.phase)}{extra})")
 
-    def on_experiment_start(self, number: int, description: str, phase: str) -> None:
+    def on_experiment_started(self, e: ev.ExperimentStarted) -> None:
         self.close()
-        self._number = number
+        self._number = e.number
         self._fold_started = time.monotonic()
-        self.console.print(f"[bold]experiment {number}[/] [dim]({phase})[/] {description}")
+        self.console.print(f"[bold]experiment {e.number}[/] [dim]({escape(e.phase)})[/] {escape(e.description)}")
 
-    def on_line(self, spec, line: str) -> None:
-        m = _STEP.search(line)
-        if not m:
+    def on_run_line(self, e: ev.RunLine) -> None:
+        if not _STEP.search(e.line):
             return
         elapsed = time.monotonic() - self._fold_started
         budget = f" / {self.timeout_s:.0f} s limit" if self.timeout_s else ""
-        self._live(f"  {spec.name}: {line.strip()[:90]}  [dim]{elapsed:.0f} s{budget}[/]")
+        self._live(f"  {escape(e.spec.name)}: {escape(e.line.strip()[:90])}  [dim]{elapsed:.0f} s{budget}[/]")
 
-    def on_fold_done(self, number: int, fold) -> None:
+    def on_fold_finished(self, e: ev.FoldFinished) -> None:
         self.close()
+        fold = e.fold
         o = fold.outcome
         value = fold.score.value
-        text = f"{self.metric} {fmt(value)}" if math.isfinite(value) else f"[red]{fold.score.reason or o.reason}[/]"
+        text = (f"{self.metric} {fmt(value)}" if math.isfinite(value)
+                else f"[red]{escape(fold.score.reason or o.reason)}[/]")
         self.console.print(f"  {o.spec.name}: {text}  [dim]{o.seconds:.0f} s, {o.peak_rss_gb:.1f} GB[/]")
         self._fold_started = time.monotonic()
 
-    def on_experiment_done(self, row) -> None:
+    def on_experiment_finished(self, e: ev.ExperimentFinished) -> None:
         self.close()
+        row = e.row
         style = _STATUS_STYLE.get(row.status, "")
         delta = "" if row.delta is None else f" (delta {row.delta:+.2f})"
-        reason = f" — {row.reason}" if row.reason else ""
+        reason = f" — {escape(row.reason)}" if row.reason else ""
         self.console.print(f"  → [{style}]{row.status}[/]: {self.metric} {fmt(row.metric_mean)} ± "
                            f"{fmt(row.metric_std)}{delta}{reason}")
 
-    def on_interrupted(self, number: int) -> None:
-        self.console.print(f"[dim]experiment {number} was cut off by an earlier stop; recorded as interrupted[/]")
+    def on_interrupted(self, e: ev.Interrupted) -> None:
+        self.console.print(f"[dim]experiment {e.number} was cut off by an earlier stop; recorded as interrupted[/]")
+
+    def on_remeasure(self, e: ev.Remeasure) -> None:
+        self.close()
+        self.console.print(f"[dim]the champion moved far from where its noise was measured "
+                           f"(σ {e.noise.sigma:.3g}); measuring the noise floor again[/]")
+
+    def on_paused(self, e: ev.Paused) -> None:
+        self._live(f"[yellow]paused[/]: {escape(e.why)}")
+
+    def on_notice(self, e: ev.Notice) -> None:
+        self.close()
+        self.console.print(f"[dim]{escape(e.text)}[/]")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from autoresearch.agents.brief import Brief, HistoryRow  # noqa: F401  (part of the agent contract)
+
 
 @dataclass
 class Usage:
@@ -33,46 +35,6 @@ class Proposal:
     usage: Usage = field(default_factory=Usage)
     meta: dict = field(default_factory=dict)   # agent-specific, stored in the ledger (e.g. optuna trial)
     exhausted: bool = False                    # True: the agent has nothing more to propose
-
-
-@dataclass
-class HistoryRow:
-    number: int
-    status: str
-    description: str
-    metric: float | None
-    std: float | None
-    delta: float | None
-    reason: str = ""
-
-
-@dataclass
-class Brief:
-    """Everything the agent is told for one experiment. Rendered deterministically by ``render``."""
-
-    experiment: int
-    task: str
-    metric_name: str
-    direction: str
-    phase_title: str
-    phase_text: str
-    program_rules: str
-    scratchpad: str
-    editable: list[str]
-    champion_metric: float | None
-    champion_std: float | None
-    noise_sigma: float | None
-    history: list[HistoryRow]
-    multi_change: bool = False
-    failure: str = ""           # reason + log tail of the previous attempt when it crashed or was invalid
-    attempt: int = 1            # >1 when this is a crash fix
-    notes: list[str] = field(default_factory=list)  # tool messages (e.g. an invalid edit was undone)
-    past_meta: list[dict] = field(default_factory=list)  # this agent's own meta from earlier finished proposals
-
-    def render(self) -> str:
-        from autoresearch.agents.brief import render
-
-        return render(self)
 
 
 @dataclass

@@ -8,8 +8,48 @@ one-line count of the older ones. The agent can ask for more with its ``list_exp
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 
-from autoresearch.agents.base import Brief, HistoryRow
+from autoresearch.vocab import Direction
+
+
+@dataclass
+class HistoryRow:
+    number: int
+    status: str
+    description: str
+    metric: float | None
+    std: float | None
+    delta: float | None
+    reason: str = ""
+
+
+@dataclass
+class Brief:
+    """Everything the agent is told for one experiment. Rendered deterministically by ``render``."""
+
+    experiment: int
+    task: str
+    metric_name: str
+    direction: str
+    phase_title: str
+    phase_text: str
+    program_rules: str
+    scratchpad: str
+    editable: list[str]
+    champion_metric: float | None
+    champion_std: float | None
+    noise_sigma: float | None
+    history: list[HistoryRow]
+    multi_change: bool = False
+    failure: str = ""           # reason + log tail of the previous attempt when it crashed or was invalid
+    attempt: int = 1            # >1 when this is a crash fix
+    notes: list[str] = field(default_factory=list)  # tool messages (e.g. an invalid edit was undone)
+    past_meta: list[dict] = field(default_factory=list)  # this agent's own meta from earlier finished proposals
+
+    def render(self) -> str:
+        return render(self)
+
 
 HISTORY_ROWS = 15
 LIMITS = {            # characters per part; the whole brief stays well under the sum
@@ -21,7 +61,6 @@ LIMITS = {            # characters per part; the whole brief stays well under th
     "failure": 4000,
     "scratchpad": 8000,
 }
-DIRECTION_WORDS = {"minimize": "lower is better", "maximize": "higher is better"}
 
 
 def clip_head(text: str, limit: int) -> str:
@@ -90,7 +129,7 @@ def _history(rows: list[HistoryRow]) -> list[str]:
 
 def render(brief: Brief) -> str:
     """The whole brief as markdown, sections in a fixed order."""
-    direction = DIRECTION_WORDS.get(brief.direction, brief.direction)
+    direction = Direction.parse(brief.direction).words
     title = f"# Experiment {brief.experiment}"
     if brief.attempt > 1:
         title += f" (attempt {brief.attempt}: fix the previous attempt)"

@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from autoresearch.config import DecisionSection
+from autoresearch.vocab import Direction
 
 STATUSES = ("keep", "discard", "confirm")
 SEED_ONLY_REASON = "only a random seed / comments changed"
@@ -129,9 +130,7 @@ class Decision:
 
 
 def _gain(candidate: float, champion: float, direction: str) -> float:
-    if direction not in ("minimize", "maximize"):
-        raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
-    return champion - candidate if direction == "minimize" else candidate - champion
+    return Direction.parse(direction).gain(candidate, champion)
 
 
 def _fmt(x: float) -> str:

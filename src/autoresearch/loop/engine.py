@@ -15,34 +15,29 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from autoresearch import events as ev
 from autoresearch import hardware
 from autoresearch.agents.base import Agent, Brief, HistoryRow, Proposal
 from autoresearch.agents.constants import describe_changes, diff_constants
 from autoresearch.config import Config
 from autoresearch.errors import UserError
+from autoresearch.vocab import Kind, Status, rerun_seed
 from autoresearch.loop import decide as decide_mod
 from autoresearch.loop import editpolicy, fingerprints, scratchpad
 from autoresearch.loop.gitops import Git, archive_ref, branch_name, format_message
-from autoresearch.loop.ledger import Experiment, Ledger
+from autoresearch.loop.ledger import Experiment, Ledger, utc_now
 from autoresearch.loop.phases import Phase, current_phase, load_program
-from autoresearch.loop.trial import TrialResult, run_trial
+from autoresearch.loop.trial import TrialResult, nan_to_none, run_trial
 from autoresearch.runner.executor import Executor, LocalExecutor
-from autoresearch.scoring.sources import check_config as check_scoring
+from autoresearch import tasks
 
 MAX_AGENT_FAILURES = 3           # consecutive agent errors (API down, bad key) that end a run
-Reporter = Callable[..., None]   # reporter(kind: str, **data) — progress for the CLI; never decides
+Reporter = ev.Listener            # gets every loop event (autoresearch.events); never decides
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _nan_to_none(x: float | None) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
 @dataclass
@@ -58,8 +53,8 @@ class Engine:
         self.tag = tag
         self.agent = agent
         self.sandbox = sandbox
-        self.reporter = reporter or (lambda kind, **data: None)
-        self.executor = executor or LocalExecutor(on_line=lambda spec, line: self.reporter("line", spec=spec, line=line))
+        self.reporter = reporter or ev.ignore
+        self.executor = executor or LocalExecutor(on_line=lambda spec, line: self.reporter(ev.RunLine(spec, line)))
         self.git = Git(config.root)
         self.ledger = ledger or open_ledger(config)
         self.program = load_program(config.root / config.task.program)
@@ -73,8 +68,7 @@ class Engine:
         return self.ledger.champion(self.tag)
 
     def finished(self) -> list[Experiment]:
-        return [r for r in self.ledger.rows(tag=self.tag, kinds=("experiment",))
-                if r.status not in ("running", "interrupted")]
+        return [r for r in self.ledger.rows(tag=self.tag, kinds=(Kind.EXPERIMENT,)) if Status(r.status).finished]
 
     def phase(self) -> tuple[Phase, int]:
         return current_phase(self.program, [r.status for r in self.finished()])
@@ -101,20 +95,20 @@ class Engine:
         """Reconcile git with the ledger after any stop, and check the fixed files' fingerprints."""
         if not self.git.is_repo():
             raise UserError(f"{self.config.root} is not a git repository", hint="run `git init` and commit your files first")
+        self._check_required_files()
         branch = branch_name(self.tag)
         self.git.remove_stale_locks()
+        self._keep_user_work(branch)
         for row in self.ledger.running():
             self.ledger.finish(row.number, "interrupted", reason="the tool stopped while this ran; it will be proposed again")
-            self.reporter("interrupted", number=row.number)
+            self.reporter(ev.Interrupted(row.number))
             if self.agent is not None:
                 self.agent.observe(row.number, "interrupted", None, row.meta)
         if self.git.rev(f"refs/heads/{branch}") is None:
-            if self.git.status():
-                raise UserError("the working tree has uncommitted changes",
-                                hint="commit or stash them before starting a run (the loop owns the tree during a run)")
             self.git.checkout_branch(branch)
         elif self.git.current_branch() != branch:
-            self.git("checkout", "-q", "-f", branch)
+            self.git("checkout", "-q", branch)
+        self._add_scratchpad()
         base = self.base() if self.champion() else None
         if base:
             if self.git.head() != base:
@@ -124,28 +118,74 @@ class Engine:
             if row.commit and row.kind == "experiment" and self.git.rev(archive_ref(row.number)) is None:
                 self.git.update_ref(archive_ref(row.number), row.commit)
         self.fingerprints = fingerprints.verify(self.config)
-        check_scoring(self.config)
+        tasks.for_config(self.config).check(self.config)
+
+    def _check_required_files(self) -> None:
+        """The files the loop cannot run without, checked before anything is recorded."""
+        cfg = self.config
+        for rel in cfg.task.editable:
+            if rel != cfg.task.scratchpad and not (cfg.root / rel).is_file() and self.git.show("HEAD", rel) is None:
+                raise UserError(f"{cfg.path}: [task] editable names {rel}, which does not exist",
+                                hint=f"create and commit {rel}, or fix [task] editable")
+
+    def _keep_user_work(self, branch: str) -> None:
+        """Never throw a person's work away. The loop resets the tree to the champion at start-up, so:
+        uncommitted edits of the editable files on the loop's branch (an agent turn that was cut off) are
+        saved with `git stash`; any other uncommitted change stops the run with a message; and a commit on
+        the branch that the loop did not make stops it too."""
+        pad = self.config.task.scratchpad
+        changes = [c for c in self.git.status() if not (c.code == "??" and c.path == pad)]
+        on_branch = self.git.current_branch() == branch
+        editable = set(self.config.task.editable) | {pad}
+        if changes and on_branch and all(c.code != "??" and c.path in editable and not c.orig for c in changes):
+            self.git("stash", "push", "-q", "-m", f"autoresearch: uncommitted edits found at start-up ({utc_now()})")
+            self.reporter(ev.Notice("uncommitted edits of the editable files were saved with `git stash` "
+                                    "(`git stash list` shows them) before the loop reset the tree"))
+        elif changes:
+            names = ", ".join(c.path for c in changes[:5]) + (" …" if len(changes) > 5 else "")
+            raise UserError(f"the working tree has uncommitted changes: {names}",
+                            hint="commit them (`git commit -am ...`) or stash them (`git stash`) first: the loop "
+                                 "resets the tree to the champion when it starts, and would otherwise lose them")
+        head, base = self.git.rev(f"refs/heads/{branch}"), self.ledger.get_meta(f"base:{self.tag}")
+        if head is None or base is None or head == base or self.git.is_ancestor(head, base):
+            return
+        ours = {c for r in self.ledger.rows(tag=self.tag) for c in (r.commit, r.candidate_commit) if c}
+        if head not in ours:
+            subject = self.git("log", "-1", "--format=%s", head).strip()
+            raise UserError(f"branch {branch} has a commit the loop did not make: {head[:10]} {subject!r}",
+                            hint=f"move it to a branch of its own (`git branch my-work {head[:10]}`) and put the "
+                                 f"loop's branch back (`git update-ref refs/heads/{branch} {base[:10]}`), or "
+                                 "start a new tag with --tag")
+
+    def _add_scratchpad(self) -> None:
+        """The scratchpad is optional for the user: create (or take the user's untracked one) and commit it."""
+        pad = self.config.task.scratchpad
+        if self.git.show("HEAD", pad) is not None:
+            return
+        path = self.config.root / pad
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("# Scratchpad\n\nThe agent's notes between experiments.\n", encoding="utf-8")
+        self.git.commit([pad], f"autoresearch: add {pad} (the agent's memory)\n")
 
     def ensure_baseline(self) -> Experiment:
         champ = self.champion()
         if champ is not None:
             return champ
         head = self.git.head()
-        number = self.ledger.start(number=0 if self.ledger.next_number() == 0 else None, tag=self.tag,
-                                   kind="baseline", phase=0, phase_title="baseline", attempt=1,
-                                   parent_commit=head, candidate_commit=head, agent="", description="baseline",
-                                   started_at=_now(), hardware_json=hardware.describe(), sandbox=int(self.sandbox),
-                                   fingerprints_json=self.fingerprints)
-        self.reporter("experiment_start", number=number, description="baseline", phase="baseline")
+        number = self._start_row(kind=Kind.BASELINE, number=0 if self.ledger.next_number() == 0 else None,
+                                 phase=0, phase_title="baseline", parent_commit=head, candidate_commit=head,
+                                 agent="", description="baseline")
+        self.reporter(ev.ExperimentStarted(number, "baseline", "baseline"))
         trial = self._trial(number, seed=self.config.run.seed)
         if trial.status != "ok":
-            self.ledger.finish(number, trial.status, reason=trial.reason, **self._trial_fields(trial))
+            self.ledger.finish(number, trial.status, reason=trial.reason, **trial.ledger_fields())
             raise UserError(f"the baseline did not run: {trial.reason}\n--- log tail ---\n{trial.log_tail()}",
                             hint="fix train.py (or the run command) so that `autoresearch trial` succeeds")
-        self.ledger.finish(number, "keep", commit=head, reason="baseline", **self._trial_fields(trial))
+        self.ledger.finish(number, Status.KEEP, commit=head, reason="baseline", **trial.ledger_fields())
         self.ledger.set_meta(f"base:{self.tag}", head)
         row = self.ledger.get(number)
-        self.reporter("experiment_done", row=row)
+        self.reporter(ev.ExperimentFinished(row))
         return row
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -162,6 +202,30 @@ class Engine:
         if max_tokens and tokens >= max_tokens:
             return f"reached the token budget: {tokens} of {max_tokens}"
         return None
+
+    def pending_notes(self) -> list[dict]:
+        """Researcher notes for this tag (``Session.note``) not yet put in a brief."""
+        delivered = {e.payload.get("note") for e in self.ledger.events("note_delivered")}
+        return [{"id": e.id, "text": e.payload.get("text", "")} for e in self.ledger.events("note")
+                if e.payload.get("tag") == self.tag and e.id not in delivered]
+
+    def steer(self, poll_s: float = 1.0) -> str | None:
+        """Obey a person's control (``Session.pause``/``stop``, e.g. from the dashboard) between experiments:
+        wait while paused; return why to stop, or None to go on. A stop is consumed (the next run goes on)."""
+        key, announced = f"control:{self.tag}", False
+        while True:
+            control = self.ledger.get_meta(key) or "run"
+            if control == "stop":
+                self.ledger.set_meta(key, "run")
+                return "stopped on request (the dashboard or `Session.stop`)"
+            if control != "pause":
+                if announced:
+                    self.reporter(ev.Notice("resumed"))
+                return None
+            if not announced:
+                self.reporter(ev.Paused("paused on request; resume or stop from the dashboard"))
+                announced = True
+            time.sleep(poll_s)
 
     def run(self, *, max_experiments: int | None = None, hours: float | None = None,
             max_cost: float | None = None, max_tokens: int | None = None,
@@ -184,7 +248,8 @@ class Engine:
                 return StopReason(f"reached {max_experiments} experiments")
             if deadline is not None and time.monotonic() >= deadline:
                 return StopReason(f"reached the {hours} h limit")
-            if (why := self.budget_stop(max_cost, max_tokens)) or (should_stop and (why := should_stop())):
+            if (why := self.budget_stop(max_cost, max_tokens)) or (should_stop and (why := should_stop())) \
+                    or (why := self.steer()):
                 return StopReason(why)
             try:
                 outcome = self.experiment(attempt=attempt, failure=failure)
@@ -211,10 +276,8 @@ class Engine:
         if noise is None or champ is None or self.config.decision.remeasure_after <= 0:
             return   # without a floor, `autoresearch baseline` measures one; the rule falls back to the folds
         if decide_mod.needs_remeasure(noise, champ.metric_mean, self.config.decision):
-            from autoresearch.loop.noise import measure_noise
-
-            self.reporter("remeasure", noise=noise, champion=champ)
-            measure_noise(self, max(2, noise.n_repeats))
+            self.reporter(ev.Remeasure(noise, champ))
+            self.measure_noise(max(2, noise.n_repeats))
 
     def champion_runs(self, champ: Experiment) -> list[list[float]]:
         """Every measurement of the champion's code: its own run, its confirmation runs and noise-floor runs."""
@@ -238,10 +301,13 @@ class Engine:
                               f"for this phase into {self.config.task.scratchpad} (under '## Plan: phase "
                               f"{phase.number}'), then make the first change of that plan")
         brief = self.brief(phase, attempt=attempt, failure=failure)
+        self.notes = []
+        for note in self.pending_notes():
+            self.ledger.event("note_delivered", number=brief.experiment, note=note["id"], tag=self.tag)
         before = editpolicy.Snapshot.take(self.git)
         failed = self._failed_candidate if attempt > 1 else None
-        self.reporter("agent_start", agent=self.agent.name, phase=phase.label, attempt=attempt)
-        started = _now()
+        self.reporter(ev.AgentStarted(self.agent.name, phase.label, attempt))
+        started = utc_now()
         t0 = time.perf_counter()
         try:
             proposal = self.agent.propose(brief, self.config.root)
@@ -266,27 +332,25 @@ class Engine:
         bad_status = "invalid"
         if proposal.meta.get("agent_error"):
             verdict, bad_status = editpolicy.Verdict(False, proposal.description), "crash"
-        fields = dict(tag=self.tag, kind="experiment", phase=phase.number, phase_title=phase.title,
+        fields = dict(kind=Kind.EXPERIMENT, phase=phase.number, phase_title=phase.title,
                       attempt=attempt, parent_commit=champ.commit, agent=self.agent.name,
                       description=proposal.description, hypothesis=proposal.hypothesis, started_at=started,
                       agent_seconds=proposal.usage.seconds, tokens_in=proposal.usage.input_tokens,
                       tokens_out=proposal.usage.output_tokens, cost_usd=proposal.usage.cost_usd,
-                      hardware_json=hardware.describe(), sandbox=int(self.sandbox),
-                      fingerprints_json=self.fingerprints, meta_json=proposal.meta,
-                      champion_metric=champ.metric_mean)
+                      meta_json=proposal.meta, champion_metric=champ.metric_mean)
         if not verdict.ok:
-            number = self.ledger.start(**fields)
+            number = self._start_row(**fields)
             editpolicy.restore(self.git, base, before)
             self.ledger.finish(number, bad_status, reason=verdict.reason)
             self.notes.append(f"experiment {number} was {bad_status} and undone: {verdict.reason}")
             row = self.ledger.get(number)
             self.agent.observe(number, bad_status, None, proposal.meta)
-            self.reporter("experiment_done", row=row)
+            self.reporter(ev.ExperimentFinished(row))
             return row, None
         self._bound_scratchpad()
         changed = self._changed(champ.commit)
-        number = self.ledger.start(changed=changed, **fields)
-        self.reporter("experiment_start", number=number, description=proposal.description, phase=phase.label)
+        number = self._start_row(changed=changed, **fields)
+        self.reporter(ev.ExperimentStarted(number, proposal.description, phase.label))
         candidate = self.git.commit(list(self.config.task.editable) + [self.config.task.scratchpad],
                                     f"experiment {number} (running): {proposal.description}\n")
         self.git.update_ref(archive_ref(number), candidate)
@@ -296,17 +360,17 @@ class Engine:
         return row, trial
 
     # --- pieces ------------------------------------------------------------------------------------
-    def _trial(self, number: int, *, seed: int, label: str = "") -> TrialResult:
+    def _trial(self, number: int, *, seed: int, label: str = "", mode: str = "fold") -> TrialResult:
         """Run a trial for ledger row ``number``. Ctrl-C (after the runner has killed every child)
         records the row as interrupted, puts the tree back at the base, and is raised again."""
         run_dir = self.config.state_dir / "runs" / (f"{number:04d}{label}")
         try:
-            trial = run_trial(self.config, run_dir, seed=seed, sandbox=self.sandbox, executor=self.executor,
-                              on_fold=lambda f: self.reporter("fold_done", number=number, fold=f))
+            trial = run_trial(self.config, run_dir, seed=seed, mode=mode, sandbox=self.sandbox, executor=self.executor,
+                              on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)))
         except KeyboardInterrupt:
             trial = TrialResult("interrupted", "interrupted by Ctrl-C")
         if trial.status == "interrupted":
-            self.ledger.finish(number, "interrupted", reason=trial.reason, **self._trial_fields(trial))
+            self.ledger.finish(number, Status.INTERRUPTED, reason=trial.reason, **trial.ledger_fields())
             row = self.ledger.get(number)
             if row.kind == "experiment":
                 self.git.reset_hard(self.base())
@@ -315,17 +379,62 @@ class Engine:
             raise KeyboardInterrupt
         return trial
 
-    @staticmethod
-    def _trial_fields(trial: TrialResult) -> dict[str, Any]:
-        return dict(folds_json=[_nan_to_none(v) for v in trial.values], metrics_json=trial.metrics,
-                    metric_mean=_nan_to_none(trial.mean), metric_std=_nan_to_none(trial.std),
-                    train_seconds=trial.train_seconds, score_seconds=trial.score_seconds,
-                    peak_memory_gb=trial.peak_memory_gb,
-                    log_path=str(trial.folds[-1].outcome.spec.log_path) if trial.folds else None)
+    def _start_row(self, *, kind: Kind, **fields: Any) -> int:
+        """Start a ledger row with what every row records: the tag, the machine, the sandbox, the
+        fingerprints of the fixed files and the start time."""
+        fields.setdefault("attempt", 1)
+        fields.setdefault("started_at", utc_now())
+        return self.ledger.start(tag=self.tag, kind=kind, hardware_json=hardware.describe(),
+                                 sandbox=int(self.sandbox), fingerprints_json=self.fingerprints, **fields)
+
+    def measure_noise(self, repeats: int) -> decide_mod.NoiseFloor:
+        """Run the champion ``repeats`` times with fresh seeds; record each run and the resulting noise floor.
+
+        The champion's own recorded run counts as one of the repeats, so R repeats cost R − 1 new runs."""
+        if repeats < 2:
+            raise UserError("--repeats must be at least 2 to measure a spread", hint="use --repeats 3")
+        self.prepare()
+        champ = self.ensure_baseline()
+        runs = [champ.folds]
+        for r in range(1, repeats):
+            seed = rerun_seed(self.config.run.seed, r)
+            number = self._start_row(kind=Kind.NOISE, phase=0, phase_title="noise floor",
+                                     parent_commit=champ.commit, candidate_commit=champ.commit, commit=champ.commit,
+                                     description=f"noise floor: champion {champ.number} with seed {seed}")
+            self.reporter(ev.ExperimentStarted(number, f"champion again, seed {seed}", "noise floor"))
+            trial = self._trial(number, seed=seed)
+            status = Status.KEEP if trial.status == "ok" else trial.status
+            self.ledger.finish(number, status, reason=trial.reason or "noise-floor run", **trial.ledger_fields())
+            self.reporter(ev.ExperimentFinished(self.ledger.get(number)))
+            if trial.status != "ok":
+                raise UserError(f"a noise-floor run failed: {trial.reason}", hint=f"check `autoresearch show "
+                                f"{number}`; the champion should run reliably before its noise is measured")
+            runs.append(trial.values)
+        noise = decide_mod.noise_floor(runs)
+        self.ledger.set_meta(f"noise:{self.tag}", noise.to_dict())
+        self.ledger.event("noise_floor", number=champ.number, tag=self.tag, **noise.to_dict())
+        return noise
+
+    def run_final(self) -> Experiment:
+        """Train the champion on train+val and score the hidden test split once. Each use is recorded as a
+        ``test_used`` event; the result is a row of kind ``final`` that no brief ever includes."""
+        self.prepare()
+        champ = self.champion()
+        if champ is None:
+            raise UserError(f"tag {self.tag!r} has no champion yet", hint="run `autoresearch run` (or `trial`) first")
+        self.ledger.event("test_used", number=champ.number, tag=self.tag, commit=champ.commit)
+        number = self._start_row(kind=Kind.FINAL, phase=0, phase_title="final test", parent_commit=champ.commit,
+                                 candidate_commit=champ.commit, commit=champ.commit,
+                                 description=f"final: champion {champ.number} on train+val, scored on test")
+        self.reporter(ev.ExperimentStarted(number, "final training on train+val", "final"))
+        trial = self._trial(number, seed=self.config.run.seed, mode="final", label="-final")
+        status = Status.KEEP if trial.status == "ok" else trial.status
+        self.ledger.finish(number, status, reason=trial.reason or "one-time test score", **trial.ledger_fields())
+        return self.ledger.get(number)
 
     def _decide_and_record(self, number, trial, champ, base, candidate, proposal, phase, changed) -> Experiment:
         cfg = self.config
-        fields = self._trial_fields(trial)
+        fields = trial.ledger_fields()
         if trial.status != "ok":
             status, reason, decision = trial.status, trial.reason, None
         else:
@@ -340,7 +449,7 @@ class Engine:
             if decision.status == "confirm":
                 runs = [trial.values]
                 for r in range(max(1, cfg.decision.confirm_repeats)):
-                    extra = self._trial(number, seed=cfg.run.seed + 1000 * (r + 1), label=f"-confirm{r + 1}")
+                    extra = self._trial(number, seed=rerun_seed(cfg.run.seed, r + 1), label=f"-confirm{r + 1}")
                     spent += 1
                     if extra.status != "ok":
                         runs.append([math.nan] * len(trial.values))   # a failed confirmation discards
@@ -355,7 +464,7 @@ class Engine:
         if trial.status == "ok" and champ.metric_mean is not None:
             delta = trial.mean - champ.metric_mean
         message = format_message(number=number, description=proposal.description, metric_name=cfg.metric.name,
-                                 mean=_nan_to_none(trial.mean), std=_nan_to_none(trial.std),
+                                 mean=nan_to_none(trial.mean), std=nan_to_none(trial.std),
                                  prev=champ.metric_mean, delta=delta, folds=trial.values,
                                  peak_memory_gb=trial.peak_memory_gb, phase=phase.label, changed=changed,
                                  status=status, hypothesis=proposal.hypothesis, reason=reason)
@@ -372,9 +481,9 @@ class Engine:
         else:
             new_base = self._carry_notes(base, candidate, number)
         self.ledger.set_meta(f"base:{self.tag}", new_base)
-        self.agent.observe(number, status, _nan_to_none(trial.mean), proposal.meta)
+        self.agent.observe(number, status, nan_to_none(trial.mean), proposal.meta)
         row = self.ledger.get(number)
-        self.reporter("experiment_done", row=row)
+        self.reporter(ev.ExperimentFinished(row))
         return row
 
     def _carry_notes(self, base: str, candidate: str, number: int) -> str:
@@ -399,9 +508,8 @@ class Engine:
             return
         fingerprints.save(self.config, self.fingerprints)
         editpolicy.restore(self.git, base, before)
-        number = self.ledger.start(tag=self.tag, kind="experiment", agent=self.agent.name if self.agent else "",
-                                   description=proposal.description, started_at=_now(), meta_json=proposal.meta,
-                                   hardware_json=hardware.describe(), sandbox=int(self.sandbox))
+        number = self._start_row(kind=Kind.EXPERIMENT, agent=self.agent.name if self.agent else "",
+                                 description=proposal.description, meta_json=proposal.meta)
         reason = "the agent's turn changed fixed files or data: " + ", ".join(diff[:5])
         self.ledger.finish(number, "invalid", reason=reason)
         self.ledger.event("fingerprint_mismatch", number=number, changed=diff)
@@ -447,16 +555,19 @@ class Engine:
                 parts.append(f"{rel} (code)")
         return ", ".join(parts)
 
-    def brief(self, phase: Phase, *, attempt: int = 1, failure: str = "") -> Brief:
+    def brief(self, phase: Phase, *, attempt: int = 1, failure: str = "", agent_name: str | None = None) -> Brief:
+        """What the agent is told next. ``agent_name`` (default: this engine's agent) selects its own past
+        proposals; researcher notes not yet delivered are included (and marked delivered by ``experiment``)."""
         cfg = self.config
+        agent_name = agent_name or (self.agent.name if self.agent is not None else "")
         champ = self.champion()
         noise = self.noise()
         rows = [r for r in self.ledger.rows(tag=self.tag, kinds=("baseline", "experiment"))]
         history = [HistoryRow(r.number, r.status, r.description or "", r.metric_mean, r.metric_std, r.delta,
                               r.reason or "") for r in rows]
         pad = cfg.root / cfg.task.scratchpad
-        past_meta = [r.meta for r in self.finished() if self.agent is not None and r.agent == self.agent.name]
-        notes, self.notes = self.notes, []
+        past_meta = [r.meta for r in self.finished() if agent_name and r.agent == agent_name]
+        notes = [*self.notes, *(f"a note from the researcher: {n['text']}" for n in self.pending_notes())]
         return Brief(experiment=self.ledger.next_number(), task=cfg.task.name, metric_name=cfg.metric.name,
                      direction=cfg.metric.direction, phase_title=phase.label, phase_text=phase.text,
                      program_rules=self.program.preamble, scratchpad=pad.read_text(encoding="utf-8") if pad.is_file() else "",
@@ -473,9 +584,11 @@ def _read(path: Path) -> str | None:
 
 
 def open_ledger(config: Config) -> Ledger:
+    """The ledger of a repository, creating the state folder. The folder ignores itself in git (its own
+    ``.gitignore``), so a repository whose .gitignore does not list it never looks dirty because of it."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
+    ignore = config.state_dir / ".gitignore"
+    if not ignore.is_file():
+        ignore.write_text("# the tool's state: never committed\n*\n", encoding="utf-8")
     return Ledger(config.state_dir / "ledger.sqlite")
 
-
-def default_tag(ledger: Ledger) -> str:
-    return ledger.get_meta("tag") or datetime.now().strftime("%b%d").lower()

@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from autoresearch.errors import UserError
+from autoresearch.vocab import Kind, Status
 
 SCHEMA_VERSION = 1
 LEDGER_RELPATH = Path(".autoresearch") / "ledger.sqlite"
 
-KINDS = ("baseline", "experiment", "confirm", "noise", "final")
-STATUSES = ("running", "keep", "discard", "crash", "timeout", "invalid", "interrupted")
-FAILED = ("crash", "timeout", "invalid")          # no usable metric
-CHAMPION_KINDS = ("baseline", "experiment")
+KINDS = tuple(Kind)
+STATUSES = tuple(Status)
+FAILED = tuple(s for s in Status if s.failed)      # no usable metric
+CHAMPION_KINDS = (Kind.BASELINE, Kind.EXPERIMENT)
 
 
 def ledger_path(repo: Path | str) -> Path:
@@ -210,9 +211,9 @@ def _encode(fields: dict[str, Any]) -> dict[str, Any]:
         if name in JSON_COLUMNS:
             value = _dumps(value)
         elif name == "kind" and value not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {value!r}")
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {value!r}")
         elif name == "status" and value not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, not {value!r}")
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {value!r}")
         elif name == "sandbox" and value is not None:
             value = int(bool(value))
         elif _COLUMN_TYPES[name] == "float" and value is not None:
@@ -251,10 +252,6 @@ class Ledger:
                 f"{self.path} is not an autoresearch ledger ({exc})",
                 "move the file away; autoresearch creates a new ledger at this path",
             ) from None
-
-    @classmethod
-    def for_repo(cls, repo: Path | str, *, create: bool = True) -> "Ledger":
-        return cls(ledger_path(repo), create=create)
 
     def close(self) -> None:
         self._db.close()
@@ -325,7 +322,7 @@ class Ledger:
         ``kind`` is required; ``number`` defaults to ``next_number()``."""
         values = _encode(fields)
         if values.get("kind") is None:
-            raise ValueError(f"start needs a kind, one of {KINDS}")
+            raise ValueError(f"start needs a kind, one of {', '.join(KINDS)}")
         values.setdefault("status", "running")
         values.setdefault("started_at", utc_now())
         with self._tx():
@@ -361,7 +358,7 @@ class Ledger:
     def finish(self, number: int, status: str, **fields: Any) -> None:
         """Set the final status (not 'running'), ``ended_at`` now (unless given) and any other columns."""
         if status == "running" or status not in STATUSES:
-            raise ValueError(f"finish needs a final status, one of {STATUSES[1:]}, not {status!r}")
+            raise ValueError(f"finish needs a final status, one of {', '.join(STATUSES[1:])}, not {status!r}")
         fields.setdefault("ended_at", utc_now())
         self.update(number, status=status, **fields)
 

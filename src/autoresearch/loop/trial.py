@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from autoresearch.config import Config
-from autoresearch.runner.executor import ExitKind, Executor, LocalExecutor, RunOutcome, RunSpec
-from autoresearch.scoring.sources import RunRecord, Score, score
-from autoresearch.tasks import command, hooks_for
+from autoresearch.runner.executor import Executor, LocalExecutor
+from autoresearch.runner.spec import ExitKind, RunOutcome, RunSpec
+from autoresearch import tasks
+from autoresearch.scoring.sources import RunRecord, Score
 
 
 @dataclass
@@ -69,11 +70,23 @@ class TrialResult:
     def metrics(self) -> list[dict]:
         return [f.score.metrics for f in self.folds]
 
+    def ledger_fields(self) -> dict:
+        """The columns of a ledger row that this trial fills."""
+        return dict(folds_json=[nan_to_none(v) for v in self.values], metrics_json=self.metrics,
+                    metric_mean=nan_to_none(self.mean), metric_std=nan_to_none(self.std),
+                    train_seconds=self.train_seconds, score_seconds=self.score_seconds,
+                    peak_memory_gb=self.peak_memory_gb,
+                    log_path=str(self.folds[-1].outcome.spec.log_path) if self.folds else None)
+
     def log_tail(self, lines: int = 40) -> str:
         for f in reversed(self.folds):
             if f.outcome.kind != ExitKind.OK or not math.isfinite(f.score.value):
                 return tail(f.outcome.spec.log_path, lines)
         return tail(self.folds[-1].outcome.spec.log_path, lines) if self.folds else ""
+
+
+def nan_to_none(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
 def tail(path: Path, lines: int) -> str:
@@ -93,18 +106,18 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
               on_fold: Callable[[FoldResult], None] | None = None) -> TrialResult:
     """Run every fold (or the final run) and score it. Stops at the first failing fold."""
     executor = executor or LocalExecutor()
-    hooks = hooks_for(config)
+    task = tasks.for_config(config)
     result = TrialResult("ok", "")
     for fold in fold_ids(config, mode):
         name = "final" if fold is None else f"fold{fold}"
         out_dir = run_dir / name
-        plan = hooks.plan(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir)
-        spec = RunSpec(name=name, command=command(config), cwd=config.root, env=plan.env, out_dir=out_dir,
+        plan = task.plan(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir)
+        spec = RunSpec(name=name, command=tasks.command(config), cwd=config.root, env=plan.env, out_dir=out_dir,
                        log_path=run_dir / f"{name}.log", timeout_s=config.run.timeout_s,
                        grace_s=config.run.grace_s, memory_gb=config.run.memory_gb, sandbox=sandbox,
                        readonly=plan.readonly, hidden=plan.hidden)
         outcome = executor.run([spec])[0]
-        fold_result = _score(config, outcome, fold, mode)
+        fold_result = _score(config, task, outcome, fold, mode)
         result.folds.append(fold_result)
         if on_fold:
             on_fold(fold_result)
@@ -115,7 +128,7 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
     return result
 
 
-def _score(config: Config, outcome: RunOutcome, fold: int | None, mode: str) -> FoldResult:
+def _score(config: Config, task: tasks.Task, outcome: RunOutcome, fold: int | None, mode: str) -> FoldResult:
     spec = outcome.spec
     facts: dict = {}
     facts_path = spec.out_dir / "facts.json"
@@ -127,7 +140,7 @@ def _score(config: Config, outcome: RunOutcome, fold: int | None, mode: str) -> 
             facts = {}
     start = time.perf_counter()
     if outcome.kind == ExitKind.OK:
-        sc = score(config, RunRecord(out_dir=spec.out_dir, log_path=spec.log_path, fold=fold, mode=mode))
+        sc = task.scorer(config)(config, RunRecord(out_dir=spec.out_dir, log_path=spec.log_path, fold=fold, mode=mode))
     else:
         sc = Score(math.nan, {}, outcome.reason or outcome.kind.value)
     return FoldResult(fold, outcome, sc, facts, time.perf_counter() - start)

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from autoresearch.loop.ledger import Experiment, Ledger
 from autoresearch.report.plot import direction_label, progress_png
+from autoresearch.vocab import Direction
 
 
 def delta_sd(decision: dict) -> float | None:
@@ -97,7 +98,7 @@ def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
     best = champions[-1] if champions else None
     cards = []
     if base is not None and best is not None:
-        gain = (base.metric_mean - best.metric_mean) * (1 if direction == "minimize" else -1)
+        gain = Direction.parse(direction).gain(best.metric_mean, base.metric_mean)
         pct = f" ({100 * gain / abs(base.metric_mean):.1f}%)" if base.metric_mean else ""
         cls = "good" if gain > 0 else ("bad" if gain < 0 else "")
         cards.append(_card(f"{e(metric_name)}: baseline → champion",

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from autoresearch.loop.ledger import CHAMPION_KINDS, Experiment
+from autoresearch.vocab import Direction
 
-DIRECTIONS = ("minimize", "maximize")
 LABEL_CHARS = 42
 
 _FAIL_STYLE = {  # status -> (colour, legend label)
@@ -35,9 +35,7 @@ def ellipsise(text: str, limit: int = LABEL_CHARS) -> str:
 
 def direction_label(metric_name: str, direction: str) -> str:
     """'mean_rank (lower is better)'."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
-    return f"{metric_name} ({'lower' if direction == 'minimize' else 'higher'} is better)"
+    return f"{metric_name} ({Direction.parse(direction).words})"
 
 
 def champion_steps(rows: Sequence[Experiment]) -> list[tuple[int, float]]:
@@ -54,7 +52,7 @@ def progress_png(rows: Sequence[Experiment], path: Path | str, *, metric_name: s
     from matplotlib.lines import Line2D
 
     ylabel = direction_label(metric_name, direction)
-    minimize = direction == "minimize"
+    minimize = Direction.parse(direction) is Direction.MINIMIZE
     n_exp = sum(1 for r in rows if r.kind == "experiment")
     # Only the search itself: noise-floor re-runs, confirmations and the one-time test are not experiments.
     rows = sorted((r for r in rows if r.kind in CHAMPION_KINDS and r.status not in ("interrupted", "running")),

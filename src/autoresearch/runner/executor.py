@@ -7,55 +7,10 @@ returns the same ``RunOutcome`` objects. Executors never score and never decide.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol, Sequence
 
-
-class ExitKind(str, enum.Enum):
-    OK = "ok"              # exited 0
-    ERROR = "error"        # non-zero exit or killed by a signal before the deadline
-    TIMEOUT = "timeout"    # killed at the deadline
-    MEMORY = "memory"      # killed for exceeding the memory ceiling
-    INTERRUPTED = "interrupted"  # the tool was asked to stop while it ran
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A path made visible inside the sandbox at the same location."""
-
-    path: Path
-    writable: bool = False
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One process to run: the command, where, with what, for how long."""
-
-    name: str                         # e.g. "fold0"
-    command: tuple[str, ...]
-    cwd: Path
-    env: dict[str, str]
-    out_dir: Path                     # created by the executor; the only writable place in a sandbox
-    log_path: Path                    # stdout and stderr together
-    timeout_s: float
-    grace_s: float = 10.0
-    memory_gb: float = 0.0            # 0 = no ceiling
-    sandbox: bool = True
-    readonly: tuple[Mount, ...] = ()  # extra read-only paths (prepared data)
-    hidden: tuple[Path, ...] = ()     # paths inside cwd that must not be visible (keys, test split)
-
-
-@dataclass
-class RunOutcome:
-    spec: RunSpec
-    kind: ExitKind
-    returncode: int | None
-    seconds: float
-    peak_rss_gb: float = 0.0
-    reason: str = ""                  # human-readable, e.g. "killed at the 300 s deadline"
-    extra: dict = field(default_factory=dict)
+from autoresearch.runner.process import OnLine, run_spec
+from autoresearch.runner.spec import ExitKind, Mount, RunOutcome, RunSpec  # noqa: F401  (the executor's contract)
 
 
 class Executor(Protocol):
@@ -71,10 +26,8 @@ class Executor(Protocol):
 class LocalExecutor:
     """Runs specs one after another on this machine, each in its own process group."""
 
-    def __init__(self, on_line=None) -> None:
+    def __init__(self, on_line: OnLine = None) -> None:
         self.on_line = on_line  # optional callback(spec, line) for progress display
 
     def run(self, specs: Sequence[RunSpec]) -> list[RunOutcome]:
-        from autoresearch.runner.process import run_spec
-
         return [run_spec(spec, on_line=self.on_line) for spec in specs]

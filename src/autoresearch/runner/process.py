@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from autoresearch.errors import UserError
-from autoresearch.runner.executor import ExitKind, RunOutcome, RunSpec
+from autoresearch.runner import sandbox
+from autoresearch.runner.spec import ExitKind, RunOutcome, RunSpec
 
 GB = 2**30
 POLL_S = 0.2
@@ -49,7 +50,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # thread counts, which the user sets for the machine, never credentials.
 INHERITED = (
     "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TZ",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
 )
 
 OnLine = Optional[Callable[[RunSpec, str], None]]
@@ -280,8 +281,6 @@ def run_spec(spec: RunSpec, on_line: OnLine = None) -> RunOutcome:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = child_env(spec)
     if spec.sandbox:
-        from autoresearch.runner import sandbox
-
         argv = sandbox.wrap(dataclasses.replace(spec, env=env))
     else:
         argv = list(spec.command)

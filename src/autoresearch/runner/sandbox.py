@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from autoresearch.errors import UserError
-from autoresearch.runner.executor import RunSpec
+from autoresearch.runner.spec import RunSpec
 
 INSTALL_HINT = "install bubblewrap (`apt-get install bubblewrap`) or pass --no-sandbox to run without it"
 

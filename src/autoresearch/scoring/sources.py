@@ -291,14 +291,3 @@ def score(config: Config, run: RunRecord) -> Score:
         raise UserError(f"{config.path}: [metric] source = {config.metric.source!r} is not known",
                         hint=f"use one of {', '.join(SOURCES)}") from None
     return fn(config, run)
-
-
-def check_config(config: Config) -> None:
-    """Setup problems a source can see before any run (for the engine to call at start)."""
-    if config.metric.source == "eclip":
-        _check_eclip_name(config)
-        direction = "maximize" if config.metric.name.startswith(("i2t_r", "t2i_r")) else "minimize"
-        if config.metric.direction != direction:
-            raise UserError(f"{config.path}: [metric] direction = {config.metric.direction!r} but "
-                            f"{config.metric.name} should be {direction}d",
-                            hint=f"set direction = \"{direction}\"")

@@ -1,0 +1,54 @@
+"""The value types of the runner: what to run (``RunSpec``), where it may look (``Mount``) and how it ended
+(``RunOutcome``, ``ExitKind``). No behaviour here, so every part of the runner (process, sandbox,
+executors) and the loop can import them without importing each other."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ExitKind(str, enum.Enum):
+    OK = "ok"              # exited 0
+    ERROR = "error"        # non-zero exit or killed by a signal before the deadline
+    TIMEOUT = "timeout"    # killed at the deadline
+    MEMORY = "memory"      # killed for exceeding the memory ceiling
+    INTERRUPTED = "interrupted"  # the tool was asked to stop while it ran
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A path made visible inside the sandbox at the same location."""
+
+    path: Path
+    writable: bool = False
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One process to run: the command, where, with what, for how long."""
+
+    name: str                         # e.g. "fold0"
+    command: tuple[str, ...]
+    cwd: Path
+    env: dict[str, str]
+    out_dir: Path                     # created by the executor; the only writable place in a sandbox
+    log_path: Path                    # stdout and stderr together
+    timeout_s: float
+    grace_s: float = 10.0
+    memory_gb: float = 0.0            # 0 = no ceiling
+    sandbox: bool = True
+    readonly: tuple[Mount, ...] = ()  # extra read-only paths (prepared data)
+    hidden: tuple[Path, ...] = ()     # paths inside cwd that must not be visible (keys, test split)
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    kind: ExitKind
+    returncode: int | None
+    seconds: float
+    peak_rss_gb: float = 0.0
+    reason: str = ""                  # human-readable, e.g. "killed at the 300 s deadline"
+    extra: dict = field(default_factory=dict)

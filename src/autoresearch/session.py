@@ -1,0 +1,317 @@
+"""The library entry point: one object that opens a research repository and answers every question about it.
+
+    import autoresearch
+    s = autoresearch.open("my-research", tag="night1")
+    s.run(agent="replay", experiments=5)
+    print(s.status().champion.metric_mean)
+
+``Session`` owns the configuration, the ledger, the tag, the task, the sandbox choice and the agent's
+context (with its history and show tools written once, here). The CLI, the dashboard, a Ray driver and
+a notebook all go through it; none of them assembles the system by hand. ``create`` makes a new
+repository from a bundled task. ``Session`` never decides anything: the engine does.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from autoresearch import config as config_mod
+from autoresearch import events as ev
+from autoresearch import tasks
+from autoresearch.agents import make_agent
+from autoresearch.agents.base import Agent, AgentContext
+from autoresearch.agents.brief import Brief
+from autoresearch.errors import UserError
+from autoresearch.loop import decide, fingerprints
+from autoresearch.loop.engine import Engine, StopReason, open_ledger
+from autoresearch.loop.gitops import Git, validate_tag
+from autoresearch.loop.ledger import Experiment, Ledger
+from autoresearch.loop.phases import Phase
+from autoresearch.loop.trial import TrialResult, run_trial, tail
+from autoresearch.runner import sandbox as sandbox_mod
+from autoresearch.runner.executor import LocalExecutor
+from autoresearch.vocab import Kind, Status
+
+CONTROLS = ("run", "pause", "stop")
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "—" if x is None or x != x else f"{x:.{digits}f}"
+
+
+@dataclass
+class StatusView:
+    """Where a tag stands: what `autoresearch status` prints and the dashboard's overview shows."""
+
+    tag: str
+    metric: str
+    direction: str
+    champion: Experiment | None
+    phase: Phase
+    phase_used: int
+    counts: dict[str, int]
+    noise: decide.NoiseFloor | None
+    cost_usd: float
+    tokens: int
+    running: list[Experiment]
+    control: str
+    recent: list[Experiment] = field(default_factory=list)
+
+
+class Session:
+    """An open research repository and one tag of it (the branch ``autoresearch/<tag>``)."""
+
+    def __init__(self, root: Path | str = ".", *, tag: str | None = None) -> None:
+        self.config = config_mod.load(root)
+        self.root = self.config.root
+        self.task = tasks.for_config(self.config)
+        self.ledger: Ledger = open_ledger(self.config)
+        self.tag = validate_tag(tag or self.ledger.get_meta("tag") or datetime.now().strftime("%b%d").lower())
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- assembling the loop ---------------------------------------------------------------------------
+    def sandboxed(self, no_sandbox: bool = False) -> bool:
+        """Whether runs are sandboxed: yes unless the user says otherwise; without a working bubblewrap
+        that is an error, never a silent downgrade."""
+        if no_sandbox or not self.config.run.sandbox:
+            return False
+        if not sandbox_mod.available():
+            raise UserError(f"bubblewrap (bwrap) is not usable, so experiments cannot be sandboxed: "
+                            f"{sandbox_mod.unavailable_reason()}",
+                            hint="install it (`apt-get install bubblewrap`) or pass --no-sandbox to run unprotected")
+        return True
+
+    def agent_context(self, queue: Path | None = None) -> AgentContext:
+        cfg = self.config
+        return AgentContext(
+            root=cfg.root, editable=list(dict.fromkeys([*cfg.task.editable, cfg.task.scratchpad])),
+            # the tool's state (keys, raw data) and the replay plan, which would give the answers away
+            denied=[*self.task.agent_denied(cfg), cfg.root / cfg.agent.queue],
+            list_experiments=self.history_text, show_experiment=self.show_text,
+            options={**cfg.agent.options(), "queue": str(queue) if queue else None})
+
+    def agent(self, name: str | None = None, *, model: str = "", base_url: str = "",
+              queue: Path | None = None) -> Agent:
+        return make_agent(name or self.config.agent.name, self.config, self.agent_context(queue), tag=self.tag,
+                          model=model, base_url=base_url)
+
+    def engine(self, *, agent: Agent | None = None, reporter: ev.Listener | None = None,
+               no_sandbox: bool = False) -> Engine:
+        self.ledger.set_meta("tag", self.tag)
+        return Engine(self.config, tag=self.tag, agent=agent, sandbox=self.sandboxed(no_sandbox),
+                      reporter=reporter, ledger=self.ledger)
+
+    # --- doing things ------------------------------------------------------------------------------------
+    def run(self, agent: str | Agent | None = None, *, experiments: int | None = None, hours: float | None = None,
+            max_cost: float | None = None, max_tokens: int | None = None, reporter: ev.Listener | None = None,
+            no_sandbox: bool = False, model: str = "", base_url: str = "", queue: Path | None = None) -> StopReason:
+        """Run the loop until a stop condition; resumes after any stop."""
+        chosen = agent if agent is not None and not isinstance(agent, str) else \
+            self.agent(agent, model=model, base_url=base_url, queue=queue)
+        engine = self.engine(agent=chosen, reporter=reporter, no_sandbox=no_sandbox)
+        return engine.run(max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens)
+
+    def trial(self, *, seed: int | None = None, reporter: ev.Listener | None = None,
+              no_sandbox: bool = False) -> TrialResult:
+        """The current train.py once per fold, scored by the tool; recorded nowhere (a dry run)."""
+        sandboxed = self.sandboxed(no_sandbox)
+        fingerprints.verify(self.config)
+        self.task.check(self.config)
+        listen = reporter or ev.ignore
+        run_dir = self.config.state_dir / "runs" / time.strftime("trial-%Y%m%d-%H%M%S")
+        return run_trial(self.config, run_dir, seed=self.config.run.seed if seed is None else seed,
+                         sandbox=sandboxed,
+                         executor=LocalExecutor(on_line=lambda spec, line: listen(ev.RunLine(spec, line))),
+                         on_fold=lambda f: listen(ev.FoldFinished(0, f)))
+
+    def measure_noise(self, repeats: int = 3, *, reporter: ev.Listener | None = None,
+                      no_sandbox: bool = False) -> decide.NoiseFloor:
+        return self.engine(reporter=reporter, no_sandbox=no_sandbox).measure_noise(repeats)
+
+    def final(self, *, reporter: ev.Listener | None = None, no_sandbox: bool = False) -> Experiment:
+        return self.engine(reporter=reporter, no_sandbox=no_sandbox).run_final()
+
+    def test_uses(self) -> int:
+        return len(self.ledger.events("test_used"))
+
+    def report(self, out: Path | None = None) -> Path:
+        """Write index.html, progress.png, results.tsv and results.jsonl; returns the page."""
+        from autoresearch.report.html import write_report
+
+        target = Path(out or self.root / "report").resolve()
+        _exclude_from_git(self.root, target)
+        noise = self.noise()
+        return write_report(self.ledger, target, tag=self.tag, metric_name=self.config.metric.name,
+                            direction=self.config.metric.direction, noise_sigma=noise.sigma if noise else None)
+
+    # --- steering (read by the engine between experiments) --------------------------------------------------
+    def control(self) -> str:
+        return self.ledger.get_meta(f"control:{self.tag}") or "run"
+
+    def set_control(self, value: str) -> None:
+        if value not in CONTROLS:
+            raise UserError(f"unknown control {value!r}", hint=f"use one of {', '.join(CONTROLS)}")
+        self.ledger.set_meta(f"control:{self.tag}", value)
+        self.ledger.event("control", tag=self.tag, value=value)
+
+    def pause(self) -> None:
+        """Pause after the current experiment (the loop waits until resumed or stopped)."""
+        self.set_control("pause")
+
+    def resume(self) -> None:
+        self.set_control("run")
+
+    def stop(self) -> None:
+        """Stop after the current experiment; `autoresearch run` starts it again."""
+        self.set_control("stop")
+
+    def note(self, text: str) -> int:
+        """A note from the researcher, added to the next brief (and recorded)."""
+        text = text.strip()
+        if not text:
+            raise UserError("the note is empty")
+        return self.ledger.event("note", tag=self.tag, text=text[:4000])
+
+    def notes(self) -> list[dict]:
+        """Every note of this tag, with the experiment it was delivered to (None while pending)."""
+        delivered = {e.payload.get("note"): e.number for e in self.ledger.events("note_delivered")}
+        return [{"id": e.id, "time": e.time, "text": e.payload.get("text", ""), "delivered_to": delivered.get(e.id)}
+                for e in self.ledger.events("note") if e.payload.get("tag") == self.tag]
+
+    # --- reading -------------------------------------------------------------------------------------------
+    def rows(self, kinds: tuple[str, ...] = (Kind.BASELINE, Kind.EXPERIMENT)) -> list[Experiment]:
+        return self.ledger.rows(tag=self.tag, kinds=kinds)
+
+    def experiment(self, number: int) -> Experiment | None:
+        return self.ledger.get(number)
+
+    def champion(self) -> Experiment | None:
+        return self.ledger.champion(self.tag)
+
+    def _engine_view(self) -> Engine:
+        return Engine(self.config, tag=self.tag, ledger=self.ledger, sandbox=False)
+
+    def phase(self) -> tuple[Phase, int]:
+        return self._engine_view().phase()
+
+    def noise(self) -> decide.NoiseFloor | None:
+        raw = self.ledger.get_meta(f"noise:{self.tag}")
+        return decide.NoiseFloor.from_dict(raw) if raw else None
+
+    def spent(self) -> tuple[float, int]:
+        return self._engine_view().spent()
+
+    def status(self, recent: int = 15) -> StatusView:
+        rows = self.rows()
+        counts: dict[str, int] = {}
+        for r in rows:
+            if r.kind == Kind.EXPERIMENT:
+                counts[r.status] = counts.get(r.status, 0) + 1
+        phase, used = self.phase()
+        cost, tokens = self.spent()
+        return StatusView(tag=self.tag, metric=self.config.metric.name, direction=self.config.metric.direction,
+                          champion=self.champion(), phase=phase, phase_used=used, counts=counts,
+                          noise=self.noise(), cost_usd=cost, tokens=tokens,
+                          running=[r for r in self.ledger.running() if r.tag == self.tag], control=self.control(),
+                          recent=rows[-recent:] if recent else rows)
+
+    def brief(self, agent: str | None = None) -> Brief:
+        """Exactly what the agent would be told for the next experiment."""
+        engine = self._engine_view()
+        phase, _ = engine.phase()
+        return engine.brief(phase, agent_name=agent or self.config.agent.name)
+
+    def history_text(self) -> str:
+        """The compact table of experiments that agents get from their ``list_experiments`` tool."""
+        lines = ["number  status       mean ± std        delta     description"]
+        for r in self.rows():
+            lines.append(f"{r.number:>6}  {r.status:<11}  {fmt(r.metric_mean):>8} ± {fmt(r.metric_std):<6}  "
+                         f"{fmt(r.delta):>7}   {r.description or ''}")
+        return "\n".join(lines)
+
+    def show_text(self, number: int) -> str:
+        """One experiment as text: what it changed, its metrics and decision, its diff and log tail."""
+        row = self.ledger.get(number)
+        if row is None or row.kind == Kind.FINAL:
+            return f"no experiment {number}"
+        parts = [f"experiment {row.number} [{row.status}] {row.description or ''}",
+                 f"phase: {row.phase_title}   changed: {row.changed or '—'}",
+                 f"{self.config.metric.name}: {fmt(row.metric_mean)} ± {fmt(row.metric_std)}  delta {fmt(row.delta)}  "
+                 f"folds {[fmt(v) for v in row.folds]}",
+                 f"reason: {row.reason or '—'}", f"hypothesis: {row.hypothesis or '—'}"]
+        commit = row.commit or row.candidate_commit
+        if commit and row.parent_commit:
+            try:
+                parts.append(Git(self.root).diff(row.parent_commit, commit))
+            except Exception as exc:  # a pruned commit should not break `show`
+                parts.append(f"(diff unavailable: {exc})")
+        if row.log_path:
+            parts.append("--- log tail ---\n" + tail(Path(row.log_path), 25))
+        return "\n".join(parts)
+
+
+def open(path: Path | str = ".", *, tag: str | None = None) -> Session:  # noqa: A001  (autoresearch.open)
+    """Open the research repository at ``path`` (its ``autoresearch.toml``) for one tag."""
+    return Session(path, tag=tag)
+
+
+def create(task: str, dest: Path | str, *, say=print, **options: Any) -> dict:
+    """Create a research repository of a bundled task at ``dest`` and prepare its data.
+
+    Built next to the destination and moved into place at the end, so a failure (bad data, Ctrl-C)
+    leaves nothing behind and the same command can simply be run again. Returns the task's facts."""
+    chosen = tasks.creatable(task)
+    known = chosen.options()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UserError(f"task {task!r} has no option {unknown[0]!r}",
+                        hint=f"its options: {', '.join(known) or 'none'}")
+    settings = {**known, **options}
+    dest = Path(dest).resolve()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UserError(f"{dest} exists and is not empty", hint="choose a new folder for the research repository")
+    partial = dest.with_name(f".{dest.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    try:
+        chosen.write(partial, **settings)
+        git = Git(partial)
+        git.init()
+        git.commit(["."], f"{task} research task\n\nCreated by `autoresearch init {task}`.\n")
+        facts = chosen.prepare(partial, say=say, **settings)
+        if dest.exists():
+            dest.rmdir()   # empty, checked above
+        partial.rename(dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    fingerprints.record(config_mod.load(dest))
+    facts["summary"] = chosen.describe(facts)
+    return facts
+
+
+def _exclude_from_git(root: Path, target: Path) -> None:
+    """A report written inside the repository must survive the loop's resets (which clean untracked files)."""
+    try:
+        rel = target.relative_to(root)
+    except ValueError:
+        return
+    exclude = root / ".git" / "info" / "exclude"
+    line = f"/{rel.as_posix()}/"
+    if exclude.parent.is_dir() and line not in (exclude.read_text() if exclude.is_file() else "").splitlines():
+        with exclude.open("a", encoding="utf-8") as fh:
+            fh.write(f"\n{line}\n")

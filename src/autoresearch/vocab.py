@@ -1,0 +1,87 @@
+"""The closed vocabularies of the tool, one type each, with their behaviour on them.
+
+They are ``StrEnum`` members, so they are stored in the ledger, in JSON and in git messages as their plain
+string values (the on-disk format does not change), compare equal to those strings, and print as them.
+Anything read back from disk goes through the type (``Status(row.status)``), so a misspelt value is an
+error where it enters, not a silent miss later.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+
+class Direction(enum.StrEnum):
+    """Which way the metric improves. The only place the sign flip is written."""
+
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+    @classmethod
+    def parse(cls, value: str | "Direction") -> "Direction":
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"direction must be one of {', '.join(cls)}, got {value!r}") from None
+
+    def gain(self, candidate: float, champion: float) -> float:
+        """How much better ``candidate`` is than ``champion``: positive when better, in metric units."""
+        return champion - candidate if self is Direction.MINIMIZE else candidate - champion
+
+    def better(self, a: float, b: float) -> bool:
+        """True when ``a`` is strictly better than ``b``; NaN is worst of all."""
+        if math.isnan(a):
+            return False
+        if math.isnan(b):
+            return True
+        return self.gain(a, b) > 0
+
+    @property
+    def words(self) -> str:
+        return "lower is better" if self is Direction.MINIMIZE else "higher is better"
+
+    @property
+    def adjective(self) -> str:
+        return "lower" if self is Direction.MINIMIZE else "higher"
+
+
+class Status(enum.StrEnum):
+    """How a row of the ledger ended (or that it is still running)."""
+
+    RUNNING = "running"          # started, not finished (a stop at this point makes it interrupted)
+    KEEP = "keep"                # kept: the new champion (baseline, noise and final rows that ran fine too)
+    DISCARD = "discard"          # ran and scored, not better beyond the noise
+    CRASH = "crash"              # non-zero exit, memory ceiling, unusable or non-finite outputs
+    TIMEOUT = "timeout"          # killed at the deadline while it had the machine to itself
+    INVALID = "invalid"          # the agent's edit broke the rules; undone before any run
+    INTERRUPTED = "interrupted"  # cut off by a stop of the tool; proposed again
+    ABORTED = "aborted"          # stopped early: clearly worse than the champion at the same step
+    CONTENTION = "contention"    # cut off while the machine was oversubscribed; proposed again
+
+    @property
+    def finished(self) -> bool:
+        """A final outcome of the candidate (counts for phases and budgets)."""
+        return self not in (Status.RUNNING, Status.INTERRUPTED, Status.CONTENTION)
+
+    @property
+    def failed(self) -> bool:
+        return self in (Status.CRASH, Status.TIMEOUT, Status.INVALID, Status.ABORTED)
+
+
+class Kind(enum.StrEnum):
+    """What a ledger row is."""
+
+    BASELINE = "baseline"        # the first measurement of the starting code
+    EXPERIMENT = "experiment"    # one proposal of the agent
+    NOISE = "noise"              # the champion again with another seed (the noise floor)
+    FINAL = "final"              # the one-time score on the test split (never in a brief)
+
+
+def rerun_seed(base: int, index: int) -> int:
+    """The seed of the ``index``-th re-run (index >= 1) of the same code: confirmation and noise-floor runs
+    share one rule, so a confirmation run and a noise run of the same code never repeat each other's seed
+    unless they are the same run."""
+    if index < 1:
+        raise ValueError("re-runs are numbered from 1")
+    return base + 7919 * index
