@@ -101,30 +101,54 @@ def fold_ids(config: Config, mode: str) -> list[int | None]:
     return [None] if mode == "final" else list(range(config.run.folds))
 
 
-def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", sandbox: bool = True,
-              executor: Executor | None = None,
-              on_fold: Callable[[FoldResult], None] | None = None) -> TrialResult:
-    """Run every fold (or the final run) and score it. Stops at the first failing fold."""
-    executor = executor or LocalExecutor()
+def fold_specs(config: Config, run_dir: Path, *, seed: int, mode: str = "fold",
+               sandbox: bool = True) -> list[tuple[int | None, RunSpec]]:
+    """Every run of one trial: (fold, spec), in fold order (one spec, fold None, in final mode)."""
     task = tasks.for_config(config)
-    result = TrialResult("ok", "")
+    specs = []
     for fold in fold_ids(config, mode):
         name = "final" if fold is None else f"fold{fold}"
         out_dir = run_dir / name
         plan = task.plan(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir)
-        spec = RunSpec(name=name, command=tasks.command(config), cwd=config.root, env=plan.env, out_dir=out_dir,
-                       log_path=run_dir / f"{name}.log", timeout_s=config.run.timeout_s,
-                       grace_s=config.run.grace_s, memory_gb=config.run.memory_gb, sandbox=sandbox,
-                       readonly=plan.readonly, hidden=plan.hidden)
-        outcome = executor.run([spec])[0]
-        fold_result = _score(config, task, outcome, fold, mode)
-        result.folds.append(fold_result)
+        specs.append((fold, RunSpec(name=name, command=tasks.command(config), cwd=config.root, env=plan.env,
+                                    out_dir=out_dir, log_path=run_dir / f"{name}.log", timeout_s=config.run.timeout_s,
+                                    grace_s=config.run.grace_s, memory_gb=config.run.memory_gb, sandbox=sandbox,
+                                    readonly=plan.readonly, hidden=plan.hidden)))
+    return specs
+
+
+def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", sandbox: bool = True,
+              executor: Executor | None = None,
+              on_fold: Callable[[FoldResult], None] | None = None) -> TrialResult:
+    """Run every fold (or the final run) and score it.
+
+    The executor gets the whole batch and decides whether the folds run one after another or side by
+    side. Each finished run is scored at once; once one fails, runs not yet started are skipped (a
+    failing candidate does not spend the other folds' time). The trial's status is that of the first
+    failing fold in fold order."""
+    executor = executor or LocalExecutor()
+    task = tasks.for_config(config)
+    batch = fold_specs(config, run_dir, seed=seed, mode=mode, sandbox=sandbox)
+    fold_of = {spec.name: fold for fold, spec in batch}
+    scored: dict[str, FoldResult] = {}
+
+    def keep_going(outcome: RunOutcome) -> bool:
+        fold_result = _score(config, task, outcome, fold_of[outcome.spec.name], mode)
+        scored[outcome.spec.name] = fold_result
         if on_fold:
             on_fold(fold_result)
-        status, reason = _status(outcome, fold_result.score)
-        if status != "ok":
-            result.status, result.reason = status, f"{name}: {reason}"
-            break
+        return _status(outcome, fold_result.score)[0] == "ok"
+
+    executor.run([spec for _, spec in batch], keep_going=keep_going)
+    result = TrialResult("ok", "")
+    for _, spec in batch:
+        fold_result = scored.get(spec.name)
+        if fold_result is None:   # skipped after an earlier failure
+            continue
+        result.folds.append(fold_result)
+        status, reason = _status(fold_result.outcome, fold_result.score)
+        if status != "ok" and result.status == "ok":
+            result.status, result.reason = status, f"{spec.name}: {reason}"
     return result
 
 

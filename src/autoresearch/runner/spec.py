@@ -15,6 +15,7 @@ class ExitKind(str, enum.Enum):
     TIMEOUT = "timeout"    # killed at the deadline
     MEMORY = "memory"      # killed for exceeding the memory ceiling
     INTERRUPTED = "interrupted"  # the tool was asked to stop while it ran
+    SKIPPED = "skipped"    # never started: an earlier run of its batch failed
 
 
 @dataclass(frozen=True)
