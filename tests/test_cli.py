@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from typer.testing import CliRunner
 
@@ -14,10 +16,18 @@ FLAGS = [] if sandbox.available() else ["--no-sandbox"]
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
+def ran(tmp_path_factory):
     root = make_toy_repo(tmp_path_factory.mktemp("cli") / "toy")
     result = runner.invoke(app, ["run", "-C", str(root), "--tag", "c", *FLAGS])
     assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture
+def toy(ran, tmp_path):
+    """A private copy of the repository after one run, so no test sees another's changes."""
+    root = tmp_path / "toy"
+    shutil.copytree(ran, root, symlinks=True)
     return root
 
 
@@ -94,3 +104,26 @@ def test_data_synth_writes_the_ukiyoe_layout(tmp_path):
     assert names == ["images", "ukiyoe_vg_test_annotated.jsonl", "ukiyoe_vg_train_pgt_odvg.jsonl",
                      "ukiyoe_vg_val_pgt_odvg.jsonl"]
     assert len(list((tmp_path / "d" / "images").iterdir())) == 20
+
+
+def test_init_toy_then_run_completes_a_short_loop(tmp_path):
+    target = tmp_path / "toy"
+    result = runner.invoke(app, ["init", "toy", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "created" in result.output
+    result = runner.invoke(app, ["run", "-C", str(target), "--agent", "replay", *FLAGS])
+    assert result.exit_code == 0, result.output
+    assert "the agent has nothing more to propose" in result.output
+    assert "keep: 2" in result.output                  # LR 1e-3 and WIDTH 32 are real improvements
+    assert "only a random seed / comments changed" in result.output
+
+
+def test_square_brackets_in_messages_are_printed(tmp_path):
+    root = make_toy_repo(tmp_path / "toy")
+    config = root / "autoresearch.toml"
+    config.write_text(config.read_text().replace('direction = "minimize"', 'direction = "sideways"'))
+    result = runner.invoke(app, ["status", "-C", str(root)])
+    assert result.exit_code == 2
+    assert "[metric] direction" in result.output        # not swallowed as markup
+    help_text = runner.invoke(app, ["trial", "--help"]).output
+    assert "[run] seed" in help_text

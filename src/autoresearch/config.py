@@ -76,22 +76,26 @@ class AgentSection:
     base_url: str = ""
     max_turns: int = 30
     prices: str = ""             # a TOML file of USD per million tokens, overriding the built-in table
-    timeout_s: float = 300.0     # one API call (or one Claude Code invocation)
+    timeout_s: float = 0.0       # one API call, or one Claude Code invocation (0 = the agent's own default)
     retries: int = 4             # tries per API call on rate limits, server errors and timeouts
     backoff_s: float = 1.0       # first backoff; doubles with jitter
     max_tokens: int = 8192       # output tokens per API call
     claude_path: str = ""        # the Claude Code executable (default: `claude` on PATH)
     max_cost_usd: float = 0.0    # stop the run once the agent has cost this much (0 = no limit)
     max_total_tokens: int = 0    # stop the run once the agent has used this many tokens (0 = no limit)
+    max_budget_usd: float = 0.0  # Claude Code only: the CLI's own cap per invocation (0 = none)
 
     def options(self) -> dict:
         """The settings LLM agents read from ``AgentContext.options``."""
-        out: dict = {"timeout_s": self.timeout_s, "retries": self.retries, "backoff_s": self.backoff_s,
-                     "max_tokens": self.max_tokens}
+        out: dict = {"retries": self.retries, "backoff_s": self.backoff_s, "max_tokens": self.max_tokens}
+        if self.timeout_s:
+            out["timeout_s"] = self.timeout_s
         if self.prices:
             out["prices"] = self.prices
         if self.claude_path:
             out["claude_path"] = self.claude_path
+        if self.max_budget_usd:
+            out["max_budget_usd"] = self.max_budget_usd
         return out
 
 
@@ -298,13 +302,14 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
         base_url=s.get("base_url", "", "str"),
         max_turns=s.positive("max_turns", AgentSection.max_turns, "int"),
         prices=s.get("prices", "", "str"),
-        timeout_s=s.positive("timeout_s", AgentSection.timeout_s),
+        timeout_s=s.positive("timeout_s", AgentSection.timeout_s, allow_zero=True),
         retries=s.positive("retries", AgentSection.retries, "int"),
         backoff_s=s.positive("backoff_s", AgentSection.backoff_s, allow_zero=True),
         max_tokens=s.positive("max_tokens", AgentSection.max_tokens, "int"),
         claude_path=s.get("claude_path", "", "str"),
         max_cost_usd=s.positive("max_cost_usd", 0.0, allow_zero=True),
         max_total_tokens=s.positive("max_total_tokens", 0, "int", allow_zero=True),
+        max_budget_usd=s.positive("max_budget_usd", 0.0, allow_zero=True),
     )
     if agent.prices and not Path(agent.prices).is_absolute():
         agent = dataclasses.replace(agent, prices=str(root / agent.prices))

@@ -31,14 +31,14 @@ def _optuna(config: Config, context: AgentContext, tag: str, model: str, base_ur
 def _openai(config: Config, context: AgentContext, tag: str, model: str, base_url: str) -> Agent:
     from autoresearch.agents.openai_agent import OpenAIAgent
 
-    return OpenAIAgent(context, model or config.agent.model or "gpt-4.1", base_url or config.agent.base_url or None,
+    return OpenAIAgent(context, model or config.agent.model, base_url or config.agent.base_url or None,
                        max_turns=config.agent.max_turns, prices=context.options.get("prices"))
 
 
 def _anthropic(config: Config, context: AgentContext, tag: str, model: str, base_url: str) -> Agent:
     from autoresearch.agents.anthropic_agent import AnthropicAgent
 
-    return AnthropicAgent(context, model or config.agent.model or "claude-sonnet-4-5",
+    return AnthropicAgent(context, model or config.agent.model,
                           base_url or config.agent.base_url or None, max_turns=config.agent.max_turns,
                           prices=context.options.get("prices"))
 
@@ -46,7 +46,7 @@ def _anthropic(config: Config, context: AgentContext, tag: str, model: str, base
 def _claude_code(config: Config, context: AgentContext, tag: str, model: str, base_url: str) -> Agent:
     from autoresearch.agents.claude_code import ClaudeCodeAgent
 
-    return ClaudeCodeAgent(context, model or config.agent.model or "sonnet", base_url or config.agent.base_url or None,
+    return ClaudeCodeAgent(context, model or config.agent.model, base_url or config.agent.base_url or None,
                            max_turns=config.agent.max_turns, prices=context.options.get("prices"))
 
 

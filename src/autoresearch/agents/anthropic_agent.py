@@ -1,26 +1,23 @@
 """An agent on the Anthropic Messages API with tools.
 
-Same loop as the OpenAI agent: the brief, then turns of ``tool_use`` blocks answered by ``tool_result``
-blocks (``is_error`` set for a bad call) until the model calls ``finish`` or ``max_turns`` is reached.
+The same loop as the OpenAI agent (``llm.ApiAgent.propose``): the brief, then turns of ``tool_use`` blocks
+answered by ``tool_result`` blocks (``is_error`` set for a bad call) until the model calls ``finish`` or
+``max_turns`` is reached. This module only translates to and from the Messages format.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
 from autoresearch.agents import llm
-from autoresearch.agents.base import Brief, Proposal
-from autoresearch.agents.tools import Toolbox, anthropic_tools, parse_final_text, rooted
-
-log = logging.getLogger("autoresearch.agents")
+from autoresearch.agents.tools import anthropic_tools
 
 
 class AnthropicAgent(llm.ApiAgent):
     """Messages API with client tools; ``base_url`` points it at a proxy or a compatible server."""
 
     name = "anthropic"
+    provider = "anthropic"
     key_env = "ANTHROPIC_API_KEY"
     default_model = "claude-sonnet-4-6"
 
@@ -31,51 +28,27 @@ class AnthropicAgent(llm.ApiAgent):
             key = llm.api_key(self.key_env)
             self._client = anthropic.Anthropic(api_key=key, base_url=self.base_url, max_retries=0,
                                                timeout=self.timeout_s)
+            self.connection_errors = (anthropic.APIConnectionError,)
         return self._client
 
-    def propose(self, brief: Brief, workdir: Path) -> Proposal:
-        import anthropic
+    def first_messages(self, brief_text: str) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": brief_text}]
 
-        toolbox = Toolbox(rooted(self.context, workdir))
-        meter = llm.Meter(self.model, self.prices)
-        client = self.client()
-        messages: list[dict[str, Any]] = [{"role": "user", "content": brief.render()}]
-        tools = anthropic_tools()
-        turns = 0
-        while turns < self.max_turns and toolbox.finished is None:
-            turns += 1
-            response = llm.call_with_retries(
-                lambda: client.messages.create(model=self.model, max_tokens=self.max_tokens,
-                                               system=llm.SYSTEM_PROMPT, tools=tools, messages=messages),
-                policy=self.policy, meter=meter, what=f"anthropic {self.model} turn {turns}",
-                connection_errors=(anthropic.APIConnectionError,))
-            meter.add(*_tokens(getattr(response, "usage", None)))
-            blocks = [b for b in map(_block_param, response.content) if b.get("text", "x")]
-            messages.append({"role": "assistant", "content": blocks or [{"type": "text", "text": "(empty)"}]})
-            uses = [b for b in response.content if b.type == "tool_use"]
-            if not uses:
-                text = "\n".join(b.text for b in response.content if b.type == "text")
-                answer = parse_final_text(text)
-                if answer:
-                    toolbox.finished = answer
-                    break
-                messages.append({"role": "user", "content": llm.NUDGE})
-                continue
-            results = []
-            for use in uses:
-                result = toolbox.call(use.name, use.input if isinstance(use.input, dict) else None)
-                log.info("anthropic tool %s -> %s", use.name, llm.redact(result.text[:200]))
-                results.append({"type": "tool_result", "tool_use_id": use.id, "content": result.text,
-                                "is_error": result.is_error})
-            messages.append({"role": "user", "content": results})
-        description, hypothesis = toolbox.finished or (llm.NOT_FINISHED, "")
-        meta = {"model": self.model, "turns": turns, "api_calls": meter.calls, "retries": meter.retries,
-                "tool_calls": toolbox.calls, "tool_errors": toolbox.errors, "edited": list(toolbox.edited),
-                "finished": toolbox.finished is not None}
-        return Proposal(description, hypothesis, meter.usage(), meta=meta)
+    def request(self, client: Any, messages: list[dict[str, Any]]) -> Any:
+        return client.messages.create(model=self.model, max_tokens=self.max_tokens, system=llm.SYSTEM_PROMPT,
+                                      tools=anthropic_tools(), messages=messages)
 
-    def observe(self, number: int, status: str, metric: float | None, meta: dict) -> None:
-        """Nothing to learn between experiments: the brief carries the history."""
+    def read(self, response: Any) -> llm.Turn:
+        blocks = [b for b in map(_block_param, response.content) if b.get("text", "x")]
+        uses = [b for b in response.content if b.type == "tool_use"]
+        calls = [llm.ToolCall(u.id, u.name, u.input if isinstance(u.input, dict) else None) for u in uses]
+        text = "\n".join(b.text for b in response.content if b.type == "text")
+        return llm.Turn(*_tokens(getattr(response, "usage", None)), text, calls,
+                        {"role": "assistant", "content": blocks or [{"type": "text", "text": "(empty)"}]})
+
+    def answers(self, results: list[tuple[llm.ToolCall, Any]]) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": result.text,
+                                              "is_error": result.is_error} for call, result in results]}]
 
 
 def _tokens(usage: Any) -> tuple[int, int]:

@@ -11,6 +11,7 @@ files or written to logs: everything this package logs passes through ``redact``
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import random
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from autoresearch.agents.base import Usage
+from autoresearch.agents.base import Proposal, Usage
+from autoresearch.agents.tools import Toolbox, parse_final_text, rooted
 from autoresearch.errors import UserError
 
 log = logging.getLogger("autoresearch.agents")
@@ -268,7 +270,7 @@ NUDGE = ("Use the tools to edit the editable files. When your edit is done, call
 NOT_FINISHED = "(agent did not finish)"
 
 
-class ApiAgent:
+class ApiAgent(abc.ABC):
     """What the OpenAI-compatible and Anthropic agents share: settings, prices, retries, a lazy client."""
 
     default_model = ""
@@ -285,3 +287,78 @@ class ApiAgent:
         self.policy = options_policy(context.options)
         self._client: Any = None
 
+    # --- the tool-calling loop, shared by every API agent --------------------------------------------------
+    provider = ""                       # for messages: "openai", "anthropic"
+    connection_errors: tuple[type[BaseException], ...] = ()
+
+    @abc.abstractmethod
+    def client(self) -> Any:
+        """The provider's client, made once (the API key is read here)."""
+
+    @abc.abstractmethod
+    def first_messages(self, brief_text: str) -> list[dict[str, Any]]:
+        """The conversation before the first call."""
+
+    @abc.abstractmethod
+    def request(self, client: Any, messages: list[dict[str, Any]]) -> Any:
+        """One API call with the conversation so far."""
+
+    @abc.abstractmethod
+    def read(self, response: Any) -> "Turn":
+        """What one response said: tokens, text, tool calls, and the message to append to the conversation."""
+
+    @abc.abstractmethod
+    def answers(self, results: list[tuple["ToolCall", Any]]) -> list[dict[str, Any]]:
+        """The messages that carry the tools' results back to the model."""
+
+    def propose(self, brief: Any, workdir: Path) -> Any:
+        toolbox = Toolbox(rooted(self.context, workdir))
+        meter = Meter(self.model, self.prices)
+        client = self.client()
+        messages = self.first_messages(brief.render())
+        turns = 0
+        while turns < self.max_turns and toolbox.finished is None:
+            turns += 1
+            response = call_with_retries(lambda: self.request(client, messages), policy=self.policy, meter=meter,
+                                         what=f"{self.provider} {self.model} turn {turns}",
+                                         connection_errors=self.connection_errors)
+            turn = self.read(response)
+            meter.add(turn.input_tokens, turn.output_tokens)
+            messages.append(turn.message)
+            if not turn.calls:
+                answer = parse_final_text(turn.text)
+                if answer:
+                    toolbox.finished = answer
+                    break
+                messages.append({"role": "user", "content": NUDGE})
+                continue
+            results = []
+            for call in turn.calls:
+                result = toolbox.call(call.name, call.arguments)
+                log.info("%s tool %s -> %s", self.provider, call.name, redact(result.text[:200]))
+                results.append((call, result))
+            messages.extend(self.answers(results))
+        description, hypothesis = toolbox.finished or (NOT_FINISHED, "")
+        meta = {"model": self.model, "turns": turns, "api_calls": meter.calls, "retries": meter.retries,
+                "tool_calls": toolbox.calls, "tool_errors": toolbox.errors, "edited": list(toolbox.edited),
+                "finished": toolbox.finished is not None}
+        return Proposal(description, hypothesis, meter.usage(), meta=meta)
+
+    def observe(self, number: int, status: str, metric: float | None, meta: dict) -> None:
+        """Nothing to learn between experiments: the brief carries the history."""
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: Any           # a JSON string or an already-parsed dict, as the provider gives it
+
+
+@dataclass
+class Turn:
+    input_tokens: int
+    output_tokens: int
+    text: str
+    calls: list[ToolCall]
+    message: dict[str, Any]  # the assistant's message, as the provider wants it echoed back

@@ -90,7 +90,7 @@ def key_path(config: Config, run: RunRecord) -> Path:
 
 def load_key(path: Path) -> dict[str, str]:
     """Read ``{"pairs": {image_id: caption_id}}``; a missing or malformed key is a UserError."""
-    hint = "re-create the prepared data (`autoresearch prepare`) so the hidden keys are written again"
+    hint = "re-create the prepared data (`autoresearch data prepare`) so the hidden keys are written again"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -102,14 +102,14 @@ def _int_env(name: str) -> int:
 
 def _load_pt(path: Path, keys: tuple[str, ...], what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise RunSetupError(f"{what} {path} does not exist; re-run `autoresearch prepare`")
+        raise RunSetupError(f"{what} {path} does not exist; re-run `autoresearch data prepare`")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a torn or foreign file: say which one
-        raise RunSetupError(f"{what} {path} cannot be read ({exc}); re-run `autoresearch prepare`") from None
+        raise RunSetupError(f"{what} {path} cannot be read ({exc}); re-run `autoresearch data prepare`") from None
     missing = [k for k in keys if not isinstance(data, dict) or k not in data]
     if missing:
-        raise RunSetupError(f"{what} {path} lacks {', '.join(missing)}; re-run `autoresearch prepare`")
+        raise RunSetupError(f"{what} {path} lacks {', '.join(missing)}; re-run `autoresearch data prepare`")
     return data
 
 
@@ -119,17 +119,17 @@ def load_meta(data_dir: Path) -> dict[str, Any]:
         raise RunSetupError(f"{path} does not exist; AUTORESEARCH_DATA must be the prepared folder")
     meta = json.loads(path.read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
-        raise RunSetupError(f"{path}: format {meta.get('format')!r} is not {FORMAT}; re-run `autoresearch prepare`")
+        raise RunSetupError(f"{path}: format {meta.get('format')!r} is not {FORMAT}; re-run `autoresearch data prepare`")
     for key in ("image_size", "caption_len", "phrase_len", "vocab_size", "pad_id", "cls_id", "sep_id"):
         if key not in meta:
-            raise RunSetupError(f"{path}: key {key!r} is missing; re-run `autoresearch prepare`")
+            raise RunSetupError(f"{path}: key {key!r} is missing; re-run `autoresearch data prepare`")
     return meta
 
 
 def _check_images(t: torch.Tensor, channels: int, size: int, where: str) -> None:
     if t.dtype != torch.uint8 or t.ndim != 4 or tuple(t.shape[1:]) != (channels, size, size):
         raise RunSetupError(f"{where}: expected uint8 [n,{channels},{size},{size}], "
-                            f"got {t.dtype} {list(t.shape)}; re-run `autoresearch prepare`")
+                            f"got {t.dtype} {list(t.shape)}; re-run `autoresearch data prepare`")
 
 
 def load_train(paths: list[Path], meta: dict[str, Any]) -> TrainData:
