@@ -72,6 +72,14 @@ def _tag(ledger, tag: Optional[str]) -> str:
 
 
 REPO = typer.Option(Path("."), "--repo", "-C", help="The research repository (default: the current folder).")
+UKIYOE = typer.Option(None, help="The real Ukiyo-eVG folder (flat, or the seed's annotations/Ukiyo-eVG/ + images/ "
+                                 "layout; detected) instead of synthetic data.")
+ANNOTATIONS = typer.Option(None, help="Instead of --ukiyoe: the folder holding the three .jsonl files (train and val "
+                                      "may be in its refined/).")
+IMAGES = typer.Option(None, help="The folder holding the images (with --annotations or --ukiyoe).")
+VOCAB = typer.Option(None, help="A BERT vocab.txt instead of training a WordPiece vocabulary.")
+MISSING_IMAGES = typer.Option("error", help="A missing or unreadable image: 'error' (stop, the default) or 'black' "
+                                            "(a black image, as the seed did; counted and named).")
 NO_SANDBOX = typer.Option(False, "--no-sandbox", help="Run experiments without bubblewrap (recorded in the ledger).")
 
 
@@ -83,8 +91,11 @@ def init(task: str = typer.Argument(..., help="The task template: eclip."),
          preset: str = typer.Option("cpu", help="Model size: cpu (2-core friendly) or seed (ViT-S/16 + DistilBERT)."),
          n: int = typer.Option(3000, "--n", help="Synthetic images (10993 reproduces the real split sizes)."),
          seed: int = typer.Option(0, help="Seed of the synthetic data."),
-         ukiyoe: Optional[Path] = typer.Option(None, help="Use the real Ukiyo-eVG folder instead of synthetic data."),
-         vocab: Optional[Path] = typer.Option(None, help="A BERT vocab.txt instead of training a WordPiece vocabulary.")):
+         ukiyoe: Optional[Path] = UKIYOE,
+         vocab: Optional[Path] = VOCAB,
+         annotations: Optional[Path] = ANNOTATIONS,
+         images: Optional[Path] = IMAGES,
+         missing_images: str = MISSING_IMAGES):
     """Create a research repository from a task template and prepare its data."""
     from autoresearch.tasks.eclip import init_repository
 
@@ -92,15 +103,17 @@ def init(task: str = typer.Argument(..., help="The task template: eclip."),
         raise UserError(f"unknown task {task!r}", hint="the bundled task is: eclip")
     t0 = time.perf_counter()
     facts = init_repository(directory, preset=preset, n=n, seed=seed, ukiyoe=ukiyoe, vocab=vocab,
-                            say=lambda s: console.print(f"[dim]{s}[/]"))
-    prep = facts.get("prepare", {})
-    counts = prep.get("counts", {})
-    chunks = counts.get("chunks", [])
-    console.print(f"[green]created[/] {directory} in {time.perf_counter() - t0:.0f} s: "
-                  f"{counts.get('train', '?')} train / {counts.get('val', '?')} val / {counts.get('test', '?')} test "
-                  f"images, {len(chunks)} folds of {'/'.join(str(c) for c in chunks)}, "
-                  f"vocabulary {prep.get('vocab_size', '?')}")
+                            say=lambda s: console.print(f"[dim]{s}[/]"), annotations=annotations, images=images,
+                            missing_images=missing_images)
+    console.print(f"[green]created[/] {directory} in {time.perf_counter() - t0:.0f} s")
+    _print_data_summary(facts)
     console.print(f"next: [bold]cd {directory} && autoresearch trial[/]")
+
+
+def _print_data_summary(facts: dict) -> None:
+    """What preparation kept, dropped, left as given and truncated: the same lines after init and data prepare."""
+    for line in facts.get("summary", []):
+        console.print(f"  {line}", markup=False)
 
 
 @data_app.command("synth")
@@ -111,6 +124,9 @@ def data_synth(out: Path = typer.Argument(..., help="Folder to write the Ukiyo-e
     """Generate synthetic Ukiyo-e-like prints with phrase→box annotations in the real format."""
     from autoresearch.tasks.eclip.template.eclip import synth
 
+    if n < synth.MIN_N:
+        raise UserError(f"--n {n}: need at least {synth.MIN_N} images for three splits (train, val, test)",
+                        hint=f"pass --n {synth.MIN_N} or more (10993 gives the real split sizes)")
     t0 = time.perf_counter()
     counts = synth.generate(out, n=n, seed=seed)
     console.print(f"[green]wrote[/] {out}: {counts} in {time.perf_counter() - t0:.1f} s")
@@ -119,21 +135,26 @@ def data_synth(out: Path = typer.Argument(..., help="Folder to write the Ukiyo-e
 @data_app.command("prepare")
 @friendly
 def data_prepare(repo: Path = REPO,
-                 ukiyoe: Optional[Path] = typer.Option(None, help="Real Ukiyo-eVG folder (default: the synthetic data)."),
-                 preset: str = typer.Option("cpu", help="Image size preset: cpu (64 px) or seed (224 px)."),
-                 vocab: Optional[Path] = typer.Option(None, help="A BERT vocab.txt to use.")):
-    """Run the fixed preparation step again (e.g. on the real dataset), then refresh the fingerprints."""
+                 ukiyoe: Optional[Path] = UKIYOE,
+                 preset: Optional[str] = typer.Option(None, help="Data size preset: cpu (64 px) or seed (224 px) "
+                                                               "(default: that of the current prepared data)."),
+                 vocab: Optional[Path] = VOCAB,
+                 annotations: Optional[Path] = ANNOTATIONS,
+                 images: Optional[Path] = IMAGES,
+                 missing_images: str = MISSING_IMAGES):
+    """Run the fixed preparation step again (e.g. on the real dataset), then refresh the fingerprints.
+
+    The new data replaces the old only when complete: a failure leaves the previous data and keys as they were."""
     from autoresearch.loop import fingerprints
     from autoresearch.tasks.eclip import prepare_data
 
     config = _load(repo)
-    raw = None if ukiyoe else config.state_dir / "raw"
-    if raw is not None and not raw.is_dir():
-        raise UserError(f"no synthetic data in {raw}", hint="pass --ukiyoe PATH or create the repo with `autoresearch init eclip`")
-    facts = prepare_data(config.root, preset=preset, n=0, seed=0, ukiyoe=ukiyoe or raw, vocab=vocab,
-                         say=lambda s: console.print(f"[dim]{s}[/]"))
+    facts = prepare_data(config.root, preset=preset, n=0, seed=0, ukiyoe=ukiyoe, vocab=vocab,
+                         say=lambda s: console.print(f"[dim]{s}[/]"), annotations=annotations, images=images,
+                         missing_images=missing_images)
     fingerprints.record(config)
-    console.print(f"[green]prepared[/] {facts.get('prepare', {}).get('counts', '')}")
+    console.print(f"[green]prepared[/] {config.state_dir} (preset {facts['preset']})")
+    _print_data_summary(facts)
 
 
 @app.command()
@@ -419,7 +440,8 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
     """Offline demo: create the eCLIP task on synthetic data, replay the seed's discoveries, write the report."""
     t0 = time.perf_counter()
     if not (directory / "autoresearch.toml").is_file():
-        init("eclip", directory, preset="cpu", n=n, seed=0, ukiyoe=None, vocab=None)
+        init("eclip", directory, preset="cpu", n=n, seed=0, ukiyoe=None, vocab=None, annotations=None, images=None,
+             missing_images="error")
     else:
         console.print(f"[dim]resuming the demo in {directory}[/]")
     run(repo=directory, agent="replay", experiments=experiments or None, hours=None, tag="demo", model="", base_url="",
