@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tokenizers import normalizers, pre_tokenizers
 
 from autoresearch.tasks.eclip.template.eclip import prepare as P
 from autoresearch.tasks.eclip.template.eclip import synth
 from autoresearch.tasks.eclip.template.eclip.ukiyoe import (
     SPLIT_FILES, DataError, ReadReport, Record, Region, locate, read_dataset, read_split)
+from ukiyoe_raw import hand_vocab, handwritten_copy
 
-HANDWRITTEN = Path(__file__).parent / "data" / "handwritten_ukiyoe"
 TEMPLATE = Path(P.__file__).resolve().parents[1]
 
 
@@ -435,37 +434,11 @@ def test_prepare_synthetic(synth_raw, tmp_path):
     assert sorted(p.name for p in (secret / "keys").iterdir()) == ["fold_0.json", "fold_1.json", "test.json"]
 
 
-def _handwritten_copy(tmp_path):
-    raw = tmp_path / "raw"
-    shutil.copytree(HANDWRITTEN, raw)
-    (raw / "images").mkdir()
-    colours = iter([(200, 40, 40), (40, 70, 170), (40, 130, 60), (226, 186, 40), (118, 48, 138), (230, 118, 36)])
-    for name in SPLIT_FILES.values():
-        for line in (raw / name).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                Image.new("RGB", (rec["width"], rec["height"]), next(colours)).save(raw / "images" / rec["filename"])
-    return raw
-
-
-def _hand_vocab(raw, path, leave_out=("geisha",)):
-    """A BERT-layout vocab.txt: special tokens, 1000 [unused] slots, the handwritten words (less leave_out)."""
-    norm, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
-    words = set()
-    for rec in read_dataset(raw, check_images=False).values():
-        for r in rec:
-            for text in [r.caption] + [g.phrase for g in r.regions]:
-                words.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(text)))
-    tokens = P.SPECIAL_TOKENS + [f"[unused{i}]" for i in range(1000)] + sorted(words - set(leave_out))
-    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return tokens
-
-
 def test_handwritten_dataset_through_prepare(tmp_path):
-    raw = _handwritten_copy(tmp_path)
+    raw = handwritten_copy(tmp_path)
     with pytest.raises(DataError, match="fewer than 1000"):  # 3 train captions cannot make a real vocabulary
         P.prepare(raw, tmp_path / "state")
-    tokens = _hand_vocab(raw, tmp_path / "vocab.txt")
+    tokens = hand_vocab(raw, tmp_path / "vocab.txt")
     meta = P.prepare(raw, tmp_path / "state", image_size=32, vocab_path=tmp_path / "vocab.txt", source="ukiyoe")
     c = meta["counts"]
     assert (c["train"], c["val"], c["test"], c["pooled"]) == (2, 1, 2, 3)
