@@ -134,14 +134,14 @@ def main() -> None:
 
     from autoresearch import config as config_mod
     from autoresearch.loop.engine import open_ledger
-    from autoresearch.tasks.eclip import init_repository
+    from autoresearch.session import create
 
     tmp = None
     if args.dest is None:
         tmp = Path(tempfile.mkdtemp(prefix="openai-eclip-"))
         args.dest = tmp / "eclip"
     t0 = time.perf_counter()
-    init_repository(args.dest, preset="cpu", n=args.n, say=lambda s: print(f"  {s}", flush=True))
+    create("eclip", args.dest, preset="cpu", n=args.n, say=lambda s: print(f"  {s}", flush=True))
     print(f"created {args.dest} in {time.perf_counter() - t0:.0f} s", flush=True)
 
     env = {**os.environ, "OPENAI_API_KEY": KEY}

@@ -1,6 +1,6 @@
 """The adversarial catalogue: attacks on the sandbox and the loop's integrity, and a tiny eCLIP repository.
 
-``build_repo(dest)`` makes a real eCLIP research repository (``init_repository`` with 200 synthetic
+``build_repo(dest)`` makes a real eCLIP research repository (``autoresearch.create`` with 200 synthetic
 prints), replaces ``train.py`` by a fast honest baseline (nearest-neighbour caption voting, no training,
 about a second a fold) and sets short run limits. ``Suite`` drives one ``Engine`` over it; each
 ``Attack`` is one experiment whose agent performs the attack edit, and ``Suite.attempt`` runs it and
@@ -34,6 +34,7 @@ from autoresearch.agents.base import Proposal
 from autoresearch.loop import fingerprints
 from autoresearch.loop.engine import Engine, open_ledger
 from autoresearch.loop.gitops import Git
+from autoresearch.session import create
 
 TAG = "adv"
 RUN_LIMITS = {"folds": 2, "timeout_s": 8, "time_budget_s": 4, "grace_s": 1, "memory_gb": 1.0}
@@ -90,32 +91,6 @@ write_outputs(image_emb, caption_emb, run.queries,
 print(f"wrote {len(run.queries.image_ids)} embeddings in {time.time() - t0:.1f} s")
 '''
 
-# Used only while the task template has no autoresearch.toml / program.md of its own.
-_FALLBACK_FILES = {
-    "autoresearch.toml": '''\
-[task]
-name = "eclip"
-editable = ["train.py"]
-scratchpad = "scratchpad.md"
-program = "program.md"
-fixed = ["program.md", "eclip"]
-
-[run]
-command = ["python", "train.py"]
-time_budget_s = 60
-timeout_s = 180
-grace_s = 10
-folds = 3
-
-[metric]
-name = "mean_rank"
-direction = "minimize"
-source = "eclip"
-''',
-    "program.md": "# eCLIP\n\nLower the mean rank.\n\n## Phase 1: anything\nBudget: 100 experiments.\n",
-    "scratchpad.md": "# Scratchpad\n\n",
-}
-
 
 def _git(root: Path, *args: str) -> str:
     done = subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True,
@@ -140,30 +115,10 @@ def set_run_limits(text: str, limits: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _init_fallback(dest: Path) -> None:
-    from autoresearch.tasks import eclip
-
-    dest.mkdir(parents=True)
-    eclip.copy_template(dest)
-    for name, text in _FALLBACK_FILES.items():
-        if not (dest / name).exists():
-            (dest / name).write_text(text, encoding="utf-8")
-    (dest / ".gitignore").write_text(eclip.GITIGNORE, encoding="utf-8")
-    _git(dest, "init", "-q", "-b", "main")
-    _git(dest, "add", "-A")
-    _git(dest, "commit", "-q", "-m", "eCLIP research task")
-    eclip.prepare_data(dest, preset="cpu", n=200, seed=0, ukiyoe=None, vocab=None, say=lambda s: None)
-
-
 def build_repo(dest: Path) -> config_mod.Config:
     """A real eCLIP research repository with the fast baseline committed as HEAD of ``main``."""
-    from autoresearch.tasks import eclip
-
     dest = Path(dest)
-    if (eclip.TEMPLATE / "autoresearch.toml").is_file():
-        eclip.init_repository(dest, preset="cpu", n=200, seed=0, say=lambda s: None)
-    else:  # the template's fixed files are not written yet: same steps, stand-in files
-        _init_fallback(dest)
+    create("eclip", dest, preset="cpu", n=200, seed=0, say=lambda s: None)
     (dest / "train.py").write_text(BASELINE, encoding="utf-8")
     toml = dest / config_mod.CONFIG_NAME
     toml.write_text(set_run_limits(toml.read_text(encoding="utf-8"), RUN_LIMITS), encoding="utf-8")

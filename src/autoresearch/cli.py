@@ -69,6 +69,14 @@ def _say(text: str) -> None:
 
 REPO = typer.Option(Path("."), "--repo", "-C", help="The research repository (default: the current folder).")
 TAG = typer.Option(None, "--tag", help="Run tag; the branch is autoresearch/<tag> (default: the last one, or today).")
+UKIYOE = typer.Option(None, help="The real Ukiyo-eVG folder (flat, or the seed's annotations/Ukiyo-eVG/ + images/ "
+                                 "layout; detected) instead of synthetic data.")
+ANNOTATIONS = typer.Option(None, help="Instead of --ukiyoe: the folder holding the three .jsonl files (train and val "
+                                      "may be in its refined/).")
+IMAGES = typer.Option(None, help="The folder holding the images (with --annotations or --ukiyoe).")
+VOCAB = typer.Option(None, help="A BERT vocab.txt instead of training a WordPiece vocabulary.")
+MISSING_IMAGES = typer.Option("error", help="A missing or unreadable image: 'error' (stop, the default) or 'black' "
+                                            "(a black image, as the seed did; counted and named).")
 NO_SANDBOX = typer.Option(False, "--no-sandbox", help="Run experiments without bubblewrap (recorded in the ledger).")
 
 
@@ -80,20 +88,31 @@ def init(task: str = typer.Argument(..., help="The task: eclip (the flagship) or
          preset: str = typer.Option("cpu", help="eclip: model size, cpu (2-core friendly) or seed (ViT-S/16 + DistilBERT)."),
          n: int = typer.Option(3000, "--n", help="eclip: synthetic images (10993 reproduces the real split sizes)."),
          seed: int = typer.Option(0, help="eclip: seed of the synthetic data."),
-         ukiyoe: Optional[Path] = typer.Option(None, help="eclip: use the real Ukiyo-eVG folder instead of synthetic data."),
-         vocab: Optional[Path] = typer.Option(None, help="eclip: a BERT vocab.txt instead of training a WordPiece vocabulary.")):
+         ukiyoe: Optional[Path] = UKIYOE,
+         vocab: Optional[Path] = VOCAB,
+         annotations: Optional[Path] = ANNOTATIONS,
+         images: Optional[Path] = IMAGES,
+         missing_images: str = MISSING_IMAGES):
     """Create a research repository from a bundled task and prepare its data."""
     from autoresearch import tasks
     from autoresearch.session import create
 
-    given = {"preset": preset, "n": n, "seed": seed, "ukiyoe": ukiyoe, "vocab": vocab}
+    given = {"preset": preset, "n": n, "seed": seed, "ukiyoe": ukiyoe, "vocab": vocab, "annotations": annotations,
+             "images": images, "missing_images": missing_images}
     options = {k: v for k, v in given.items() if k in tasks.creatable(task).options()}
     t0 = time.perf_counter()
     facts = create(task, directory, say=_say, **options)
-    summary = facts.get("summary", "")
+    description = facts.get("description", "")
     console.print(f"[green]created[/] {escape(str(directory))} in {time.perf_counter() - t0:.0f} s"
-                  + (f": {escape(summary)}" if summary else ""))
+                  + (f": {escape(description)}" if description else ""))
+    _print_data_summary(facts)
     console.print(f"next: [bold]cd {escape(str(directory))} && autoresearch trial[/]")
+
+
+def _print_data_summary(facts: dict) -> None:
+    """What preparation kept, dropped, left as given and truncated: the same lines after init and data prepare."""
+    for line in facts.get("summary", []):
+        console.print(f"  {line}", markup=False)
 
 
 @data_app.command("synth")
@@ -104,29 +123,37 @@ def data_synth(out: Path = typer.Argument(..., help="Folder to write the Ukiyo-e
     """Generate synthetic Ukiyo-e-like prints with phrase→box annotations in the real format."""
     from autoresearch.tasks.eclip.template.eclip import synth
 
+    if n < synth.MIN_N:
+        raise UserError(f"--n {n}: need at least {synth.MIN_N} images for three splits (train, val, test)",
+                        hint=f"pass --n {synth.MIN_N} or more (10993 gives the real split sizes)")
     t0 = time.perf_counter()
     counts = synth.generate(out, n=n, seed=seed)
-    console.print(f"[green]wrote[/] {escape(str(out))}: {counts} in {time.perf_counter() - t0:.1f} s", markup=False)
+    console.print(f"[green]wrote[/] {escape(str(out))}: {escape(str(counts))} in {time.perf_counter() - t0:.1f} s")
 
 
 @data_app.command("prepare")
 @friendly
 def data_prepare(repo: Path = REPO,
-                 ukiyoe: Optional[Path] = typer.Option(None, help="Real Ukiyo-eVG folder (default: the synthetic data)."),
-                 preset: str = typer.Option("cpu", help="Image size preset: cpu (64 px) or seed (224 px)."),
-                 vocab: Optional[Path] = typer.Option(None, help="A BERT vocab.txt to use.")):
-    """Run the fixed preparation step again (e.g. on the real dataset), then refresh the fingerprints."""
+                 ukiyoe: Optional[Path] = UKIYOE,
+                 preset: Optional[str] = typer.Option(None, help="Data size preset: cpu (64 px) or seed (224 px) "
+                                                               "(default: that of the current prepared data)."),
+                 vocab: Optional[Path] = VOCAB,
+                 annotations: Optional[Path] = ANNOTATIONS,
+                 images: Optional[Path] = IMAGES,
+                 missing_images: str = MISSING_IMAGES):
+    """Run the fixed preparation step again (e.g. on the real dataset), then refresh the fingerprints.
+
+    The new data replaces the old only when complete: a failure leaves the previous data and keys as they were."""
     from autoresearch.loop import fingerprints
     from autoresearch.tasks.eclip import prepare_data
 
     session = _open(repo)
-    raw = None if ukiyoe else session.config.state_dir / "raw"
-    if raw is not None and not raw.is_dir():
-        raise UserError(f"no synthetic data in {raw}", hint="pass --ukiyoe PATH or create the repo with `autoresearch init eclip`")
-    facts = prepare_data(session.root, preset=preset, n=0, seed=0, ukiyoe=ukiyoe or raw, vocab=vocab, say=_say)
+    facts = prepare_data(session.root, preset=preset, n=0, seed=0, ukiyoe=ukiyoe, vocab=vocab, say=_say,
+                         annotations=annotations, images=images, missing_images=missing_images)
     fingerprints.record(session.config)
-    session.ledger.event("prepare", source=str(ukiyoe or raw))
-    console.print(f"prepared {facts.get('prepare', {}).get('counts', '')}", markup=False)
+    session.ledger.event("prepare", source=str(ukiyoe or annotations or "synthetic"), preset=facts["preset"])
+    console.print(f"[green]prepared[/] {escape(str(session.config.state_dir))} (preset {facts['preset']})")
+    _print_data_summary(facts)
 
 
 @app.command()
@@ -306,7 +333,8 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
     t0 = time.perf_counter()
     if not (directory / "autoresearch.toml").is_file():
         facts = create("eclip", directory, say=_say, preset="cpu", n=n, seed=0)
-        console.print(f"[green]created[/] {escape(str(directory))}: {escape(facts.get('summary', ''))}")
+        console.print(f"[green]created[/] {escape(str(directory))}: {escape(facts.get('description', ''))}")
+        _print_data_summary(facts)
     else:
         console.print(f"[dim]resuming the demo in {escape(str(directory))}[/]")
     session = Session(directory, tag="demo")

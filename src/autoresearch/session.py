@@ -300,7 +300,7 @@ def create(task: str, dest: Path | str, *, say=print, **options: Any) -> dict:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     fingerprints.record(config_mod.load(dest))
-    facts["summary"] = chosen.describe(facts)
+    facts["description"] = chosen.describe(facts)
     return facts
 
 

@@ -164,10 +164,13 @@ KIND_WEIGHTS = {"woman": 4, "samurai": 3, "fisherman": 2, "boat": 2, "pine": 1.5
 N_OBJECTS = ([1, 2, 3, 4, 5], [0.15, 0.3, 0.3, 0.15, 0.1])
 
 
+MIN_N = 10   # one val and one test image at the least
+
+
 def split_sizes(n: int) -> tuple[int, int, int]:
     """Train/val/test sizes, 80/10/10 as in Ukiyo-eVG: 10,993 gives 8,794 / 1,099 / 1,100."""
-    if n < 10:
-        raise ValueError(f"n={n}: need at least 10 images for three splits")
+    if isinstance(n, bool) or not isinstance(n, int) or n < MIN_N:
+        raise ValueError(f"need at least {MIN_N} images for three splits, got {n!r}")
     test, val = math.ceil(n / 10), round(n / 10)
     return n - val - test, val, test
 
@@ -545,6 +548,12 @@ def render(seed: int, index: int, clean: bool) -> tuple[Image.Image, dict]:
         else:
             box = _noisy(o["bbox"], W, H, rnd)
         regions.append({"bbox": [round(v, 1) for v in box], "phrase": phrase})
+    visible = [(o, p) for o, p in phrases if o["bbox"][2] - o["bbox"][0] >= 1 and o["bbox"][3] - o["bbox"][1] >= 1]
+    if not clean and not regions and visible:
+        # Every Ukiyo-eVG train/val record has a box (the seed pools all 9,893), and preparation drops a record
+        # without one, as the seed does: a detector that missed everything still finds the first object.
+        o, phrase = visible[0]
+        regions.append({"bbox": [round(v, 1) for v in _noisy(o["bbox"], W, H, rnd)], "phrase": phrase})
     if not clean and phrases and rnd.random() < 0.04:  # a whole-image box, as detectors often give
         regions.append({"bbox": [-1.0, -1.0, W + 1.0, H + 1.0], "phrase": rnd.choice(phrases)[1]})
     grain = np.random.default_rng([seed, index]).integers(-6, 7, size=(H, W, 1), dtype=np.int16)
@@ -592,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.n < MIN_N:
+        ap.error(f"--n {args.n}: need at least {MIN_N} images for three splits")
     t0 = time.perf_counter()
     counts = generate(args.out_dir, n=args.n, seed=args.seed)
     print(json.dumps(counts), f"({time.perf_counter() - t0:.1f} s)")
