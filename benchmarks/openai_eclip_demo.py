@@ -102,7 +102,7 @@ def adjust(args: argparse.Namespace, env: dict) -> None:
     """Fewer steps or a later deadline for a slow or shared machine, committed before the baseline."""
     import re
 
-    from autoresearch.agents.constants import set_constants
+    from autoresearch.hyperparams import set_constants
     from autoresearch.loop.gitops import Git
 
     git = Git(args.dest)

@@ -4,7 +4,7 @@ import ast
 
 import pytest
 
-from autoresearch.agents.constants import (MISSING, UnknownConstant, describe_changes, diff_constants,
+from autoresearch.hyperparams import (MISSING, UnknownConstant, describe_changes, diff_constants,
                                            read_constants, render_value, set_constants)
 
 SOURCE = '''"""A train.py-like file."""  # héader with a non-ASCII char

@@ -18,7 +18,7 @@ import torch
 
 from autoresearch import config as config_mod
 from autoresearch.agents.base import AgentContext
-from autoresearch.agents.constants import read_constants, set_constants
+from autoresearch.hyperparams import read_constants, set_constants
 from autoresearch.agents.replay import load_queue
 from autoresearch.errors import UserError
 from autoresearch.loop.phases import load_program

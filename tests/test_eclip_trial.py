@@ -6,7 +6,7 @@ import re
 
 from typer.testing import CliRunner
 
-from autoresearch.agents.constants import set_constants
+from autoresearch.hyperparams import set_constants
 from autoresearch.cli import app
 from autoresearch.loop.gitops import Git
 from autoresearch.runner import sandbox

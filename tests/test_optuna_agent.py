@@ -8,7 +8,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from autoresearch.agents.base import AgentContext, Brief
-from autoresearch.agents.constants import read_constants
+from autoresearch.hyperparams import read_constants
 from autoresearch.agents.optuna_agent import OptunaAgent
 from autoresearch.config import parse
 from autoresearch.errors import UserError

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch.agents.base import AgentContext, Brief
-from autoresearch.agents.constants import read_constants
+from autoresearch.hyperparams import read_constants
 from autoresearch.agents.replay import ReplayAgent
 from autoresearch.errors import UserError
 

@@ -141,18 +141,13 @@ def data_prepare(repo: Path = REPO,
                  annotations: Optional[Path] = ANNOTATIONS,
                  images: Optional[Path] = IMAGES,
                  missing_images: str = MISSING_IMAGES):
-    """Run the fixed preparation step again (e.g. on the real dataset), then refresh the fingerprints.
+    """Run the fixed preparation step again (e.g. on the real dataset), then accept its fingerprints.
 
     The new data replaces the old only when complete: a failure leaves the previous data and keys as they were."""
-    from autoresearch.loop import fingerprints
-    from autoresearch.tasks.eclip import prepare_data
-
     session = _open(repo)
-    facts = prepare_data(session.root, preset=preset, n=0, seed=0, ukiyoe=ukiyoe, vocab=vocab, say=_say,
-                         annotations=annotations, images=images, missing_images=missing_images)
-    fingerprints.record(session.config)
-    session.ledger.event("prepare", source=str(ukiyoe or annotations or "synthetic"), preset=facts["preset"])
-    console.print(f"[green]prepared[/] {escape(str(session.config.state_dir))} (preset {facts['preset']})")
+    facts = session.prepare(say=_say, preset=preset, ukiyoe=ukiyoe, vocab=vocab, annotations=annotations,
+                            images=images, missing_images=missing_images)
+    console.print(f"[green]prepared[/] {escape(str(session.config.state_dir))} (preset {facts.get('preset', '?')})")
     _print_data_summary(facts)
 
 
@@ -160,12 +155,7 @@ def data_prepare(repo: Path = REPO,
 @friendly
 def rehash(repo: Path = REPO):
     """Accept the current fixed files and data as the new fingerprints (after an intended change)."""
-    from autoresearch.loop import fingerprints
-
-    session = _open(repo)
-    prints = fingerprints.record(session.config)
-    session.ledger.event("rehash", files=len(prints))
-    console.print(f"recorded {len(prints)} fingerprints")
+    console.print(f"recorded {_open(repo).rehash()} fingerprints")
 
 
 # --- experiments --------------------------------------------------------------------------------------

@@ -144,6 +144,20 @@ class Session:
     def final(self, *, reporter: ev.Listener | None = None, no_sandbox: bool = False) -> Experiment:
         return self.engine(reporter=reporter, no_sandbox=no_sandbox).run_final()
 
+    def prepare(self, *, say=print, **options: Any) -> dict:
+        """Prepare the task's data again (e.g. on the real dataset) and accept the result's fingerprints.
+        The task prepares atomically: a failure leaves the previous data and keys as they were."""
+        facts = self.task.prepare(self.root, say=say, again=True, **options)
+        fingerprints.record(self.config)
+        self.ledger.event("prepare", options={k: str(v) for k, v in options.items() if v is not None})
+        return facts
+
+    def rehash(self) -> int:
+        """Accept the current fixed files and data as the new fingerprints (after an intended change)."""
+        prints = fingerprints.record(self.config)
+        self.ledger.event("rehash", files=len(prints))
+        return len(prints)
+
     def test_uses(self) -> int:
         return len(self.ledger.events("test_used"))
 

@@ -22,7 +22,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.trial import TrialState
 
 from autoresearch.agents.base import AgentContext, Brief, Proposal, Usage
-from autoresearch.agents.constants import read_constants, set_constants
+from autoresearch.hyperparams import read_constants, set_constants
 from autoresearch.config import Config, SearchParam
 from autoresearch.errors import UserError
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.agents.base import AgentContext, Brief, Proposal, Usage
-from autoresearch.agents.constants import (UnknownConstant, describe_changes, diff_constants, read_constants,
+from autoresearch.hyperparams import (UnknownConstant, describe_changes, diff_constants, read_constants,
                                            render_value, set_constants)
 from autoresearch.errors import UserError
 

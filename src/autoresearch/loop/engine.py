@@ -21,7 +21,7 @@ from typing import Any, Callable
 from autoresearch import events as ev
 from autoresearch import hardware
 from autoresearch.agents.base import Agent, Brief, HistoryRow, Proposal
-from autoresearch.agents.constants import describe_changes, diff_constants
+from autoresearch.hyperparams import describe_changes, diff_constants
 from autoresearch.config import Config
 from autoresearch.errors import UserError
 from autoresearch.vocab import Kind, Status, rerun_seed

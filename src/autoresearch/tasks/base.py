@@ -67,8 +67,9 @@ class Task:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, target)
 
-    def prepare(self, root: Path, *, say: Say = print, **options: Any) -> dict:
-        """Prepare the task's data in the committed repository at ``root``; returns facts to print."""
+    def prepare(self, root: Path, *, say: Say = print, again: bool = False, **options: Any) -> dict:
+        """Prepare the task's data in the committed repository at ``root`` (``again``: in an existing
+        repository, `autoresearch data prepare`); returns facts to print."""
         return {}
 
     def describe(self, facts: dict) -> str:

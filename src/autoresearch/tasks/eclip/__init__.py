@@ -180,11 +180,15 @@ class EclipTask(Task):
         _set_run_limits(dest / "autoresearch.toml", presets.run_settings(preset))
         (dest / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
 
-    def prepare(self, root: Path, *, say: Callable[[str], None] = print, preset: str = "cpu", n: int = 3000,
-                seed: int = 0, ukiyoe: Path | None = None, vocab: Path | None = None, annotations: Path | None = None,
-                images: Path | None = None, missing_images: str = "error", **_: Any) -> dict:
-        return prepare_data(root, preset=preset, n=n, seed=seed, ukiyoe=ukiyoe, vocab=vocab, say=say,
-                            annotations=annotations, images=images, missing_images=missing_images, retry="init")
+    def prepare(self, root: Path, *, say: Callable[[str], None] = print, again: bool = False,
+                preset: str | None = "cpu", n: int = 3000, seed: int = 0, ukiyoe: Path | None = None,
+                vocab: Path | None = None, annotations: Path | None = None, images: Path | None = None,
+                missing_images: str = "error", **_: Any) -> dict:
+        """At init: generate (or read) and prepare. ``again`` (`autoresearch data prepare`): prepare the
+        existing synthetic data or the real data given, keeping the current preset unless one is given."""
+        return prepare_data(root, preset=preset, n=0 if again else n, seed=seed, ukiyoe=ukiyoe, vocab=vocab,
+                            say=say, annotations=annotations, images=images, missing_images=missing_images,
+                            retry="data prepare" if again else "init")
 
     def describe(self, facts: dict) -> str:
         prep = facts.get("prepare", {})

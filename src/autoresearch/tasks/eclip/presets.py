@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autoresearch.agents.constants import UnknownConstant, read_constants, set_constants
+from autoresearch.hyperparams import UnknownConstant, read_constants, set_constants
 from autoresearch.errors import UserError
 
 DEFAULT_PRESET = "cpu"
