@@ -141,7 +141,7 @@ def data_prepare(repo: Path = REPO,
                  annotations: Optional[Path] = ANNOTATIONS,
                  images: Optional[Path] = IMAGES,
                  missing_images: str = MISSING_IMAGES):
-    """Run the fixed preparation step again (e.g. on the real dataset), then accept its fingerprints.
+    """Run the fixed preparation step again (e.g. on the real dataset), and accept the result as the new fixed state.
 
     The new data replaces the old only when complete: a failure leaves the previous data and keys as they were."""
     session = _open(repo)
