@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.slow   # trains for real or runs whole loops: deselect with -m 'not slow'
+
 from autoresearch.errors import UserError
 from autoresearch.runner import sandbox
 

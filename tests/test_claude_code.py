@@ -124,6 +124,7 @@ def test_result_variants(context):
     assert parse_result("not json\n{broken") is None
 
 
+@pytest.mark.slow
 def test_stand_in_that_hangs_is_killed(context, repo, tmp_path):
     marker = tmp_path / "still-running"
     context.options.update(claude_path=stand_in(tmp_path, f"(sleep 3; touch {marker}) & sleep 30"), timeout_s=0.5)
@@ -142,6 +143,7 @@ needs_cli = pytest.mark.skipif(shutil.which("claude") is None,
 
 
 @needs_cli
+@pytest.mark.slow
 def test_real_cli_edits_train_and_is_refused_shell_and_outside_edits(context, repo, tmp_path):
     pwned = tmp_path / "pwned"
     steps = [
@@ -190,6 +192,7 @@ def test_real_cli_edits_train_and_is_refused_shell_and_outside_edits(context, re
 
 
 @needs_cli
+@pytest.mark.slow
 def test_real_cli_api_error_becomes_agent_error(context, repo):
     error = Reply(401, {"type": "error", "error": {"type": "authentication_error", "message": f"bad {KEY}"}})
     with AnthropicFake(lambda request: error) as server:

@@ -478,6 +478,7 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_template_imports_as_a_top_level_package(tmp_path):
     """A research repo holds eclip/ at its root: the relative imports must work there, with no autoresearch."""
     shutil.copytree(TEMPLATE / "eclip", tmp_path / "eclip", ignore=shutil.ignore_patterns("__pycache__"))

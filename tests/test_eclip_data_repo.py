@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow   # trains for real or runs whole loops: deselect with -m 'not slow'
 from typer.testing import CliRunner
 
 from autoresearch import config as config_mod

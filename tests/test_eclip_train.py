@@ -115,6 +115,7 @@ def test_write_outputs_is_readable_without_pickle_and_strict_json(io, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- train.py
+@pytest.mark.slow
 def test_train_py_runs_end_to_end_and_writes_valid_outputs(prepared, tmp_path):
     repo, out = tmp_path / "repo", tmp_path / "out"
     out.mkdir()
@@ -157,6 +158,7 @@ def _loss_and_scale_grad(train, model):
     return scale.item(), model.logit_scale.grad.item()
 
 
+@pytest.mark.slow
 def test_logit_scale_bounds(train, monkeypatch):
     model, vocab = train.build_model(30, 0)
     assert vocab is None

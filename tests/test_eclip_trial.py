@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.slow   # trains for real or runs whole loops: deselect with -m 'not slow'
+
 import re
 
 from typer.testing import CliRunner
