@@ -423,6 +423,12 @@ class Ledger:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (another process, another thread's ledger)
+        commits to the file; what a watcher (the dashboard) polls to learn that something changed, cheaply.
+        Only values from the same ``Ledger`` object are comparable."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     # -- exports --------------------------------------------------------------------------------------
 
     def export_tsv(self, path: Path | str, tag: str | None = None, metric_name: str = "metric") -> Path:
