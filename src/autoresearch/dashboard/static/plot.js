@@ -1,6 +1,6 @@
 // autoresearch dashboard: DOM helpers and the SVG plots (progress plot, training curves). Plain JS.
-// Every piece of text goes into the page as a text node or an attribute value (textContent, never
-// innerHTML): descriptions, logs and diffs come from agents and runs.
+// Every piece of text goes into the page as a text node or an attribute value (never parsed as
+// markup): descriptions, logs and diffs come from agents and runs.
 "use strict";
 
 const AR = (() => {
