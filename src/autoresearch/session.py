@@ -448,8 +448,8 @@ def _scratchpad_after(self: Session, number: int) -> str | None:
 
 
 def _change_key(self: Session) -> tuple:
-    """Changes whenever the ledger gets a write from anywhere, or a running experiment's log grows. Only
-    keys from the same Session (the same SQLite connection) are comparable."""
+    """``(ledger version, log sizes)``: changes whenever the ledger gets a write from anywhere, or a running
+    experiment's log grows. Only keys from the same Session (the same SQLite connection) are comparable."""
     logs = []
     for row in self.ledger.running():
         for label, path in self.run_logs(row.number):
@@ -457,12 +457,26 @@ def _change_key(self: Session) -> tuple:
                 logs.append((row.number, label, path.stat().st_size))
             except OSError:
                 pass
-    return self.ledger.data_version(), tuple(logs)
+    return self.ledger.version(), tuple(logs)
+
+
+def _phase_of(self: Session, rows: list[Experiment]) -> tuple[Phase, int]:
+    """``phase()`` from rows the caller already read (``rows()``): the same rule as ``Engine.phase`` (the
+    finished experiments in order), without reading thousands of rows a second time."""
+    from autoresearch.loop.phases import current_phase
+
+    finished = [r.status for r in rows if r.kind == Kind.EXPERIMENT and Status(r.status).finished]
+    return current_phase(self._engine_view().program, finished)
+
+
+def _running(self: Session) -> list[Experiment]:
+    """This tag's rows still running (one query of the running rows, not of all of them)."""
+    return [r for r in self.ledger.running() if r.tag == self.tag]
 
 
 def _tags(self: Session) -> list[str]:
     """Every tag in the ledger, in the order each first appeared."""
-    return list(dict.fromkeys(r.tag for r in self.ledger.rows() if r.tag))
+    return self.ledger.tags()
 
 
 def _tag_champions(self: Session) -> dict[str, Experiment]:
@@ -479,4 +493,6 @@ Session.diff_between = _diff_between
 Session.scratchpad_after = _scratchpad_after
 Session.change_key = _change_key
 Session.tags = _tags
+Session.running = _running
+Session.phase_of = _phase_of
 Session.tag_champions = _tag_champions

@@ -14,6 +14,7 @@ import contextlib
 import html
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,11 +37,15 @@ MAX_NOTE_CHARS = 4000
 ACTIONS = {"pause": Session.pause, "resume": Session.resume, "stop": Session.stop}
 
 
+def _dumps(content: Any) -> bytes:
+    return json.dumps(content, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 class JSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _dumps(content)
 
 
 def _problem(status: int, message: str) -> JSON:
@@ -66,21 +71,35 @@ def create_app(root: Path | str, *, tag: str, guard: Guard, poll_s: float = 1.0,
     watcher = Watcher(root, tag, views.summary, poll_s=poll_s)
     shell = (STATIC / "index.html").read_text(encoding="utf-8").replace("__CSRF__", html.escape(guard.csrf))
 
-    async def read(fn: Callable[..., Any], *args: Any) -> JSON:
-        data = await sessions.call(fn, *args)
-        return _problem(404, "not found") if data is None else JSON(data)
+    async def read(fn: Callable[..., Any], *args: Any, cache: bool = False) -> Response:
+        """``fn(session, *args)`` as JSON, made on a worker thread (a table of thousands of rows is
+        megabytes of JSON: not work for the event loop); with ``cache``, kept until the ledger changes."""
+        def render(s: Session, *a: Any) -> bytes | None:
+            data = fn(s, *a)
+            return None if data is None else _dumps(data)
+
+        def work(s: Session, *a: Any) -> tuple[bytes | None, float]:
+            cpu = time.thread_time()
+            body = sessions.remember(s, fn.__name__, render, *a) if cache else render(s, *a)
+            return body, time.thread_time() - cpu
+
+        body, cpu = await sessions.call(work, *args)
+        if body is None:
+            return _problem(404, "not found")
+        # the CPU time this answer took here (on a busy machine, wall time says little)
+        return Response(body, media_type="application/json", headers={"server-timing": f"cpu;dur={cpu * 1000:.1f}"})
 
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(shell)
 
     async def overview(request: Request) -> JSON:
-        return await read(views.overview)
+        return await read(views.overview, cache=True)
 
     async def summary(request: Request) -> JSON:
-        return await read(views.summary)
+        return await read(views.summary, cache=True)
 
     async def experiments(request: Request) -> JSON:
-        return await read(views.table)
+        return await read(views.table, cache=True)
 
     async def experiment(request: Request) -> JSON:
         return await read(views.experiment, request.path_params["number"])
@@ -183,10 +202,16 @@ def serve(root: Path | str, *, tag: str | None = None, host: str = "127.0.0.1", 
     say(f"autoresearch dashboard for tag {tag}: {guard.link('127.0.0.1' if host in ('0.0.0.0', '::') else host)}")
     if guard.generated:
         say(f"token (generated): {guard.token}")
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            watcher.end_streams()          # open event streams end, so shutdown need not wait for them
+            super().handle_exit(sig, frame)
+
+    watcher: Watcher = app.state.watcher
     sock = _listen(host, port)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, access_log=False)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+        asyncio.run(Server(config).serve(sockets=[sock]))
 
 
 def _listen(host: str, port: int) -> socket.socket:

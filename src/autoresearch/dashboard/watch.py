@@ -44,6 +44,18 @@ class Sessions:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(self._session(), *args))
 
+    def remember(self, session: Session, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(session, *args)``, kept per thread until the ledger changes (``Ledger.version``: any commit,
+        from this process or the loop's). For reads that depend on the ledger alone; call on a worker."""
+        cache = self._local.__dict__.setdefault("cache", {})
+        version = session.ledger.version()
+        hit = cache.get((name, args))
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = fn(session, *args)
+        cache[(name, args)] = (version, value)
+        return value
+
     def close(self) -> None:
         # The threads end here; their Sessions' connections close when the thread-locals are collected
         # (an SQLite connection cannot be closed from another thread).
@@ -100,10 +112,15 @@ class Watcher:
         self._changed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self) -> None:
+    def end_streams(self) -> None:
+        """End every event stream now (at Ctrl-C: an open browser must not hold the server's shutdown).
+        Call from the event loop's thread."""
         self.closed = True
         if self._changed is not None:
-            self._changed.set()      # wake every stream so that it ends
+            self._changed.set()      # wake every stream so that it sees ``closed`` and ends
+
+    async def stop(self) -> None:
+        self.end_streams()
         if self._task is not None:
             self._task.cancel()
             try:

@@ -31,6 +31,8 @@
   const card = (k, v, sub) => h("div", { class: "card" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v),
                                 sub ? h("div", { class: "s" }, sub) : null);
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
+  // the ledger's control: "run" only means nobody asked for a pause or a stop (the loop may not be running)
+  const CONTROL = { run: "not paused", pause: "paused after the current experiment", stop: "stop requested" };
   const usd = (x) => (finite(x) ? `$${x >= 1 ? x.toFixed(2) : x.toPrecision(3)}` : "—");
 
   function diffBlock(text) {
@@ -63,7 +65,7 @@
 
   function curvesPanel(curves, championCurves, id) {
     const labels = Object.keys(curves || {});
-    if (!labels.length) return h("p", { class: "muted" }, "no training lines yet (lines like “step 50/400 loss 3.12” are plotted)");
+    if (!labels.some((l) => curves[l].length)) return h("p", { class: "muted" }, "no training lines yet (lines like “step 50/400 loss 3.12” are plotted)");
     const keys = AR.curveKeys(...labels.map((l) => curves[l]));
     if (!keys.length) return h("p", { class: "muted" }, "the log has step lines but no values to plot");
     const key = keys.includes(state.curveKey[id]) ? state.curveKey[id] : keys[0];
@@ -78,6 +80,17 @@
     return h("div", {}, h("div", { class: "filters" }, "value: ", select), charts);
   }
 
+  // Elapsed times go on counting between updates (a quiet training run prints nothing for minutes).
+  const ticker = (sec) => (finite(sec) ? h("span", { class: "tick", "data-base": sec, "data-at": Date.now() }, duration(sec)) : "—");
+  setInterval(() => {
+    for (const e of document.querySelectorAll(".tick")) {
+      const sec = Number(e.dataset.base) + (Date.now() - Number(e.dataset.at)) / 1000;
+      e.textContent = duration(sec);
+      const bar = e.dataset.limit && document.getElementById(e.dataset.bar);
+      if (bar) bar.style.width = `${Math.min(100, (100 * sec) / Number(e.dataset.limit)).toFixed(1)}%`;
+    }
+  }, 1000);
+
   // --- header and live updates -------------------------------------------------------------------------
   function renderHeader() {
     const sm = state.summary;
@@ -90,7 +103,7 @@
       ` · phase ${sm.phase.label}${running}`;
     const badge = document.getElementById("control-badge");
     badge.className = `badge ${sm.control}`;
-    badge.textContent = { run: "running", pause: "paused (after the current experiment)", stop: "stopping" }[sm.control] || sm.control;
+    badge.textContent = CONTROL[sm.control] || sm.control;
     document.title = `autoresearch ${sm.tag}`;
   }
 
@@ -113,6 +126,11 @@
   // only when the data changed, so reading a page is not disturbed by updates elsewhere.
   const pages = {};
 
+  function wallTime(t) {
+    if (!finite(t.first_started)) return "—";
+    return t.running ? ticker(Date.now() / 1000 - t.first_started) : duration((t.last_ended ?? t.first_started) - t.first_started);
+  }
+
   pages.overview = () => ({
     tab: "overview", live: false,
     load: () => api("/api/overview"),
@@ -129,12 +147,12 @@
       return [
         h("div", { class: "cards" },
           card("champion", c ? `${pm(c.mean, c.std)}` : "—", c ? [link(c.number), " ", c.description] : "no champion yet"),
-          card("phase", d.phase.label, `${d.phase.used} of ${d.phase.budget ?? "∞"} experiments used`),
+          card("phase", d.phase.label, d.phase.budget ? `${d.phase.used} used, budget ${d.phase.budget}` : `${d.phase.used} used, no budget`),
           card("experiments", String(d.n_experiments), counts),
-          card("time", duration(d.time.wall_s), `${duration(d.time.train_s)} training, ${duration(d.time.agent_s)} agent`),
+          card("time", wallTime(d.time), `${duration(d.time.train_s)} training, ${duration(d.time.agent_s)} agent`),
           card("agent cost", usd(d.cost_usd), `${(d.tokens || 0).toLocaleString()} tokens`),
           card("noise", d.noise ? `σ ${fmt(d.noise.sigma, 3)}` : "not measured", d.noise ? `${d.noise.n_repeats} runs of the champion` : "`autoresearch baseline` measures it"),
-          card("control", { run: "running", pause: "paused", stop: "stopping" }[d.control] || d.control, h("a", { href: "#/steer" }, "steer →"))),
+          card("control", CONTROL[d.control] || d.control, h("a", { href: "#/steer" }, "steer →"))),
         nowLine,
         h("div", { class: "panel" }, h("h3", {}, `Progress: ${d.metric}, ${d.direction_words}`),
           h("div", { class: "legend" }, h("span", {}, h("i", { class: "dot keep" }), "kept"),
@@ -147,6 +165,12 @@
       ];
     },
   });
+
+  function runTick(sec, limit, bar) {
+    const e = ticker(sec);
+    if (typeof e !== "string" && limit) { e.dataset.limit = limit; e.dataset.bar = bar; }
+    return e;
+  }
 
   pages.now = () => ({
     tab: "now", live: true,
@@ -166,8 +190,9 @@
           r.hypothesis ? h("p", {}, h("b", {}, "hypothesis: "), r.hypothesis) : null,
           h("p", { class: "muted" }, `phase ${r.phase_title || "—"} · agent ${r.agent || "—"} · ${r.changed || ""}`),
           h("div", { class: "panel" },
-            h("div", {}, `this run: ${duration(el)} of its ${duration(limit)} limit · experiment ${duration(r.elapsed_s)} so far · ${runs || "starting"}`),
-            h("div", { class: frac > 0.9 ? "bar late" : "bar" }, h("div", { style: { width: `${(100 * frac).toFixed(1)}%` } }))),
+            h("div", {}, "this run: ", runTick(el, limit, `bar-${r.number}`), ` of its ${duration(limit)} limit · experiment `,
+              ticker(r.elapsed_s), ` so far · ${runs || "starting"}`),
+            h("div", { class: frac > 0.9 ? "bar late" : "bar" }, h("div", { id: `bar-${r.number}`, style: { width: `${(100 * frac).toFixed(1)}%` } }))),
           h("h3", {}, "Training curves"),
           curvesPanel(r.curves, d.champion_curves, "now"),
           h("h3", {}, "Diff against the champion"), diffBlock(r.diff),
@@ -351,7 +376,7 @@
           h("button", { id: "btn-pause", onclick: act("pause"), disabled: c === "pause" ? "" : null }, "Pause after this experiment"),
           h("button", { id: "btn-resume", class: "primary", onclick: act("resume"), disabled: c === "run" ? "" : null }, "Resume"),
           h("button", { id: "btn-stop", class: "danger", onclick: act("stop"), disabled: c === "stop" ? "" : null }, "Stop after this experiment"),
-          h("span", { id: "control-state" }, `now: ${{ run: "running", pause: "paused", stop: "stopping" }[c] || c}`)),
+          h("span", { id: "control-state" }, `now: ${CONTROL[c] || c}`)),
         msg,
         h("h3", {}, "A note for the agent"),
         h("p", { class: "muted" }, "Added to the next brief as “a note from the researcher: …”, recorded in the ledger and shown in the report."),
