@@ -248,3 +248,23 @@ def _next_event(lines) -> dict:
         if line.startswith("data: "):
             return json.loads(line[len("data: "):])
     raise AssertionError("the event stream ended")
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+def test_the_command_names_a_port_in_use_and_a_folder_that_is_no_repository(looped, tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from autoresearch.cli import app
+
+    runner = CliRunner()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = runner.invoke(app, ["dashboard", "-C", str(looped), "--port", str(port)])
+    assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "--port" in result.output
+    result = runner.invoke(app, ["dashboard", "-C", str(tmp_path)])
+    assert result.exit_code == 2 and "autoresearch.toml" in result.output

@@ -75,6 +75,20 @@ def test_markup_from_agents_and_runs_is_shown_as_text_and_never_runs(browser, tm
         page.goto(srv.url + "/#/experiments")
         page.wait_for_selector('tr[data-n="1"]')
         assert hostile("desc") in page.text_content('tr[data-n="1"]')
+        rows = lambda: page.eval_on_selector_all("#experiments tbody tr", "rs => rs.map(r => r.dataset.n)")  # noqa: E731
+        assert rows() == ["1", "0"]                                   # newest first
+        page.click('th[data-key="number"]')
+        assert rows() == ["0", "1"]
+        page.select_option("select >> nth=0", "discard")              # the status filter
+        assert rows() == ["1"]
+        page.select_option("select >> nth=0", "")
+        page.fill("input[type=search]", "baseline")
+        assert rows() == ["0"]
+        page.goto(srv.url + "/#/compare/0/1")
+        page.wait_for_selector("pre.diff")
+        assert hostile("diff") in page.text_content("pre.diff") and hostile("desc") in page.text_content("main")
+        page.goto(srv.url + "/#/now")
+        page.wait_for_selector("text=Nothing is running right now.")
         page.goto(srv.url + "/#/")
         page.hover('svg.plot [data-n="1"]')
         assert hostile("desc") in page.text_content("#tooltip")
