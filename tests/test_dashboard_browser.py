@@ -101,6 +101,21 @@ def test_markup_from_agents_and_runs_is_shown_as_text_and_never_runs(browser, tm
     assert errors == []
 
 
+def test_off_loopback_the_printed_link_opens_the_page_and_its_event_stream(browser, tmp_path):
+    root = make_hostile_repo(tmp_path / "repo")
+    errors: list[str] = []
+    with Server(root, "x", host="0.0.0.0") as srv:                  # the rules of a non-loopback bind
+        token = srv.guard.token
+        page = _page(browser, errors)
+        denied = page.goto(srv.url + "/")
+        assert denied.status == 401
+        page.goto(f"{srv.url}/?token={token}")
+        page.wait_for_selector("#live.on")                           # the event stream got in (by the cookie)
+        assert page.url == srv.url + "/" and token not in page.url   # the token left the address bar
+        page.wait_for_selector("svg.plot circle")
+    assert errors == [] or all("401" in e for e in errors)
+
+
 def test_watch_a_live_loop_open_an_experiment_pause_note_resume_stop(browser, tmp_path):
     root = tmp_path / "toy"
     autoresearch.create("toy", root, say=lambda text: None)

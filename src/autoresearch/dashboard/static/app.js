@@ -379,7 +379,7 @@
           h("span", { id: "control-state" }, `now: ${CONTROL[c] || c}`)),
         msg,
         h("h3", {}, "A note for the agent"),
-        h("p", { class: "muted" }, "Added to the next brief as “a note from the researcher: …”, recorded in the ledger and shown in the report."),
+        h("p", { class: "muted" }, "Added to the next brief as “a note from the researcher: …” and recorded in the ledger (`autoresearch brief` shows a pending one)."),
         box, h("p", {}, h("button", { id: "btn-note", class: "primary", onclick: send }, "Add the note")),
         notesList(d.notes.slice().reverse(), "Notes"),
       ];
