@@ -55,12 +55,6 @@ const AR = (() => {
   const FAILED = new Set(["crash", "timeout", "invalid", "aborted"]);
   const COLOURS = { keep: "#2ca02c", discard: "#98a2b3", baseline: "#1f77b4" };
 
-  function quantile(sorted, q) {
-    if (!sorted.length) return NaN;
-    const i = (sorted.length - 1) * q, lo = Math.floor(i), hi = Math.ceil(i);
-    return sorted[lo] + (sorted[hi] - sorted[lo]) * (i - lo);
-  }
-
   function ticks(lo, hi, n) {
     const span = hi - lo || 1, raw = span / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
     const step = [1, 2, 5, 10].map((m) => m * mag).find((v) => span / v <= n) || 10 * mag;
@@ -108,16 +102,17 @@ const AR = (() => {
       svg.append(s("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no experiments yet"));
       return svg;
     }
-    const ok = pts.filter((p) => finite(p.mean) && !FAILED.has(p.status));
-    const vals = ok.map((p) => p.mean).sort((a, b) => a - b);
-    let lo = quantile(vals, 0.02), hi = quantile(vals, 0.98);
-    for (const [, v] of steps) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-    if (finite(sigma) && steps.length) {
-      const last = steps[steps.length - 1][1];
-      lo = Math.min(lo, last - 2 * sigma); hi = Math.max(hi, last + 2 * sigma);
-    }
-    if (!finite(lo)) { lo = 0; hi = 1; }
-    const pad = (hi - lo || Math.abs(hi) || 1) * 0.08;
+    // The report's rule (report/plot.py _y_window): the champion's values, plus any other value within
+    // one champion span of them; a collapsed run further out is clipped to the edge.
+    const others = pts.filter((p) => finite(p.mean) && !FAILED.has(p.status)).map((p) => p.mean);
+    const core = steps.length ? steps.map(([, v]) => v) : others;
+    let lo = core.length ? Math.min(...core) : 0, hi = core.length ? Math.max(...core) : 1;
+    let span = hi - lo;
+    if (finite(sigma) && sigma > 0) span = Math.max(span, 8 * sigma);
+    if (span === 0) span = Math.abs(hi) * 0.1 || 1;
+    for (const v of others) if (v >= lo - span && v <= hi + span) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    if (hi === lo) { lo -= span / 2; hi += span / 2; }
+    const pad = 0.12 * (hi - lo);
     lo -= pad; hi += pad;
     const nMin = Math.min(...pts.map((p) => p.n)), nMax = Math.max(...pts.map((p) => p.n));
     const xs = scale(nMin - 0.5, nMax + 0.5, m.l, W - m.r); xs.integer = true;
