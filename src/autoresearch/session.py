@@ -327,6 +327,8 @@ def _exclude_from_git(root: Path, target: Path) -> None:
 import os as _os
 import re as _re
 
+from autoresearch.loop.phases import current_phase as _current_phase
+
 _STEP_LINE = _re.compile(r"\bstep\s+(\d+)\s*/\s*(\d+)", _re.IGNORECASE)
 # "loss 3.12", "loss=3.12", "loss: 3.12", "elapsed 12.3s": a name, then a number (a trailing s or % unit)
 _NAMED_VALUE = _re.compile(r"([A-Za-z_][\w.\-]*?)(?:\s*[:=]\s*|\s+)"
@@ -463,10 +465,8 @@ def _change_key(self: Session) -> tuple:
 def _phase_of(self: Session, rows: list[Experiment]) -> tuple[Phase, int]:
     """``phase()`` from rows the caller already read (``rows()``): the same rule as ``Engine.phase`` (the
     finished experiments in order), without reading thousands of rows a second time."""
-    from autoresearch.loop.phases import current_phase
-
     finished = [r.status for r in rows if r.kind == Kind.EXPERIMENT and Status(r.status).finished]
-    return current_phase(self._engine_view().program, finished)
+    return _current_phase(self._engine_view().program, finished)
 
 
 def _running(self: Session) -> list[Experiment]:
