@@ -12,6 +12,17 @@ if ! command -v bwrap >/dev/null 2>&1; then
     fi
 fi
 
+# Chromium for the dashboard's browser test (driven by Playwright with this system browser; Playwright's
+# own browser download is never used). Without it that test is skipped.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq chromium >/dev/null \
+            || echo "note: could not install chromium; the dashboard's browser test will be skipped" >&2
+    else
+        echo "note: chromium is missing (apt-get install chromium); the dashboard's browser test will be skipped" >&2
+    fi
+fi
+
 python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
@@ -24,7 +35,7 @@ if ! python -c "import torch" >/dev/null 2>&1; then
         python -m pip install -q torch==2.13.0
     fi
 fi
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[dev,dashboard]"
 
 # The Claude Code CLI, for the claude-code agent and its integration test (needs Node 20 or newer).
 if command -v npm >/dev/null 2>&1 && ! command -v claude >/dev/null 2>&1; then

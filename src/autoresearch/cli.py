@@ -340,6 +340,22 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
     console.print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min; open {escape(str(page))}")
 
 
+@app.command()
+@friendly
+def dashboard(repo: Path = REPO, tag: Optional[str] = TAG,
+              port: int = typer.Option(8765, help="Port to listen on."),
+              host: str = typer.Option("127.0.0.1", help="Address to listen on; anything but loopback requires a token."),
+              token: Optional[str] = typer.Option(None, help="Token every request must carry (generated and printed "
+                                                             "when --host is not loopback and none is given).")):
+    """A live dashboard in the browser: watch the loop, read any experiment, pause, stop, leave a note."""
+    try:
+        from autoresearch.dashboard.app import serve
+    except ImportError as exc:
+        raise UserError(f"the dashboard needs its extra packages ({exc.name} is missing)",
+                        hint="pip install 'autoresearch[dashboard]'") from None
+    serve(repo, tag=tag, host=host, port=port, token=token, say=lambda text: console.print(text, markup=False))
+
+
 def main() -> None:  # pragma: no cover - the console script calls app()
     app()
 

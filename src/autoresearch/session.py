@@ -329,3 +329,184 @@ def _exclude_from_git(root: Path, target: Path) -> None:
     if exclude.parent.is_dir() and line not in (exclude.read_text() if exclude.is_file() else "").splitlines():
         with exclude.open("a", encoding="utf-8") as fh:
             fh.write(f"\n{line}\n")
+
+
+# ======================================================================================================
+# Dashboard reads (issue 14): what `autoresearch dashboard` shows beyond the ledger's rows — live training
+# curves from the runs' logs, log tails, diffs, the scratchpad as it was, and a cheap "has anything
+# changed" key. Read-only: files and git, never a write. Kept as one block at the end of the module (so
+# that edits at the top merge cleanly) and attached to ``Session`` at its bottom.
+# ======================================================================================================
+
+import os as _os
+import re as _re
+
+from autoresearch.loop.phases import current_phase as _current_phase
+
+_STEP_LINE = _re.compile(r"\bstep\s+(\d+)\s*/\s*(\d+)", _re.IGNORECASE)
+# "loss 3.12", "loss=3.12", "loss: 3.12", "elapsed 12.3s": a name, then a number (a trailing s or % unit)
+_NAMED_VALUE = _re.compile(r"([A-Za-z_][\w.\-]*?)(?:\s*[:=]\s*|\s+)"
+                           r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:s|%)?(?![\w.])")
+MAX_CURVE_POINTS = 400        # per log: enough for a plot, small enough to send every second
+MAX_DIFF_CHARS = 200_000      # a diff beyond this is cut (an agent that rewrote a data file)
+
+
+def parse_curve_line(line: str) -> dict | None:
+    """One training line as a point: ``step 50/400  loss 3.12  lr 1.00e-04`` -> ``{"step": 50,
+    "total": 400, "loss": 3.12, "lr": 0.0001}``; None for a line without ``step N/M``. The runner's own
+    lines (starting with ``# ``) are not the training's and are skipped."""
+    if line.startswith("# "):
+        return None
+    found = _STEP_LINE.search(line)
+    if not found:
+        return None
+    point: dict = {"step": int(found.group(1)), "total": int(found.group(2))}
+    for name, value in _NAMED_VALUE.findall(line[found.end():]):
+        number = float(value)
+        if name.lower() != "step" and number == number and abs(number) != float("inf"):
+            point.setdefault(name, number)
+    return point
+
+
+def parse_curve(text: str, max_points: int = MAX_CURVE_POINTS) -> list[dict]:
+    """Every step line of a log, thinned evenly to at most ``max_points`` (the last point always kept)."""
+    points = [p for p in map(parse_curve_line, text.splitlines()) if p is not None]
+    if len(points) <= max_points:
+        return points
+    stride = len(points) / max_points
+    kept = [points[int(i * stride)] for i in range(max_points - 1)]
+    return kept + [points[-1]]
+
+
+def _run_logs(self: Session, number: int) -> list[tuple[str, Path]]:
+    """The logs of experiment ``number``: ``fold0``, ``fold1`` … of its run, then those of its
+    confirmation runs as ``confirm1/fold0`` …, in that order. Empty before its first run starts."""
+    runs = self.config.state_dir / "runs"
+    prefix = f"{number:04d}"
+    found: list[tuple[str, Path]] = []
+    try:
+        names = sorted(n for n in _os.listdir(runs) if n == prefix or n.startswith(prefix + "-"))
+    except OSError:
+        return []
+    for name in names:
+        label = name[len(prefix) + 1:]
+        folder = runs / name
+        for log in sorted(folder.glob("*.log")):
+            found.append((f"{label}/{log.stem}" if label else log.stem, log))
+    return found
+
+
+def _curves(self: Session, number: int, max_points: int = MAX_CURVE_POINTS) -> dict[str, list[dict]]:
+    """Each log's training curve (``parse_curve``), by log label; what the log holds so far while it runs."""
+    out = {}
+    for label, path in self.run_logs(number):
+        try:
+            out[label] = parse_curve(path.read_text(encoding="utf-8", errors="replace"), max_points)
+        except OSError:
+            continue
+    return out
+
+
+def _log_tails(self: Session, number: int, lines: int = 40) -> dict[str, str]:
+    return {label: tail(path, lines) for label, path in self.run_logs(number)}
+
+
+def _run_progress(self: Session, number: int) -> dict:
+    """Where a running experiment's runs stand: per log, whether it has finished (the runner's footer
+    ``# outcome:`` is written last), and when the latest run started. That start is the run folder's
+    modification time: the runner creates each run's log and output folder in it when the run starts and
+    nothing else writes there, so it is the start of the newest run."""
+    runs: dict[str, dict] = {}
+    started = None
+    for label, path in self.run_logs(number):
+        text = tail(path, 3)
+        outcome = next((ln[len("# outcome: "):] for ln in text.splitlines() if ln.startswith("# outcome: ")), None)
+        runs[label] = {"finished": outcome is not None, "outcome": outcome}
+        try:
+            started = max(started or 0.0, path.parent.stat().st_mtime)
+        except OSError:
+            pass
+    return {"runs": runs, "latest_run_started": started}
+
+
+def _commit_of(row: Experiment) -> str | None:
+    return row.commit or row.candidate_commit
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_DIFF_CHARS:
+        return text
+    return text[:MAX_DIFF_CHARS] + f"\n… (cut: the diff has {len(text):,} characters)\n"
+
+
+def _diff(self: Session, number: int) -> str | None:
+    """What experiment ``number`` changed: its parent (the champion it started from) to its commit. None
+    when it has no commit (an invalid edit is undone before any commit)."""
+    row = self.ledger.get(number)
+    if row is None or not row.parent_commit or not _commit_of(row):
+        return None
+    return _cut(Git(self.root).diff(row.parent_commit, _commit_of(row)))
+
+
+def _diff_between(self: Session, a: int, b: int) -> str | None:
+    """The code of experiment ``a`` to that of experiment ``b`` (any tags); None if either has no commit."""
+    ra, rb = self.ledger.get(a), self.ledger.get(b)
+    if ra is None or rb is None or not _commit_of(ra) or not _commit_of(rb):
+        return None
+    return _cut(Git(self.root).diff(_commit_of(ra), _commit_of(rb)))
+
+
+def _scratchpad_after(self: Session, number: int) -> str | None:
+    """The agent's scratchpad as it was after experiment ``number`` (from its commit), or None."""
+    row = self.ledger.get(number)
+    commit = _commit_of(row) if row is not None else None
+    return Git(self.root).show(commit, self.config.task.scratchpad) if commit else None
+
+
+def _change_key(self: Session) -> tuple:
+    """``(ledger version, log sizes)``: changes whenever the ledger gets a write from anywhere, or a running
+    experiment's log grows. Only keys from the same Session (the same SQLite connection) are comparable."""
+    logs = []
+    for row in self.ledger.running():
+        for label, path in self.run_logs(row.number):
+            try:
+                logs.append((row.number, label, path.stat().st_size))
+            except OSError:
+                pass
+    return self.ledger.version(), tuple(logs)
+
+
+def _phase_of(self: Session, rows: list[Experiment]) -> tuple[Phase, int]:
+    """``phase()`` from rows the caller already read (``rows()``): the same rule as ``Engine.phase`` (the
+    finished experiments in order), without reading thousands of rows a second time."""
+    finished = [r.status for r in rows if r.kind == Kind.EXPERIMENT and Status(r.status).finished]
+    return _current_phase(self._engine_view().program, finished)
+
+
+def _running(self: Session) -> list[Experiment]:
+    """This tag's rows still running (one query of the running rows, not of all of them)."""
+    return [r for r in self.ledger.running() if r.tag == self.tag]
+
+
+def _tags(self: Session) -> list[str]:
+    """Every tag in the ledger, in the order each first appeared."""
+    return self.ledger.tags()
+
+
+def _tag_champions(self: Session) -> dict[str, Experiment]:
+    """Each tag's current champion (tags without one are left out): for comparing two tags."""
+    return {tag: champ for tag in self.tags() if (champ := self.ledger.champion(tag)) is not None}
+
+
+Session.run_logs = _run_logs
+Session.curves = _curves
+Session.log_tails = _log_tails
+Session.run_progress = _run_progress
+Session.diff = _diff
+Session.diff_between = _diff_between
+Session.scratchpad_after = _scratchpad_after
+Session.change_key = _change_key
+Session.tags = _tags
+Session.running = _running
+Session.phase_of = _phase_of
+Session.tag_champions = _tag_champions

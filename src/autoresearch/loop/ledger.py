@@ -423,6 +423,18 @@ class Ledger:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the file changes: a commit by another connection (another process, another
+        thread's ledger: SQLite's ``data_version``) or a write through this one (``total_changes``). What a
+        reader (the dashboard) compares to learn cheaply that something changed, or that a cached answer
+        still holds. Only values from the same ``Ledger`` object are comparable."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0]), self._db.total_changes
+
+    def tags(self) -> list[str]:
+        """Every tag with a row, in the order of each tag's first row."""
+        sql = "SELECT tag FROM experiments WHERE tag IS NOT NULL GROUP BY tag ORDER BY MIN(number)"
+        return [r[0] for r in self._db.execute(sql)]
+
     # -- exports --------------------------------------------------------------------------------------
 
     def export_tsv(self, path: Path | str, tag: str | None = None, metric_name: str = "metric") -> Path:
