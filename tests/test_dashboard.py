@@ -19,7 +19,8 @@ from starlette.testclient import TestClient  # noqa: E402
 from autoresearch.dashboard.app import STATIC, create_app  # noqa: E402
 from autoresearch.dashboard.security import Guard, host_name, is_loopback  # noqa: E402
 from autoresearch.runner import sandbox  # noqa: E402
-from autoresearch.session import Session, parse_curve, parse_curve_line  # noqa: E402
+from autoresearch.curves import parse_curve, parse_curve_line  # noqa: E402
+from autoresearch.session import Session  # noqa: E402
 from dashboard_fixtures import Server, hostile, make_hostile_repo, wait_for  # noqa: E402
 from toyrepo import make_toy_repo  # noqa: E402
 
