@@ -89,6 +89,8 @@ def test_a_note_reaches_the_next_brief_once(toy):
     delivered = toy.notes()[0]["delivered_to"]
     assert delivered == 2                                   # the experiment whose brief carried it
     assert "look at the" not in toy.brief().render()       # delivered once
+    page = toy.report(toy.root / "report").read_text()
+    assert "look at the &lt;b&gt;width&lt;/b&gt; next" in page and "brief of experiment 2" in page
 
 
 def test_dispatcher_refuses_a_listener_without_a_handler():

@@ -57,8 +57,11 @@ def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, d
     ledger.export_tsv(out_dir / "results.tsv", tag=tag, metric_name=metric_name)
     ledger.export_jsonl(out_dir / "results.jsonl")
     test_uses = [e for e in ledger.events("test_used") if e.payload.get("tag", tag) == tag]
+    delivered = {ev.payload.get("note"): ev.number for ev in ledger.events("note_delivered")}
+    notes = [(ev.time, ev.payload.get("text", ""), delivered.get(ev.id)) for ev in ledger.events("note")
+             if ev.payload.get("tag") == tag]
     page = render_page(rows, tag=tag, metric_name=metric_name, direction=direction, noise_sigma=noise_sigma,
-                       png=png.read_bytes(), test_uses=len(test_uses), extra=extra or {})
+                       png=png.read_bytes(), test_uses=len(test_uses), extra=extra or {}, notes=notes)
     index = out_dir / "index.html"
     tmp = index.with_name("index.html.tmp")
     tmp.write_text(page, encoding="utf-8")
@@ -67,7 +70,8 @@ def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, d
 
 
 def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction: str,
-                noise_sigma: float | None, png: bytes, test_uses: int, extra: dict) -> str:
+                noise_sigma: float | None, png: bytes, test_uses: int, extra: dict,
+                notes: list[tuple[str, str, int | None]] = ()) -> str:
     """The HTML text of the report (pure function of its arguments)."""
     e = html.escape
     parts = [
@@ -82,12 +86,24 @@ def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction
         _final_section(rows, metric_name, test_uses),
         _kept_table(rows, metric_name),
         _all_table(rows, metric_name),
+        _notes_section(notes),
         _kv_section("Hardware", _hardware(rows)),
         _kv_section("Run", extra),
         "<p class='sub'>Files: progress.png, results.tsv, results.jsonl (everything in the ledger).</p>",
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)
+
+
+def _notes_section(notes) -> str:
+    """The researcher's notes to the agent (from the dashboard or ``Session.note``), and where each went."""
+    if not notes:
+        return ""
+    e = html.escape
+    items = "".join(f"<tr><td>{e(time)}</td><td>{e(text)}</td>"
+                    f"<td>{'pending' if number is None else f'brief of experiment {number}'}</td></tr>"
+                    for time, text, number in notes)
+    return f"<h2>Notes to the agent</h2><table><tr><th>when</th><th>note</th><th>delivered</th></tr>{items}</table>"
 
 
 def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
