@@ -77,6 +77,9 @@ def base_env(config: Config, *, fold: int | None, mode: str, seed: int, out_dir:
     env.update({
         "HOME": str(out_dir),
         "PYTHONDONTWRITEBYTECODE": "1",
+        # Byte-code is looked up only under this private, empty folder, never in the repository's
+        # __pycache__, where an agent could have planted a .pyc for a fixed module.
+        "PYTHONPYCACHEPREFIX": str(out_dir / ".pycache"),
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
