@@ -82,7 +82,8 @@ def init(task: str = typer.Argument(..., help="The task template: eclip."),
          directory: Path = typer.Argument(..., help="Where to create the research repository."),
          preset: str = typer.Option("cpu", help="Model size: cpu (2-core friendly) or seed (ViT-S/16 + DistilBERT)."),
          n: int = typer.Option(3000, "--n", help="Synthetic images (10993 reproduces the real split sizes)."),
-         seed: int = typer.Option(0, help="Seed of the synthetic data."),
+         seed: Optional[int] = typer.Option(None, help="Seed of the synthetic data (default: a secret one; an explicit "
+                                                       "seed is reproducible but lets a run regenerate the data)."),
          ukiyoe: Optional[Path] = typer.Option(None, help="Use the real Ukiyo-eVG folder instead of synthetic data."),
          vocab: Optional[Path] = typer.Option(None, help="A BERT vocab.txt instead of training a WordPiece vocabulary.")):
     """Create a research repository from a task template and prepare its data."""
@@ -130,7 +131,7 @@ def data_prepare(repo: Path = REPO,
     raw = None if ukiyoe else config.state_dir / "raw"
     if raw is not None and not raw.is_dir():
         raise UserError(f"no synthetic data in {raw}", hint="pass --ukiyoe PATH or create the repo with `autoresearch init eclip`")
-    facts = prepare_data(config.root, preset=preset, n=0, seed=0, ukiyoe=ukiyoe or raw, vocab=vocab,
+    facts = prepare_data(config.root, preset=preset, n=0, seed=None, ukiyoe=ukiyoe or raw, vocab=vocab,
                          say=lambda s: console.print(f"[dim]{s}[/]"))
     fingerprints.record(config)
     console.print(f"[green]prepared[/] {facts.get('prepare', {}).get('counts', '')}")
@@ -209,6 +210,7 @@ def run(repo: Path = REPO,
 
 
 def _engine(repo, tag, agent_name, model, base_url, queue, no_sandbox, need_agent=True):
+    from autoresearch import provenance
     from autoresearch.agents import make_agent
     from autoresearch.agents.base import AgentContext
     from autoresearch.loop.engine import Engine, open_ledger
@@ -222,7 +224,8 @@ def _engine(repo, tag, agent_name, model, base_url, queue, no_sandbox, need_agen
     engine = Engine(config, tag=tag, sandbox=sandboxed, reporter=reporter, ledger=ledger)
     if need_agent:
         context = AgentContext(root=config.root, editable=list(dict.fromkeys([*config.task.editable, config.task.scratchpad])),
-                               denied=[config.state_dir, config.root / config.agent.queue],  # the replay plan would give answers away
+                               denied=[config.state_dir, config.root / config.agent.queue,  # the replay plan would give answers away
+                                       *provenance.private_paths(config.state_dir)],    # raw data pairs the queries
                                list_experiments=lambda: _history_text(ledger, tag),
                                show_experiment=lambda n: _show_text(config, ledger, n),
                                options={**config.agent.options(), "queue": str(queue) if queue else None})
@@ -326,6 +329,8 @@ def _print_status(config, ledger, tag) -> None:
                   f"{config.metric.direction})")
     console.print(f"phase {phase.label} ({used}/{phase.budget or '∞'} used)   "
                   + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    if ledger.get_meta("data_warning"):
+        console.print(f"[bold yellow]warning:[/] {ledger.get_meta('data_warning')}")
     table = Table(show_edge=False, header_style="bold")
     for col in ("#", "status", config.metric.name, "delta", "phase", "description"):
         table.add_column(col)
@@ -419,6 +424,7 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
     """Offline demo: create the eCLIP task on synthetic data, replay the seed's discoveries, write the report."""
     t0 = time.perf_counter()
     if not (directory / "autoresearch.toml").is_file():
+        # A fixed seed keeps the demo reproducible; its report carries the public-seed warning.
         init("eclip", directory, preset="cpu", n=n, seed=0, ukiyoe=None, vocab=None)
     else:
         console.print(f"[dim]resuming the demo in {directory}[/]")

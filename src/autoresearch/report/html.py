@@ -57,7 +57,8 @@ def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, d
     ledger.export_jsonl(out_dir / "results.jsonl")
     test_uses = [e for e in ledger.events("test_used") if e.payload.get("tag", tag) == tag]
     page = render_page(rows, tag=tag, metric_name=metric_name, direction=direction, noise_sigma=noise_sigma,
-                       png=png.read_bytes(), test_uses=len(test_uses), extra=extra or {})
+                       png=png.read_bytes(), test_uses=len(test_uses), extra=extra or {},
+                       warning=ledger.get_meta("data_warning") or "")
     index = out_dir / "index.html"
     tmp = index.with_name("index.html.tmp")
     tmp.write_text(page, encoding="utf-8")
@@ -66,7 +67,7 @@ def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, d
 
 
 def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction: str,
-                noise_sigma: float | None, png: bytes, test_uses: int, extra: dict) -> str:
+                noise_sigma: float | None, png: bytes, test_uses: int, extra: dict, warning: str = "") -> str:
     """The HTML text of the report (pure function of its arguments)."""
     e = html.escape
     parts = [
@@ -75,6 +76,7 @@ def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction
         f"<h1>autoresearch report: {e(tag)}</h1>",
         f"<div class='sub'>{e(direction_label(metric_name, direction))}, validation"
         f"{'' if not noise_sigma else f'; noise σ = {_num(noise_sigma)}'}</div>",
+        f"<p class='bad'><b>Warning:</b> {e(warning)}</p>" if warning else "",
         _headline(rows, metric_name, direction),
         f"<h2>Progress</h2><img alt='progress plot' src='data:image/png;base64,"
         f"{base64.b64encode(png).decode('ascii')}'>",

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from autoresearch import provenance
 from autoresearch.errors import UserError
 
 TEMPLATE = Path(__file__).parent / "template"
@@ -37,10 +38,14 @@ def copy_template(dest: Path) -> list[Path]:
     return copied
 
 
-def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int = 0,
+def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int | None = None,
                     ukiyoe: Path | None = None, vocab: Path | None = None,
                     say: Callable[[str], None] = print) -> dict:
-    """Create a research repository at ``dest`` and prepare its data. Returns facts for the caller."""
+    """Create a research repository at ``dest`` and prepare its data. Returns facts for the caller.
+
+    ``seed=None`` draws the synthetic generator's seed from ``secrets`` and keeps it under
+    ``.autoresearch/secret/`` only; an explicit seed is reproducible, and the ledger records that the
+    repository's scores are then not protected against regeneration (``autoresearch.provenance``)."""
     from autoresearch import config as config_mod
     from autoresearch.loop import fingerprints
     from autoresearch.loop.gitops import Git
@@ -75,7 +80,12 @@ def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    fingerprints.record(config_mod.load(dest))
+    config = config_mod.load(dest)
+    fingerprints.record(config)
+    if facts.get("seed_public"):
+        from autoresearch.loop.engine import open_ledger
+
+        open_ledger(config).set_meta(provenance.WARNING_KEY, provenance.public_seed_warning(seed))
     return facts
 
 
@@ -89,18 +99,21 @@ def _set_run_limits(path: Path, limits: dict[str, float]) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def prepare_data(dest: Path, *, preset: str, n: int, seed: int, ukiyoe: Path | None, vocab: Path | None,
+def prepare_data(dest: Path, *, preset: str, n: int, seed: int | None, ukiyoe: Path | None, vocab: Path | None,
                  say: Callable[[str], None] = print) -> dict:
     from autoresearch.tasks.eclip import presets
     from autoresearch.tasks.eclip.template.eclip import prepare, synth
 
     state = dest / ".autoresearch"
     facts: dict = {}
+    synth_seed: int | None = None
     if ukiyoe is None:
         raw = state / "raw"
         t0 = time.perf_counter()
-        say(f"generating {n} synthetic Ukiyo-eVG prints (seed {seed})")
-        facts["synth"] = synth.generate(raw, n=n, seed=seed)
+        facts["seed_public"] = seed is not None
+        synth_seed = provenance.draw_seed() if seed is None else seed   # a public seed lets a run regenerate the data
+        say(f"generating {n} synthetic Ukiyo-eVG prints ({f'seed {seed}' if seed is not None else 'secret seed'})")
+        facts["synth"] = synth.generate(raw, n=n, seed=synth_seed)
         facts["synth_seconds"] = round(time.perf_counter() - t0, 1)
         source = "synthetic"
     else:
@@ -113,4 +126,6 @@ def prepare_data(dest: Path, *, preset: str, n: int, seed: int, ukiyoe: Path | N
     except (ValueError, OSError) as exc:  # DataError is a ValueError naming file and line
         raise UserError(str(exc), hint="fix the data file named above, then run `autoresearch data prepare` again") from None
     facts["prepare_seconds"] = round(time.perf_counter() - t0, 1)
+    # After prepare (which rewrites secret/): the raw folder for the agents' deny lists, the seed kept secret.
+    provenance.record(state, source=source, raw=raw, seed=synth_seed, seed_public=facts.get("seed_public"))
     return facts
