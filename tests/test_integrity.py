@@ -18,8 +18,10 @@ from autoresearch.agents.base import AgentContext, Proposal
 from autoresearch.errors import UserError
 from autoresearch.loop import editpolicy, fingerprints
 from autoresearch.loop.engine import Engine, open_ledger
-from autoresearch.loop.gitops import Git, bytecode_files
+from autoresearch.bytecode import bytecode_files
+from autoresearch.loop.gitops import Git
 from autoresearch.runner import sandbox
+from autoresearch.tasks import hooks_for
 from toyrepo import make_toy_repo
 
 SANDBOX = sandbox.available()
@@ -209,7 +211,7 @@ def test_fingerprints_see_a_rewrite_with_size_and_mtime_restored(tmp_path):
         fingerprints.verify(config)
 
 
-# -- byte-code: never read from the repository, removed after a turn ---------------------------------------
+# -- byte-code: hidden from sandboxed runs, refused in a turn, removed by every reset -----------------------
 
 def _plant_pyc(source: Path, modified_source: str) -> Path:
     """A .pyc for ``source`` compiled from ``modified_source``, with a header naming the real source's mtime
@@ -224,9 +226,8 @@ def _plant_pyc(source: Path, modified_source: str) -> Path:
     return pyc
 
 
-@pytest.mark.parametrize("sandboxed", [False, pytest.param(True, marks=pytest.mark.skipif(
-    not SANDBOX, reason="bubblewrap is not usable here"))])
-def test_a_planted_pyc_runs_under_plain_python_but_never_in_a_run(tmp_path, sandboxed):
+@pytest.mark.skipif(not SANDBOX, reason="bubblewrap is not usable here")
+def test_a_planted_pyc_runs_under_plain_python_but_never_in_a_sandboxed_run(tmp_path):
     from autoresearch.loop.trial import run_trial
 
     root = make_toy_repo(tmp_path / "toy")
@@ -241,10 +242,15 @@ def test_a_planted_pyc_runs_under_plain_python_but_never_in_a_run(tmp_path, sand
     assert plain.stdout.strip() == "planted"       # positive control: the header passes Python's check
     assert pyc.is_file()
     config = config_mod.load(root)
-    result = run_trial(config, config.state_dir / "runs" / "t", seed=0, sandbox=sandboxed)
+    plan = hooks_for(config).plan(config, fold=0, mode="fold", seed=0, out_dir=tmp_path / "out")
+    assert pyc.parent in plan.hidden and config.state_dir in plan.hidden
+    result = run_trial(config, config.state_dir / "runs" / "t", seed=0, sandbox=True)
     assert result.status == "ok", result.reason
     logs = "".join(f.outcome.spec.log_path.read_text() for f in result.folds)
     assert "helper says real" in logs and "helper says planted" not in logs
+    assert pyc.is_file()                            # hidden from the run; the next reset removes it
+    Git(root).reset_hard("HEAD")
+    assert not pyc.exists() and bytecode_files(root) == set()
 
 
 def test_new_bytecode_in_a_turn_is_invalid_and_removed_but_venvs_are_left_alone(tmp_path):

@@ -21,8 +21,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoresearch.bytecode import bytecode_files
 from autoresearch.errors import UserError
-from autoresearch.loop.gitops import Git, bytecode_files
+from autoresearch.loop.gitops import Git
 
 _STATE_DIRS = (".autoresearch/",)
 _HARMLESS_IGNORED = ("__pycache__/", ".pytest_cache/")   # byte-code has its own check (venvs excluded)

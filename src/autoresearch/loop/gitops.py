@@ -26,6 +26,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoresearch.bytecode import bytecode_files
 from autoresearch.errors import UserError
 
 BRANCH_PREFIX = "autoresearch/"
@@ -217,9 +218,8 @@ class Git:
         """Delete untracked ``__pycache__`` folders and ``.pyc`` files of the repository.
 
         Git ignores them, so a reset leaves them, yet Python would run a planted ``.pyc`` whose header
-        matches its source's size and mtime instead of the source. Runs never read byte-code from the
-        repository (``PYTHONPYCACHEPREFIX``); this removes it for anything else that imports from the tree.
-        The tool's state folder, virtual environments and ``node_modules`` are left alone."""
+        matches its source's size and mtime instead of the source (see ``autoresearch.bytecode``). The
+        tool's state folder, virtual environments and ``node_modules`` are left alone."""
         found = bytecode_files(self.root)
         if not found:
             return []
@@ -235,28 +235,6 @@ class Git:
                 except OSError:
                     pass
         return removed
-
-
-_NOT_SCANNED = frozenset({".git", ".autoresearch", "node_modules"})
-
-
-def bytecode_files(root: Path) -> set[str]:
-    """Repository-relative paths of every file in a ``__pycache__`` folder and every ``.pyc``/``.pyo``,
-    outside ``.git``, the state folder, virtual environments (a ``pyvenv.cfg`` or ``conda-meta``) and
-    ``node_modules``. Symlinked folders are not followed."""
-    root = Path(root)
-    found: set[str] = set()
-    for current, dirs, files in os.walk(root):
-        here = Path(current)
-        if "pyvenv.cfg" in files or "conda-meta" in dirs:
-            dirs[:] = []
-            continue
-        dirs[:] = [d for d in dirs if d not in _NOT_SCANNED]
-        in_cache = here.name == "__pycache__"
-        for name in files:
-            if in_cache or name.endswith((".pyc", ".pyo")):
-                found.add((here / name).relative_to(root).as_posix())
-    return found
 
 
 def branch_name(tag: str) -> str:

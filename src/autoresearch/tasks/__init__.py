@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoresearch.bytecode import bytecode_paths
 from autoresearch.config import Config
 from autoresearch.runner.executor import Mount
 
@@ -33,7 +34,7 @@ class GenericHooks:
     """For any repository: the fold, seed, mode and output folder, nothing else."""
 
     def plan(self, config: Config, *, fold: int | None, mode: str, seed: int, out_dir: Path) -> RunPlan:
-        return RunPlan(base_env(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir), (), (config.state_dir,))
+        return RunPlan(base_env(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir), (), hidden(config))
 
 
 class EclipHooks(GenericHooks):
@@ -61,7 +62,7 @@ class EclipHooks(GenericHooks):
         })
         readonly = [Mount(prepared / "meta.json"), Mount(prepared / "vocab.txt"), Mount(queries)]
         readonly += [Mount(c) for c in train]
-        return RunPlan(env, tuple(readonly), (config.state_dir,))
+        return RunPlan(env, tuple(readonly), hidden(config))
 
 
 HOOKS: dict[str, GenericHooks] = {"eclip": EclipHooks()}
@@ -71,15 +72,18 @@ def hooks_for(config: Config) -> GenericHooks:
     return HOOKS.get(config.task.name, GenericHooks())
 
 
+def hidden(config: Config) -> tuple[Path, ...]:
+    """What a run must not see: the tool's state folder, and the repository's byte-code (a run compiles
+    the repository's modules from source; see ``autoresearch.bytecode``)."""
+    return (config.state_dir, *bytecode_paths(config.root))
+
+
 def base_env(config: Config, *, fold: int | None, mode: str, seed: int, out_dir: Path) -> dict[str, str]:
     env = {k: os.environ[k] for k in _INHERIT if k in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update({
         "HOME": str(out_dir),
         "PYTHONDONTWRITEBYTECODE": "1",
-        # Byte-code is looked up only under this private, empty folder, never in the repository's
-        # __pycache__, where an agent could have planted a .pyc for a fixed module.
-        "PYTHONPYCACHEPREFIX": str(out_dir / ".pycache"),
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
