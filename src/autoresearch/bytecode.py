@@ -7,8 +7,9 @@ gets every byte-code folder and file of the repository covered (it compiles from
 ``PYTHONDONTWRITEBYTECODE``), the edit policy refuses new byte-code, and every reset removes it.
 
 Why not ``PYTHONPYCACHEPREFIX`` to an empty private folder: Python then looks up *all* byte-code there,
-the interpreter's libraries included, and recompiles torch, numpy and tokenizers from source in every run
-(measured: 1.4 -> 3.0-3.6 s of CPU for those imports alone, about +2 s a fold on the cpu preset).
+the interpreter's libraries included, and recompiles torch, numpy, tokenizers and transformers from source
+in every run: ``benchmarks/integrity_costs.py`` measured the eCLIP run's imports at 4.1 s of CPU with the
+caches and 9.0 s with an empty prefix (+4.9 s a run, on a busy 2-core machine).
 """
 
 from __future__ import annotations
