@@ -64,6 +64,24 @@ def test_agent_forging_the_hidden_key_stops_the_run(tmp_path, attack):
     assert outcome.contained, f"{attack.key}: {outcome.problem} (recorded {outcome.status}: {outcome.reason})"
 
 
+@pytest.mark.slow
+def test_regeneration_pairs_every_query_when_the_seed_is_public(tmp_path):
+    """Positive control for i9-1-regenerate: with the seed every repository had before issue 9 (an explicit
+    0 today), the same train.py scores a perfect 0.00 on every fold."""
+    from autoresearch.loop.trial import run_trial
+
+    from autoresearch import config as config_mod
+
+    config = adversarial.build_repo(tmp_path / "repo", seed=0)
+    toml = config.root / config_mod.CONFIG_NAME       # rebuilding takes longer than the suite's 8 s deadline
+    toml.write_text(adversarial.set_run_limits(toml.read_text(), {"timeout_s": 120, "time_budget_s": 60}))
+    config = config_mod.load(config.root)
+    (config.root / "train.py").write_text(adversarial.REGENERATE, encoding="utf-8")
+    result = run_trial(config, config.state_dir / "runs" / "regen", seed=0, sandbox=True)
+    assert result.status == "ok", result.reason + result.log_tail(10)
+    assert result.values == [0.0] * config.run.folds
+
+
 def test_survivor_scan_finds_a_live_process_by_its_environment(tmp_path):
     """Positive control for the leftover-process checks above: the scan does see a live marked process."""
     import os

@@ -82,6 +82,9 @@ def test_command_line_restricts_tools_and_paths(context, repo, tmp_path):
     assert cmd[1] == "-p" and flag["--output-format"] == "json" and flag["--model"] == "claude-sonnet-4-6"
     assert set(flag["--tools"].split(",")) == {"Read", "Glob", "Grep", "Edit", "Write"}
     assert "Edit(./train.py)" in flag["--allowedTools"] and "Edit(./scratchpad.md)" in flag["--allowedTools"]
+    # Reads are confined to the repository: a bare Read or Grep would reach outside it.
+    assert {"Read(./**)", "Glob(./**)", "Grep(./**)"} <= set(flag["--allowedTools"].split(","))
+    assert not {"Read", "Glob", "Grep"} & set(flag["--allowedTools"].split(","))
     denied = flag["--disallowedTools"].split(",")
     secret = "//" + str((repo / ".autoresearch" / "secret").resolve()).lstrip("/")
     assert {"Bash", "Read(./.git/**)", "Read(./.autoresearch/**)", f"Read({secret}/**)",
@@ -189,6 +192,50 @@ def test_real_cli_edits_train_and_is_refused_shell_and_outside_edits(context, re
     assert proposal.usage.input_tokens >= 1000 * (len(steps) + 1)
     assert proposal.usage.cost_usd and proposal.usage.cost_usd > 0
     assert proposal.meta["turns"] == len(steps) + 1
+
+
+@needs_cli
+@pytest.mark.slow
+def test_real_cli_cannot_read_the_raw_dataset_outside_the_repository(context, repo, tmp_path):
+    """The --ukiyoe folder (outside the repository, denied by absolute path) pairs every image with its
+    caption: every way the CLI's tools could read it is refused, and its content never reaches the model."""
+    raw = tmp_path / "datasets" / "ukiyoe"
+    (raw / "images").mkdir(parents=True)
+    (raw / "ukiyoe_vg_train_pgt_odvg.jsonl").write_text('{"filename": "a.jpg", "caption": "RAW-PAIRING-1"}\n')
+    (raw / "images" / "a.txt").write_text("caption RAW-PAIRING-2\n")
+    (tmp_path / "elsewhere.txt").write_text("caption OUTSIDE-3\n")       # not denied, but not the repo's
+    context.denied.append(raw)
+    context.options["retries"] = 3     # a connection the CLI reuses after the fake closed it is retried
+    secrets_ = ("RAW-PAIRING-1", "RAW-PAIRING-2", "OUTSIDE-3", "TOPSECRET", "HIDDENLABELS")
+    steps = [
+        tool_use("Read", {"file_path": str(raw / "ukiyoe_vg_train_pgt_odvg.jsonl")}),
+        tool_use("Glob", {"pattern": "**/*", "path": str(raw)}),
+        tool_use("Grep", {"pattern": "caption", "path": str(raw), "output_mode": "content"}),
+        tool_use("Grep", {"pattern": "caption", "path": str(tmp_path), "output_mode": "content"}),   # a parent
+        tool_use("Grep", {"pattern": "caption", "path": str(repo / ".." / "datasets"), "output_mode": "content"}),
+        tool_use("Read", {"file_path": str(tmp_path / "elsewhere.txt")}),
+        tool_use("Grep", {"pattern": "pairs|labels|caption", "output_mode": "content"}),   # the repo itself
+        tool_use("Read", {"file_path": str(repo / "train.py")}),                          # still allowed
+    ]
+    results: list[dict] = []
+
+    def responder(request):
+        if not request.body.get("tools"):
+            return anthropic_message(text_block("ok"), usage=(5, 1))
+        results.extend(request.tool_results())
+        step = sum(1 for m in request.messages() if m.get("role") == "assistant")
+        if step < len(steps):
+            return anthropic_message(steps[step], usage=(100, 10))
+        return anthropic_message(text_block("DESCRIPTION: nothing\nHYPOTHESIS: none"), usage=(100, 10))
+
+    with AnthropicFake(responder) as server:
+        ClaudeCodeAgent(context, model="claude-sonnet-4-6", base_url=server.base_url).propose(brief(), repo)
+    by_id = {r["id"]: r for r in results}
+    outcome = [by_id[s["id"]] for s in steps]
+    assert [o["is_error"] for o in outcome[:6]] == [True] * 6, outcome
+    assert outcome[6]["content"].startswith("No matches") and "LR = 3e-4" in outcome[7]["content"], outcome
+    leaked = [k for k in secrets_ for r in server.requests if k in r.text()]
+    assert leaked == [], leaked
 
 
 @needs_cli

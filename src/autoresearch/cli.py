@@ -87,7 +87,8 @@ def init(task: str = typer.Argument(..., help="The task: eclip (the flagship) or
          directory: Path = typer.Argument(..., help="Where to create the research repository."),
          preset: str = typer.Option("cpu", help="eclip: model size, cpu (2-core friendly) or seed (ViT-S/16 + DistilBERT)."),
          n: int = typer.Option(3000, "--n", help="eclip: synthetic images (10993 reproduces the real split sizes)."),
-         seed: int = typer.Option(0, help="eclip: seed of the synthetic data."),
+         seed: Optional[int] = typer.Option(None, help="eclip: seed of the synthetic data (default: a secret one; an "
+                                                       "explicit seed is reproducible but lets a run regenerate the data)."),
          ukiyoe: Optional[Path] = UKIYOE,
          vocab: Optional[Path] = VOCAB,
          annotations: Optional[Path] = ANNOTATIONS,
@@ -267,6 +268,8 @@ def _print_status(session) -> None:
                   f"{view.direction})" + ("" if view.control == "run" else f"  [yellow]{view.control}[/]"))
     console.print(f"phase {escape(view.phase.label)} ({view.phase_used}/{view.phase.budget or '∞'} used)   "
                   + "  ".join(f"{k}: {v}" for k, v in sorted(view.counts.items())))
+    if view.warning:
+        console.print(f"[bold yellow]warning:[/] {escape(view.warning)}")
     table = Table(show_edge=False, header_style="bold")
     for col in ("#", "status", view.metric, "delta", "phase", "description"):
         table.add_column(col)
@@ -322,6 +325,7 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
 
     t0 = time.perf_counter()
     if not (directory / "autoresearch.toml").is_file():
+        # A fixed seed keeps the demo reproducible; its report carries the public-seed warning.
         facts = create("eclip", directory, say=_say, preset="cpu", n=n, seed=0)
         console.print(f"[green]created[/] {escape(str(directory))}: {escape(facts.get('description', ''))}")
         _print_data_summary(facts)

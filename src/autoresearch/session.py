@@ -62,6 +62,7 @@ class StatusView:
     running: list[Experiment]
     control: str
     recent: list[Experiment] = field(default_factory=list)
+    warning: str | None = None       # e.g. the synthetic data was made from a public seed
 
 
 class Session(RunViews):
@@ -150,6 +151,7 @@ class Session(RunViews):
         The task prepares atomically: a failure leaves the previous data and keys as they were."""
         facts = self.task.prepare(self.root, say=say, again=True, **options)
         fingerprints.record(self.config)
+        self.ledger.set_meta("data_warning", facts.get("warning") or "")
         self.ledger.event("prepare", options={k: str(v) for k, v in options.items() if v is not None})
         return facts
 
@@ -241,7 +243,7 @@ class Session(RunViews):
                           champion=self.champion(), phase=phase, phase_used=used, counts=counts,
                           noise=self.noise(), cost_usd=cost, tokens=tokens,
                           running=[r for r in self.ledger.running() if r.tag == self.tag], control=self.control(),
-                          recent=rows[-recent:] if recent else rows)
+                          recent=rows[-recent:] if recent else rows, warning=self.ledger.get_meta("data_warning"))
 
     def brief(self, agent: str | None = None) -> Brief:
         """Exactly what the agent would be told for the next experiment."""
@@ -314,7 +316,11 @@ def create(task: str, dest: Path | str, *, say=print, **options: Any) -> dict:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    fingerprints.record(config_mod.load(dest))
+    config = config_mod.load(dest)
+    fingerprints.record(config)
+    if facts.get("warning"):   # e.g. synthetic data from a public seed: shown by `status` and the report
+        with open_ledger(config) as ledger:
+            ledger.set_meta("data_warning", facts["warning"])
     facts["description"] = chosen.describe(facts)
     return facts
 

@@ -1,14 +1,18 @@
 """An agent that runs the Claude Code CLI headless (``claude -p``) in the research repository.
 
 The CLI gets the brief on stdin and only these built-in tools: Read, Glob, Grep (reading) and Edit, Write
-(editing), with permission rules that allow edits of the editable files alone and deny reads of ``.git``,
-``.autoresearch`` and the context's denied paths. ``--permission-mode dontAsk`` refuses anything not
-allowed up front, so a shell call or an edit elsewhere comes back to the model as an error. Project
-settings and MCP servers of the repository are ignored (``--setting-sources user``, ``--strict-mcp-config``).
+(editing), with permission rules that allow reads inside the repository and edits of the editable files
+alone, and deny reads of ``.git``, ``.autoresearch`` and the context's denied paths (absolute: the raw
+dataset folder may be anywhere). ``--permission-mode dontAsk`` refuses anything not allowed up front, so a
+shell call, a read outside the repository or an edit elsewhere comes back to the model as an error.
+Project settings and MCP servers of the repository are ignored (``--setting-sources user``,
+``--strict-mcp-config``).
 
-Not covered: Claude Code may still *read* files outside the repository that are not denied (its Read tool
-is not confined to the working directory); run it in a container when that matters. The engine checks
-the tree after every proposal whatever the CLI did.
+Why reads are allowed as ``Read(./**)``, ``Glob(./**)``, ``Grep(./**)`` and not as bare tool names: with a
+bare ``Grep`` allowed, a Grep whose path is a *parent* of a denied folder searches the denied folder too
+(2.1.197 checks deny rules against the path argument only), so the raw dataset next to the repository
+could be read. Inside the working directory the CLI applies deny rules to Grep and Glob results as well.
+The engine checks the tree after every proposal whatever the CLI did.
 
 Tested with Claude Code 2.1.197 (``npm install -g @anthropic-ai/claude-code@2.1.197``, Node >= 18).
 """
@@ -72,7 +76,7 @@ class ClaudeCodeAgent:
                                  "(see docs/agents.md), or set [agent] claude_path")
         ctx = rooted(self.context, root)
         root = Path(ctx.root).resolve()
-        allowed = ["Read", "Glob", "Grep"] + [f"Edit(./{Path(p).as_posix()})" for p in ctx.editable]
+        allowed = ["Read(./**)", "Glob(./**)", "Grep(./**)"] + [f"Edit(./{Path(p).as_posix()})" for p in ctx.editable]
         denied = list(REFUSED)
         for hidden in sorted(HIDDEN_DIRS):
             denied += [f"Read(./{hidden}/**)", f"Edit(./{hidden}/**)"]

@@ -1,10 +1,16 @@
 """What an agent turn may change, checked on the tree itself, whatever the agent says it did.
 
-Before the agent runs, ``Snapshot.take`` records the git control files (config, hooks, HEAD, refs) and the
-ignored files outside the tool's state folder. Afterwards ``check`` compares the working tree with the
-champion commit and the snapshot. Any change outside the editable files (new, deleted or renamed files,
-symlinks, mode changes, git metadata, configuration, program, preparation code) makes the experiment
-invalid; ``restore`` puts everything back.
+Before the agent runs, ``Snapshot.take`` records the whole git directory (every control file by content,
+the object store by each file's stat signature), the ignored files outside the tool's state folder and the
+byte-code files. Afterwards ``check`` compares the working tree with the champion commit and the snapshot.
+Any change outside the editable files (new, deleted or renamed files, symlinks, mode changes, anything
+under ``.git``, new byte-code, configuration, program, preparation code) makes the experiment invalid;
+``restore`` puts everything back.
+
+``.git`` is compared first, in Python, before any git command runs: a planted ``core.fsmonitor``, hook,
+filter driver, ``commondir`` or alternates file must be found and removed before the tool's own
+``git status`` could honour it. Nothing under ``.git`` changes legitimately during an agent's turn (the tool
+writes no commit while the agent works), so every difference counts, except git's own journal (``logs/``).
 """
 
 from __future__ import annotations
@@ -15,11 +21,17 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoresearch.bytecode import bytecode_files
+from autoresearch.errors import UserError
 from autoresearch.loop.gitops import Git
 
-_GIT_CONTROL = ("config", "HEAD", "hooks", "info", "packed-refs", "refs/heads", "refs/tags")
 _STATE_DIRS = (".autoresearch/",)
-_HARMLESS_IGNORED = ("__pycache__/", ".pytest_cache/")
+_HARMLESS_IGNORED = ("__pycache__/", ".pytest_cache/")   # byte-code has its own check (venvs excluded)
+# Under .git: the object store is large and immutable, so it is compared by stat signature (inode, size,
+# mtime and ctime; ctime cannot be put back by an unprivileged process); logs are git's journal.
+_OBJECTS = "objects/"
+_OBJECT_CONTROL = "objects/info/"    # alternates, http-alternates, commit-graph: honoured by git, compared by content
+_UNCHECKED = ("logs/",)
 
 
 @dataclass
@@ -31,21 +43,28 @@ class Verdict:
 
 @dataclass
 class Snapshot:
-    git_files: dict[str, bytes]
+    git_files: dict[str, bytes]                       # .git control files by content ("" = .git itself, if a file)
     ignored: set[str]
+    git_objects: dict[str, tuple] = field(default_factory=dict)   # object store files by stat signature
+    git_dirs: set[str] = field(default_factory=set)
+    bytecode: set[str] = field(default_factory=set)
 
     @classmethod
     def take(cls, git: Git) -> "Snapshot":
-        return cls(_git_control(git.root / ".git"), _ignored(git))
+        ignored = _ignored(git)
+        files, objects, dirs = _git_tree(git.root / ".git")
+        return cls(files, ignored, objects, dirs, bytecode_files(git.root))
 
 
 def check(git: Git, champion: str, editable: list[str], scratchpad: str, before: Snapshot) -> Verdict:
     """Compare the tree with ``champion``; only editable files may differ, as regular files."""
+    git_changes = git_metadata_changes(git, before)
+    if git_changes:   # decided before any git command runs on a .git the agent changed
+        more = f" and {len(git_changes) - 3} more" if len(git_changes) > 3 else ""
+        return Verdict(False, f"git metadata was changed: {', '.join(git_changes[:3])}{more}")
     allowed = set(editable) | {scratchpad}
     problems: list[str] = []
     touched: list[str] = []
-    if _git_control(git.root / ".git") != before.git_files:
-        problems.append("git metadata (.git config, hooks or refs) was changed")
     for change in git.status():
         paths = [change.path] + ([change.orig] if change.orig else [])
         if change.code == "??":
@@ -67,6 +86,9 @@ def check(git: Git, champion: str, editable: list[str], scratchpad: str, before:
     new_ignored = _ignored(git) - before.ignored
     if new_ignored:
         problems.append(f"new ignored file {sorted(new_ignored)[0]}")
+    new_bytecode = bytecode_files(git.root) - before.bytecode
+    if new_bytecode:
+        problems.append(f"new byte-code file {sorted(new_bytecode)[0]}")
     if problems:
         return Verdict(False, "; ".join(dict.fromkeys(problems)), touched)
     code_changes = [p for p in touched if p != scratchpad]
@@ -81,10 +103,19 @@ def check(git: Git, champion: str, editable: list[str], scratchpad: str, before:
     return Verdict(True, "", touched)
 
 
+def git_metadata_changes(git: Git, before: Snapshot) -> list[str]:
+    """Paths under ``.git`` that differ from the snapshot (added, removed or rewritten), sorted."""
+    files, objects, _ = _git_tree(git.root / ".git")
+    out = [f".git/{rel}".rstrip("/") for rel in _differing(before.git_files, files)]
+    out += [f".git/{rel}" for rel in _differing(before.git_objects, objects)]
+    return sorted(out)
+
+
 def restore(git: Git, champion: str, before: Snapshot) -> None:
-    """Undo everything the agent did: tracked files, untracked files, new ignored files, git metadata."""
-    _restore_git_control(git.root / ".git", before.git_files)
-    git.reset_hard(champion)
+    """Undo everything the agent did: git metadata first (so that no planted file is honoured by the git
+    commands that follow), then tracked files, untracked files, byte-code and new ignored files."""
+    _restore_git_dir(git.root / ".git", before)
+    git.reset_hard(champion)          # also removes untracked byte-code
     for rel in _ignored(git) - before.ignored:
         path = git.root / rel
         if path.is_symlink() or path.is_file():
@@ -102,17 +133,40 @@ def _ignored(git: Git) -> set[str]:
     return out
 
 
-def _git_control(git_dir: Path) -> dict[str, bytes]:
+def _differing(a: dict, b: dict) -> list[str]:
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def _git_tree(git_dir: Path) -> tuple[dict[str, bytes], dict[str, tuple], set[str]]:
+    """(control files by content, object-store files by stat signature, folders) of a git directory.
+
+    A ``.git`` that is a file (a linked worktree or submodule) or a symlink is recorded as itself, under "".
+    """
+    if git_dir.is_symlink() or git_dir.is_file():
+        return {"": _read(git_dir)}, {}, set()
     files: dict[str, bytes] = {}
-    for name in _GIT_CONTROL:
-        path = git_dir / name
-        if path.is_file() or path.is_symlink():
-            files[name] = _read(path)
-        elif path.is_dir():
-            for sub in sorted(path.rglob("*")):
-                if sub.is_file() or sub.is_symlink():
-                    files[str(sub.relative_to(git_dir))] = _read(sub)
-    return files
+    objects: dict[str, tuple] = {}
+    folders: set[str] = set()
+    if not git_dir.is_dir():
+        return files, objects, folders
+    for current, dirs, names in os.walk(git_dir):
+        here = Path(current)
+        folders.add(here.relative_to(git_dir).as_posix())
+        for d in list(dirs):
+            if (here / d).is_symlink():      # a symlinked folder is recorded as a link, never followed
+                dirs.remove(d)
+                names.append(d)
+        for name in names:
+            path = here / name
+            rel = path.relative_to(git_dir).as_posix()
+            if rel.startswith(_UNCHECKED):
+                continue
+            if rel.startswith(_OBJECTS) and not rel.startswith(_OBJECT_CONTROL) and not path.is_symlink():
+                st = path.lstat()
+                objects[rel] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+            else:
+                files[rel] = _read(path)
+    return files, objects, folders
 
 
 def _read(path: Path) -> bytes:
@@ -121,18 +175,40 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _restore_git_control(git_dir: Path, files: dict[str, bytes]) -> None:
-    current = _git_control(git_dir)
-    for rel in current.keys() - files.keys():
-        (git_dir / rel).unlink()
-    for rel, content in files.items():
+def _restore_git_dir(git_dir: Path, before: Snapshot) -> None:
+    files, objects, folders = _git_tree(git_dir)
+    if "" in files or "" in before.git_files or (before.git_files and not git_dir.is_dir()):
+        if files.get("") != before.git_files.get(""):
+            raise UserError(f"{git_dir} was replaced during the agent's turn; the repository cannot be restored "
+                            "automatically", hint="restore .git from a backup and check how the agent could write there")
+    rewritten = [rel for rel in before.git_objects if objects.get(rel) != before.git_objects[rel]]
+    if rewritten:
+        # Objects are not kept in the snapshot (too big); a rewritten one would change history silently.
+        raise UserError(f"the agent's turn rewrote or removed git objects: .git/{', .git/'.join(rewritten[:3])}",
+                        hint="run `git fsck` in the repository, restore .git from a backup if it reports damage, "
+                             "and check how the agent could write there")
+    for rel in objects.keys() - before.git_objects.keys():
+        (git_dir / rel).unlink()             # a new pack or loose object could shadow an existing one
+    for rel in sorted(files.keys() - before.git_files.keys(), key=len, reverse=True):
         path = git_dir / rel
-        if current.get(rel) == content:
-            continue
-        if path.is_symlink() or path.exists():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.is_symlink() or path.exists():
             path.unlink()
+    for rel, content in before.git_files.items():
+        path = git_dir / rel
+        if files.get(rel) == content:
+            continue
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if content.startswith(b"symlink:"):
             os.symlink(content[len(b"symlink:"):].decode(), path)
         else:
             path.write_bytes(content)
+    new_folders = folders - before.git_dirs if before.git_dirs else set()
+    for rel in sorted(new_folders, key=len, reverse=True):   # refs/replace, modules/x, worktrees/y, ...
+        if not rel.startswith(_UNCHECKED):
+            shutil.rmtree(git_dir / rel, ignore_errors=True)

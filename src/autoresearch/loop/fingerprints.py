@@ -15,14 +15,17 @@ from autoresearch.errors import UserError
 
 FILE = "fingerprints.json"
 _SKIP_PARTS = {"__pycache__", ".pytest_cache"}
-# Hashing gigabytes of prepared data before every experiment would cost seconds; files whose size
-# and modification time are unchanged reuse the earlier hash within one process.
-_cache: dict[tuple[str, int, int], str] = {}
+# Hashing gigabytes of prepared data before every experiment would cost seconds (the seed preset's
+# 10,993 prints at 224 px are about 2 GB), so a file whose identity is unchanged reuses its earlier hash
+# within one process. The identity includes the inode and the ctime: size and mtime alone can be put back
+# (os.utime) after a rewrite, but the ctime is set by the kernel on every change and cannot be, and a
+# replacement file (rename over it) has a new inode.
+_cache: dict[tuple, str] = {}
 
 
 def _hash_file(path: Path) -> str:
     st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _cache:
         digest = hashlib.sha256()
         with open(path, "rb") as fh:

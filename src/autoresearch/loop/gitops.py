@@ -8,6 +8,15 @@ Layout in the research repository:
 
 The tool commits as "autoresearch" unless the repository configures an identity of its own. This module
 knows nothing about the ledger; the engine reconciles the two.
+
+Every git call runs with ``SAFE_CONFIG`` and ``_safe_env``: the agent's turn may have planted files under
+``.git`` (a ``core.fsmonitor`` or hook command, ``commondir``, replace refs, alternates, a signing program),
+and the tool's own ``git status`` must not run or honour any of them before the edit policy has compared
+``.git`` with its snapshot and put it back (``loop/editpolicy.py``). Config keys whose value is a command
+are overridden on the command line (``-c`` beats every config file), the system config is skipped, replace
+objects are ignored, and the repository's git directory is named explicitly so that a planted
+``commondir`` or ``core.worktree`` cannot redirect git. What ``-c`` cannot switch off (a filter or textconv
+driver under a name of the agent's choosing, alternates) is the edit policy's to catch before git runs.
 """
 
 from __future__ import annotations
@@ -17,10 +26,30 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoresearch.bytecode import bytecode_files
 from autoresearch.errors import UserError
 
 BRANCH_PREFIX = "autoresearch/"
 ARCHIVE_PREFIX = "refs/autoresearch/archive/"
+# Config keys that make git run a command or trust something an agent could plant, forced to inert values.
+SAFE_CONFIG = (
+    "core.fsmonitor=false",          # a command git runs on every status
+    "core.hooksPath=/dev/null",      # no hook runs (commit also passes --no-verify)
+    "core.untrackedCache=false",     # no cached view of untracked files that could hide a new one
+    "core.trustctime=true",          # a file rewritten with its old size and mtime is still seen as changed
+    "core.checkStat=default",
+    "core.pager=cat",
+    "diff.external=",                # no external diff program
+    "protocol.allow=never",          # no transport (fetch, submodules) at all
+    "commit.gpgSign=false",          # gpg.program would be run
+    "tag.gpgSign=false",
+    "log.showSignature=false",
+    "gc.auto=0",                     # no automatic gc or maintenance running hooks or rewriting packs
+    "maintenance.auto=false",
+)
+# The user's own identity variables are kept; every other GIT_* variable of the caller is dropped (a GIT_DIR
+# or GIT_INDEX_FILE inherited from a hook would point the tool at another repository).
+_KEEP_ENV = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "autoresearch", "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
     "GIT_COMMITTER_NAME": "autoresearch", "GIT_COMMITTER_EMAIL": "autoresearch@localhost",
@@ -43,16 +72,39 @@ class Change:
 class Git:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        # A linked worktree's git directory names its common directory in ``commondir``; one that is not
+        # linked now must never start honouring a ``commondir`` file that appears later.
+        self._linked = (self.root / ".git" / "commondir").is_file()
 
     def __call__(self, *args: str, check: bool = True, input: str | None = None) -> str:
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-        for key, value in _IDENTITY.items():
-            env.setdefault(key, value)
-        proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True, env=env,
-                              input=input, check=False)
+        proc = self.run(*args, input=input)
         if check and proc.returncode != 0:
             raise GitError(f"git {' '.join(args)} failed in {self.root}: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc.stdout
+
+    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        """One git call with the safe overrides; the caller looks at the return code."""
+        cmd = ["git", "--no-replace-objects"]
+        for item in SAFE_CONFIG:
+            cmd += ["-c", item]
+        return subprocess.run([*cmd, *args], cwd=self.root, capture_output=True, text=True,
+                              env=self._safe_env(), input=input, check=False)
+
+    def _safe_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _KEEP_ENV}
+        env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ATTR_NOSYSTEM": "1",
+                    "GIT_NO_REPLACE_OBJECTS": "1", "GIT_PAGER": "cat",
+                    "GIT_OPTIONAL_LOCKS": "0"})   # status and diff never rewrite the index: .git is compared
+        for key, value in _IDENTITY.items():
+            env.setdefault(key, value)
+        git_dir = Path(os.path.abspath(self.root)) / ".git"   # cwd is the root: a relative GIT_DIR would nest
+        if git_dir.is_dir() and not git_dir.is_symlink():
+            # Named explicitly: no discovery, and core.worktree or a planted commondir cannot redirect git.
+            env["GIT_DIR"] = str(git_dir)
+            env["GIT_WORK_TREE"] = str(git_dir.parent)
+            if not self._linked:
+                env["GIT_COMMON_DIR"] = str(git_dir)
+        return env
 
     # --- reading -------------------------------------------------------------------------------
     def is_repo(self) -> bool:
@@ -70,8 +122,7 @@ class Git:
         return out or None
 
     def is_ancestor(self, ancestor: str, commit: str) -> bool:
-        args = ["git", "merge-base", "--is-ancestor", ancestor, commit]
-        return subprocess.run(args, cwd=self.root, capture_output=True, check=False).returncode == 0
+        return self.run("merge-base", "--is-ancestor", ancestor, commit).returncode == 0
 
     def remove_stale_locks(self) -> list[str]:
         """Remove lock files a killed git left behind (the loop is the repository's only writer while it runs)."""
@@ -89,15 +140,14 @@ class Git:
         return self("rev-parse", f"{commit}^{{tree}}").strip()
 
     def show(self, commit: str, path: str) -> str | None:
-        out = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=self.root, capture_output=True,
-                             text=True, check=False)
+        out = self.run("show", "--no-textconv", f"{commit}:{path}")
         return out.stdout if out.returncode == 0 else None
 
     def message(self, commit: str) -> str:
         return self("log", "-1", "--format=%B", commit)
 
     def diff(self, a: str, b: str | None = None, paths: tuple[str, ...] = ()) -> str:
-        args = ["diff", a] + ([b] if b else []) + (["--", *paths] if paths else [])
+        args = ["diff", "--no-ext-diff", "--no-textconv", a] + ([b] if b else []) + (["--", *paths] if paths else [])
         return self(*args)
 
     def status(self, ignored: bool = False) -> list[Change]:
@@ -124,7 +174,7 @@ class Git:
 
     def mode_changes(self, base: str) -> list[str]:
         """Paths whose file mode (executable bit, symlink) differs between ``base`` and the worktree."""
-        out = self("diff", "--raw", "-z", base)
+        out = self("diff", "--no-ext-diff", "--raw", "-z", base)
         parts = out.split("\0")
         paths = []
         for i in range(0, len(parts) - 1, 2):
@@ -158,9 +208,33 @@ class Git:
         self("update-ref", ref, commit)
 
     def reset_hard(self, commit: str) -> None:
-        """Make the worktree exactly ``commit``: tracked files restored, untracked (not ignored) removed."""
+        """Make the worktree exactly ``commit``: tracked files restored, untracked (not ignored) removed,
+        and untracked byte-code removed (see ``remove_bytecode``)."""
         self("reset", "-q", "--hard", commit)
         self("clean", "-q", "-fd")
+        self.remove_bytecode()
+
+    def remove_bytecode(self) -> list[str]:
+        """Delete untracked ``__pycache__`` folders and ``.pyc`` files of the repository.
+
+        Git ignores them, so a reset leaves them, yet Python would run a planted ``.pyc`` whose header
+        matches its source's size and mtime instead of the source (see ``autoresearch.bytecode``). The
+        tool's state folder, virtual environments and ``node_modules`` are left alone."""
+        found = bytecode_files(self.root)
+        if not found:
+            return []
+        tracked = set(self("ls-files", "-z").split("\0"))
+        removed = []
+        for rel in sorted(found - tracked):
+            path = self.root / rel
+            path.unlink(missing_ok=True)
+            removed.append(rel)
+            if path.parent.name == "__pycache__":
+                try:
+                    path.parent.rmdir()        # only once empty
+                except OSError:
+                    pass
+        return removed
 
 
 def branch_name(tag: str) -> str:

@@ -61,7 +61,8 @@ def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, d
     notes = [(ev.time, ev.payload.get("text", ""), delivered.get(ev.id)) for ev in ledger.events("note")
              if ev.payload.get("tag") == tag]
     page = render_page(rows, tag=tag, metric_name=metric_name, direction=direction, noise_sigma=noise_sigma,
-                       png=png.read_bytes(), test_uses=len(test_uses), extra=extra or {}, notes=notes)
+                       png=png.read_bytes(), test_uses=len(test_uses), extra=extra or {}, notes=notes,
+                       warning=ledger.get_meta("data_warning") or "")
     index = out_dir / "index.html"
     tmp = index.with_name("index.html.tmp")
     tmp.write_text(page, encoding="utf-8")
@@ -71,7 +72,7 @@ def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, d
 
 def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction: str,
                 noise_sigma: float | None, png: bytes, test_uses: int, extra: dict,
-                notes: list[tuple[str, str, int | None]] = ()) -> str:
+                notes: list[tuple[str, str, int | None]] = (), warning: str = "") -> str:
     """The HTML text of the report (pure function of its arguments)."""
     e = html.escape
     parts = [
@@ -80,6 +81,7 @@ def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction
         f"<h1>autoresearch report: {e(tag)}</h1>",
         f"<div class='sub'>{e(direction_label(metric_name, direction))}, validation"
         f"{'' if not noise_sigma else f'; noise σ = {_num(noise_sigma)}'}</div>",
+        f"<p class='bad'><b>Warning:</b> {e(warning)}</p>" if warning else "",
         _headline(rows, metric_name, direction),
         f"<h2>Progress</h2><img alt='progress plot' src='data:image/png;base64,"
         f"{base64.b64encode(png).decode('ascii')}'>",

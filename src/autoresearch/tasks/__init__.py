@@ -13,7 +13,7 @@ import pkgutil
 
 from autoresearch.config import Config
 from autoresearch.errors import UserError
-from autoresearch.tasks.base import RunPlan, Task, base_env, command  # noqa: F401  (the public face)
+from autoresearch.tasks.base import RunPlan, Task, base_env, command, hidden  # noqa: F401  (the public face)
 
 
 @functools.cache

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from autoresearch import provenance
+from autoresearch.bytecode import bytecode_paths
 from autoresearch.config import Config
 from autoresearch.errors import UserError
 from autoresearch.runner.process import INHERITED
@@ -78,7 +80,7 @@ class Task:
 
     # --- running and scoring ------------------------------------------------------------------------
     def plan(self, config: Config, *, fold: int | None, mode: str, seed: int, out_dir: Path) -> RunPlan:
-        return RunPlan(base_env(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir), (), (config.state_dir,))
+        return RunPlan(base_env(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir), (), hidden(config))
 
     def scorer(self, config: Config) -> Scorer:
         source = config.metric.source
@@ -104,8 +106,15 @@ class Task:
                             f"{config.metric.name} should be {wanted}d", hint=f"set direction = \"{wanted}\"")
 
     def agent_denied(self, config: Config) -> list[Path]:
-        """Paths no agent may read: the tool's state (ledger, keys, run outputs, raw data)."""
-        return [config.state_dir]
+        """Paths no agent may read: the tool's state (ledger, keys, run outputs) and the raw data the
+        prepared sets were made from, wherever it lives (it pairs every image with its caption)."""
+        return [config.state_dir, *provenance.private_paths(config.state_dir)]
+
+
+def hidden(config: Config) -> tuple[Path, ...]:
+    """What a run must not see: the tool's state folder, and the repository's byte-code (a run compiles
+    the repository's modules from source; see ``autoresearch.bytecode``)."""
+    return (config.state_dir, *bytecode_paths(config.root))
 
 
 def base_env(config: Config, *, fold: int | None, mode: str, seed: int, out_dir: Path) -> dict[str, str]:

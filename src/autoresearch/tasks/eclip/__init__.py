@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from autoresearch.config import Config
+from autoresearch import provenance
 from autoresearch.errors import UserError
 from autoresearch.runner.spec import Mount
 from autoresearch.scoring.sources import ECLIP_METRICS, score_eclip
@@ -98,14 +99,15 @@ def preset_of(state: Path) -> str:
     return presets.DEFAULT_PRESET
 
 
-def prepare_data(dest: Path, *, preset: str | None, n: int, seed: int, ukiyoe: Path | None, vocab: Path | None,
-                 say: Callable[[str], None] = print, annotations: Path | None = None, images: Path | None = None,
-                 missing_images: str = "error", retry: str = "data prepare") -> dict:
+def prepare_data(dest: Path, *, preset: str | None, n: int, seed: int | None, ukiyoe: Path | None,
+                 vocab: Path | None, say: Callable[[str], None] = print, annotations: Path | None = None,
+                 images: Path | None = None, missing_images: str = "error", retry: str = "data prepare") -> dict:
     """Prepare the repository's data under ``dest/.autoresearch`` (atomically: on failure the previous prepared
-    data and keys stay as they were). Synthetic data is generated first when ``n`` > 0, and the existing
-    ``.autoresearch/raw`` is reused when ``n`` is 0. ``preset`` None keeps the current data's preset.
-    ``retry`` is the command the error hint tells the user to run again. Returns facts, with ``summary``
-    (lines saying what was dropped, kept as given and truncated)."""
+    data and keys stay as they were). Synthetic data is generated first when ``n`` > 0, from ``seed`` or,
+    when it is None, from a secret seed (``autoresearch.provenance``); the existing ``.autoresearch/raw`` is
+    reused when ``n`` is 0. ``preset`` None keeps the current data's preset. ``retry`` is the command the
+    error hint tells the user to run again. Returns facts, with ``summary`` (lines saying what was dropped,
+    kept as given and truncated) and ``warning`` when the data can be regenerated from a public seed."""
     from autoresearch.tasks.eclip import presets
     from autoresearch.tasks.eclip.template.eclip import prepare, staging, synth
 
@@ -115,16 +117,22 @@ def prepare_data(dest: Path, *, preset: str | None, n: int, seed: int, ukiyoe: P
     again = (f"fix the data named above, then run `autoresearch {retry}` again"
              + (" (nothing was created)" if retry == "init" else "; the previous prepared data is unchanged"))
     facts: dict = {"preset": preset}
+    synth_seed: int | None = None
     if ukiyoe is None and annotations is None:
         raw, source = state / "raw", "synthetic"
         if n:
             t0 = time.perf_counter()
-            say(f"generating {n} synthetic Ukiyo-eVG prints (seed {seed})")
-            facts["synth"] = synth.generate(raw, n=n, seed=seed)
+            facts["seed_public"] = seed is not None
+            synth_seed = provenance.draw_seed() if seed is None else seed   # a public seed lets a run regenerate
+            say(f"generating {n} synthetic Ukiyo-eVG prints ({'seed ' + str(seed) if seed is not None else 'secret seed'})")
+            facts["synth"] = synth.generate(raw, n=n, seed=synth_seed)
             facts["synth_seconds"] = round(time.perf_counter() - t0, 1)
         elif not raw.is_dir():
             raise UserError(f"no synthetic data in {raw}",
                             hint="pass --ukiyoe PATH, or create the repository with `autoresearch init eclip`")
+        else:   # the same prints again: keep their seed (the swap below replaces secret/, where it is kept)
+            previous = provenance.load(state) or {}
+            synth_seed, facts["seed_public"] = previous.get("seed"), previous.get("seed_public")
     else:
         raw, source = (Path(ukiyoe).resolve() if ukiyoe is not None else None), "ukiyoe"
     t0 = time.perf_counter()
@@ -140,6 +148,13 @@ def prepare_data(dest: Path, *, preset: str | None, n: int, seed: int, ukiyoe: P
     facts["prepare"] = result
     facts["summary"] = prepare.summary(result)
     facts["prepare_seconds"] = round(time.perf_counter() - t0, 1)
+    # After the swap of prepared/ and secret/: where the raw data is (for the agents' deny lists), and the
+    # seed, kept secret. Preparing the same synthetic folder again keeps the recorded seed.
+    private = [p for p in (raw, annotations, images) if p is not None]
+    record = provenance.record(state, source=source, raw=private[0], seed=synth_seed,
+                               seed_public=facts.get("seed_public"), also=private[1:])
+    if source == "synthetic" and record.get("seed_public"):
+        facts["warning"] = provenance.public_seed_warning(record["seed"])
     return facts
 
 
@@ -163,7 +178,7 @@ class EclipTask(Task):
     final_metrics = ("median_rank", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 
     def options(self) -> dict[str, Any]:
-        return {"preset": "cpu", "n": 3000, "seed": 0, "ukiyoe": None, "vocab": None, "annotations": None,
+        return {"preset": "cpu", "n": 3000, "seed": None, "ukiyoe": None, "vocab": None, "annotations": None,
                 "images": None, "missing_images": "error"}
 
     def write(self, dest: Path, *, preset: str = "cpu", n: int = 3000, ukiyoe: Path | None = None,
@@ -181,7 +196,7 @@ class EclipTask(Task):
         (dest / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
 
     def prepare(self, root: Path, *, say: Callable[[str], None] = print, again: bool = False,
-                preset: str | None = "cpu", n: int = 3000, seed: int = 0, ukiyoe: Path | None = None,
+                preset: str | None = "cpu", n: int = 3000, seed: int | None = None, ukiyoe: Path | None = None,
                 vocab: Path | None = None, annotations: Path | None = None, images: Path | None = None,
                 missing_images: str = "error", **_: Any) -> dict:
         """At init: generate (or read) and prepare. ``again`` (`autoresearch data prepare`): prepare the
