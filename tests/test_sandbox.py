@@ -565,8 +565,9 @@ def test_wrap_binds_the_cuda_nodes_with_dev_bind(repo, monkeypatch):
     monkeypatch.setattr(sandbox, "_probe", lambda: (True, ""))
     fake = allowlist.Cuda((Path("/dev/nvidia0"), Path("/dev/nvidiactl")), (Path("/opt/nvidia-driver/lib"),), True)
     monkeypatch.setattr(allowlist, "cuda_on_this_machine", lambda: fake)
-    monkeypatch.setattr(allowlist, "minimal_binds", lambda roots, repo: [allowlist.Bind(Path(r), Path(r))
-                                                                        for r in roots if str(r).startswith("/opt/nv")])
+    real = allowlist.minimal_binds  # the fake driver folder does not exist here: add it by hand
+    monkeypatch.setattr(allowlist, "minimal_binds", lambda roots, repo: real(roots, repo) + [
+        allowlist.Bind(Path(r), Path(r)) for r in roots if str(r).startswith("/opt/nv")])
     argv = sandbox.wrap(spec_for(repo))
     triples = list(zip(argv, argv[1:], argv[2:]))
     assert ("--dev-bind", "/dev/nvidia0", "/dev/nvidia0") in triples
@@ -574,3 +575,18 @@ def test_wrap_binds_the_cuda_nodes_with_dev_bind(repo, monkeypatch):
     assert ("--ro-bind", "/opt/nvidia-driver/lib", "/opt/nvidia-driver/lib") in triples
     assert ("--ro-bind", "/sys", "/sys") in triples
     assert argv.index("--dev") < argv.index("/dev/nvidia0")  # on top of the minimal /dev, not under it
+
+
+def test_a_program_the_allow_list_leaves_out_is_a_user_error(tmp_path, monkeypatch):
+    """An interpreter installed in the folder that holds the repository: that folder is never mounted whole,
+    so the run would fail with a bare exec error inside; the tool says why before it starts."""
+    monkeypatch.setattr(sandbox, "_probe", lambda: (True, ""))
+    home = tmp_path / "home"
+    exe = _touch_exe(home / "bin" / "python3.99")
+    repo = home / "repo"
+    (repo / "out").mkdir(parents=True)
+    spec = RunSpec(name="fold0", command=(str(exe), "train.py"), cwd=repo, env={}, out_dir=repo / "out",
+                   log_path=repo / "log.txt", timeout_s=5)
+    with pytest.raises(UserError, match="would not be visible in the sandbox") as info:
+        sandbox.wrap(spec)
+    assert "--no-sandbox" in info.value.hint

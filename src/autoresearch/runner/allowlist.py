@@ -101,7 +101,7 @@ def covered_by_system(path: Path | str) -> bool:
     return _inside(Path(os.path.realpath(path)), _system_real())
 
 
-def _symlink_chain(exe: Path) -> list[Path]:
+def symlink_chain(exe: Path) -> list[Path]:
     """``exe`` and every path its symlinks lead through, absolute (a venv's python -> the base python)."""
     chain, seen = [], set()
     current = Path(os.path.abspath(exe))
@@ -219,15 +219,30 @@ def running_python_roots() -> list[Path]:
     sites += _site_dirs(Path(sys.prefix))
     sites = [s for s in dict.fromkeys(sites) if s.is_dir()]
     roots += sites + pth_dirs(sites) + mapped_library_dirs()
-    roots += [p.parent for p in _symlink_chain(Path(sys.executable))]
+    roots += [p.parent for p in symlink_chain(Path(sys.executable))]
     return roots
+
+
+def install_prefix(exe: Path) -> Path:
+    """Where the program's installation lives: ``/x/bin/prog`` -> ``/x`` (of the real file, links followed)."""
+    real = Path(os.path.realpath(exe))
+    return real.parent.parent if real.parent.name == "bin" else real.parent
+
+
+def is_python(exe: Path) -> bool:
+    return _PYTHON.fullmatch(Path(os.path.realpath(exe)).name) is not None
+
+
+def needed_paths(program: Path) -> list[Path]:
+    """Paths that must be visible for ``program`` to start: every hop of its symlinks and, for a Python,
+    its installation (the standard library lives there)."""
+    return symlink_chain(program) + ([install_prefix(program)] if is_python(program) else [])
 
 
 def python_roots(exe: Path) -> list[Path]:
     """What another Python needs, derived from its path alone (it is never executed to find out)."""
-    roots = [p.parent for p in _symlink_chain(exe)]
-    real = Path(os.path.realpath(exe))
-    prefixes = [real.parent.parent if real.parent.name == "bin" else real.parent]
+    roots = [p.parent for p in symlink_chain(exe)]
+    prefixes = [install_prefix(exe)]
     venv = venv_root(exe)
     if venv is not None:
         prefixes.append(venv)
@@ -266,14 +281,12 @@ def command_roots(command: Sequence[str], env: Mapping[str, str]) -> list[Path]:
     """The folders the run's program needs, beyond the system folders and the repository."""
     program = program_path(command, env)
     roots: list[Path] = []
-    another = program is not None and _PYTHON.fullmatch(Path(os.path.realpath(program)).name) is not None
-    if another and not is_running_python(program):
+    if program is not None and is_python(program) and not is_running_python(program):
         roots += python_roots(program)     # another interpreter: only what it needs
     else:
         roots += running_python_roots()    # the tool's Python, or a script that will likely call it
         if program is not None:
-            real = Path(os.path.realpath(program))
-            roots.append(real.parent.parent if real.parent.name == "bin" else real.parent)
+            roots.append(install_prefix(program))
     for entry in env.get("PYTHONPATH", "").split(os.pathsep):
         if entry and os.path.isabs(entry) and os.path.isdir(entry):
             roots.append(Path(entry))

@@ -136,13 +136,31 @@ def _mount_ops(spec: RunSpec, out_dir: Path, cwd: Path,
     return [(path, args) for _, _, path, args in ops]
 
 
+def _check_program(spec: RunSpec, cwd: Path, allow: allowlist.AllowList) -> None:
+    """Refuse, with the reason, a run whose program the allow-list leaves out (a hop of its symlinks, or a
+    Python's installation): inside, it would fail with a bare exec or encodings error."""
+    program = allowlist.program_path(spec.command, spec.env)
+    if program is None:
+        return  # not found at all: the run fails and its log says so, as without a sandbox
+    visible = [cwd, *(b.dest for b in allow.roots), *(Path(d) for d in allowlist.SYSTEM_DIRS),
+               *(Path(m.path).resolve() for m in spec.readonly)]
+    for hop in allowlist.needed_paths(program):
+        if not any(hop == v or hop.is_relative_to(v) for v in visible):
+            raise UserError(
+                f"run {spec.name!r}: the program {program} would not be visible in the sandbox ({hop} is outside "
+                "its allow-list: a folder that contains the repository, or /, is never mounted whole)",
+                "install the interpreter outside the folder that holds the repository (or inside the repository), "
+                "or pass --no-sandbox to run without the sandbox")
+
+
 def wrap(spec: RunSpec) -> list[str]:
     """The bubblewrap command line that runs ``spec.command`` confined (see the module docstring).
 
     ``spec.out_dir`` must exist (the runner creates it); relative ``spec.hidden`` paths are taken inside
     ``spec.cwd``, and hidden paths that do not exist are skipped. The environment inside is exactly ``spec.env``
     (``--clearenv`` then one ``--setenv`` per variable); bwrap adds only ``PWD``. Raises
-    ``SandboxUnavailable`` when bubblewrap does not work here, ``UserError`` for a missing read-only mount.
+    ``SandboxUnavailable`` when bubblewrap does not work here, ``UserError`` for a missing read-only mount or
+    for a program that the allow-list would leave out.
     """
     ok, why = _probe()
     if not ok:
@@ -151,6 +169,7 @@ def wrap(spec: RunSpec) -> list[str]:
     out_dir = Path(spec.out_dir).resolve()
     cwd = Path(spec.cwd).resolve()
     allow = allowlist.compute(spec.command, spec.env, cwd)
+    _check_program(spec, cwd, allow)
     args = [exe, *_BASE, *_system_args(allow)]
     ops = _mount_ops(spec, out_dir, cwd, allow)
     for _, op in ops:
