@@ -590,3 +590,13 @@ def test_a_program_the_allow_list_leaves_out_is_a_user_error(tmp_path, monkeypat
     with pytest.raises(UserError, match="would not be visible in the sandbox") as info:
         sandbox.wrap(spec)
     assert "--no-sandbox" in info.value.hint
+
+
+def test_a_non_python_program_brings_its_installation_but_never_a_home(tmp_path, monkeypatch):
+    tool = _touch_exe(tmp_path / "opt" / "tool" / "bin" / "tool")
+    assert tmp_path / "opt" / "tool" in allowlist.command_roots([str(tool)], {})
+    home = tmp_path / "home" / "alice"
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+    script = _touch_exe(home / "bin" / "train.sh")
+    roots = allowlist.command_roots([str(script)], {})
+    assert home / "bin" in roots and home not in roots
