@@ -5,7 +5,9 @@
 Each run goes through ``run_spec`` exactly as an experiment does (same deadline, same environment); the
 only difference is ``sandbox=True/False``. Prints, per mode, the mean wall seconds of the whole run
 (process start, torch import, work, exit) and of the work alone (timed inside the workload), the
-sandboxed/plain ratio of each, and the fixed cost of starting an empty program in the sandbox. Alternating the modes spreads the noise of a shared machine over both.
+sandboxed/plain ratio of each, and the fixed cost of starting an empty program in the sandbox. Alternating
+the modes spreads the noise of a shared machine over both; the CPU seconds of the work (``time.process_time``
+inside the workload) are also reported, since on an oversubscribed machine they vary far less than wall time.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ WORKLOAD = """
     model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 512))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(256, 512)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):                      # a tiny training loop: forward, backward, step
         for _ in range(10):
             loss = (model(x) - x).pow(2).mean()
@@ -39,7 +41,8 @@ WORKLOAD = """
             loss.backward()
             opt.step()
     work = time.perf_counter() - start
-    json.dump({"work_s": work, "loss": float(loss)}, open(os.environ["OUT"] + "/facts.json", "w"))
+    json.dump({"work_s": work, "work_cpu_s": time.process_time() - cpu, "loss": float(loss)},
+              open(os.environ["OUT"] + "/facts.json", "w"))
 """
 
 
@@ -54,7 +57,7 @@ def main() -> int:
         print(f"bubblewrap does not work here: {sandbox.unavailable_reason()}", file=sys.stderr)
         return 2
 
-    results: dict[bool, dict[str, list[float]]] = {False: {"run": [], "work": []}, True: {"run": [], "work": []}}
+    results: dict[bool, dict[str, list[float]]] = {m: {"run": [], "work": [], "work cpu": []} for m in (False, True)}
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
         root = Path(tmp)
         (root / "workload.py").write_text(textwrap.dedent(WORKLOAD))
@@ -68,13 +71,16 @@ def main() -> int:
             if outcome.kind is not ExitKind.OK:
                 print(f"run {i} failed: {outcome.reason}\n{spec.log_path.read_text()}", file=sys.stderr)
                 return 1
-            work = json.loads((out_dir / "facts.json").read_text())["work_s"]
+            facts = json.loads((out_dir / "facts.json").read_text())
+            work = facts["work_s"]
             if i < 0:
                 print(f"  warm-up ({'sandbox' if boxed else 'plain'}): {outcome.seconds:6.2f} s, not counted")
                 continue
             results[boxed]["run"].append(outcome.seconds)
             results[boxed]["work"].append(work)
-            print(f"  run {i}: {'sandbox' if boxed else 'plain  '}  {outcome.seconds:6.2f} s  (work {work:.2f} s)")
+            results[boxed]["work cpu"].append(facts["work_cpu_s"])
+            print(f"  run {i}: {'sandbox' if boxed else 'plain  '}  {outcome.seconds:6.2f} s  (work {work:.2f} s, "
+                  f"CPU {facts['work_cpu_s']:.2f} s)")
 
         # The fixed cost: an empty Python program, many times, alternating.
         empty: dict[bool, list[float]] = {False: [], True: []}
@@ -87,10 +93,10 @@ def main() -> int:
     plain, boxed = statistics.mean(empty[False]), statistics.mean(empty[True])
     print(f"empty program: plain {plain:.3f} s, sandbox {boxed:.3f} s, fixed cost {boxed - plain:+.3f} s")
 
-    for part in ("run", "work"):
+    for part in ("run", "work", "work cpu"):
         plain, boxed = (statistics.mean(results[m][part]) for m in (False, True))
         spread = max(statistics.pstdev(results[m][part]) for m in (False, True))
-        print(f"{part:>4}: plain {plain:.2f} s, sandbox {boxed:.2f} s, ratio {boxed / plain:.3f} "
+        print(f"{part:>8}: plain {plain:.2f} s, sandbox {boxed:.2f} s, ratio {boxed / plain:.3f} "
               f"(largest std {spread:.2f} s)")
     return 0
 

@@ -1,10 +1,15 @@
 """The bubblewrap command line that confines one run.
 
-Inside the sandbox a run sees the whole filesystem read-only, its own empty ``/tmp``, a minimal ``/dev``,
-its own PID, network (loopback only), IPC and UTS namespaces, no capabilities (also when the tool runs as
-root), exactly the environment of its ``RunSpec``, and one writable place: ``spec.out_dir``. Every path in
-``spec.hidden`` is covered by an empty read-only tmpfs (a hidden file by ``/dev/null``), so the keys and the
-test split cannot be read. ``docs/threat-model.md`` says what this does and does not protect against.
+Inside the sandbox a run sees an ALLOW-LIST of paths and nothing else: the system folders, the interpreter
+and its libraries (derived from the running Python and the run's command, see ``allowlist.py``), the
+repository read-only, the run's read-only mounts, its own empty ``/tmp``, a minimal ``/dev`` (plus the
+NVIDIA nodes on a CUDA machine) and its own ``/proc``. There is no ``/home``, ``/root`` (beyond the
+interpreter's own folder), ``/run``, ``/var``, ``/srv``, ``/mnt``, ``/media``, ``/opt`` or other project
+folder, so no dataset kept there and no Unix socket of the host. It has its own PID, network (loopback only),
+IPC and UTS namespaces, no capabilities (also when the tool runs as root), exactly the environment of its
+``RunSpec``, and one writable place: ``spec.out_dir``. Every path in ``spec.hidden`` is covered by an empty
+read-only tmpfs (a hidden file by ``/dev/null``), so the keys and the test split cannot be read; the root
+itself is made read-only last. ``docs/threat-model.md`` says what this does and does not protect against.
 
 Mount order matters when paths nest (``<repo>/.autoresearch`` hidden, ``.autoresearch/prepared`` read-only,
 ``.autoresearch/runs/<exp>/<fold>`` writable): mounts are applied parent first, so a deeper mount lands on
@@ -15,13 +20,12 @@ hiding tmpfs mounts are made read-only at the very end.
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from autoresearch.errors import UserError
+from autoresearch.runner import allowlist
 from autoresearch.runner.spec import RunSpec
 
 INSTALL_HINT = "install bubblewrap (`apt-get install bubblewrap`) or pass --no-sandbox to run without it"
@@ -43,13 +47,24 @@ _BASE = (
 )
 
 
+def _system_args(allow: allowlist.AllowList) -> list[str]:
+    """The system folders (as links or read-only binds), then /dev, /proc and the private /tmp."""
+    args: list[str] = []
+    for path in allow.system:
+        args += ["--ro-bind", str(path), str(path)]
+    for target, link in allow.symlinks:
+        args += ["--symlink", target, str(link)]
+    return args + ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+
+
 @functools.lru_cache(maxsize=1)
 def _probe() -> tuple[bool, str]:
     """Try bwrap once with the options a run uses; (works, why not)."""
     exe = shutil.which("bwrap")
     if exe is None:
         return False, "the `bwrap` program is not on PATH"
-    cmd = [exe, *_BASE, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "true"]
+    allow = allowlist.compute(["true"], {"PATH": "/usr/bin:/bin"}, Path("/nonexistent-repository"))
+    cmd = [exe, *_BASE, *_system_args(allow), "--remount-ro", "/", "true"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -81,25 +96,21 @@ def _covers(parent: Path, path: Path, shown: list[Path]) -> bool:
     return not any(m != parent and m.is_relative_to(parent) and path.is_relative_to(m) for m in shown)
 
 
-def _interpreter_roots(spec: RunSpec) -> list[Path]:
-    """Folders under /tmp that the command's interpreter lives in: the private /tmp would hide them."""
-    candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent]
-    if spec.command and os.path.isabs(spec.command[0]):
-        exe = Path(spec.command[0])
-        candidates += [exe.parent.parent, exe.resolve().parent.parent]
-    tmp = Path("/tmp").resolve()
-    roots = sorted({c.resolve() for c in candidates if c.exists() and c.resolve().is_relative_to(tmp)
-                    and c.resolve() != tmp}, key=_depth)
-    return [r for i, r in enumerate(roots) if not any(r.is_relative_to(o) for o in roots[:i])]
-
-
-def _mount_ops(spec: RunSpec, out_dir: Path, cwd: Path) -> list[tuple[Path, list[str]]]:
+def _mount_ops(spec: RunSpec, out_dir: Path, cwd: Path,
+               allow: allowlist.AllowList) -> list[tuple[Path, list[str]]]:
     """(destination, bwrap options) for every path-specific mount, in the order they must be applied."""
     ops: list[tuple[int, int, Path, list[str]]] = []  # (depth, rank at equal depth, path, args)
+    for target, link in allow.etc_links:
+        ops.append((_depth(link), 0, link, ["--symlink", target, str(link)]))
+    for bind in allow.etc:
+        ops.append((_depth(bind.dest), 0, bind.dest, ["--ro-bind", str(bind.src), str(bind.dest)]))
+    if allow.cuda.sysfs:
+        ops.append((1, 0, Path("/sys"), ["--ro-bind", "/sys", "/sys"]))
+    for node in allow.cuda.devices:  # after --dev /dev; a plain bind would be nodev
+        ops.append((_depth(node), 0, node, ["--dev-bind", str(node), str(node)]))
     ops.append((_depth(cwd), 0, cwd, ["--ro-bind", str(cwd), str(cwd)]))  # the repo, also when under /tmp
-    for env_root in _interpreter_roots(spec):  # a virtual environment under /tmp (a CI clone) stays visible
-        if env_root != cwd and not env_root.is_relative_to(cwd):
-            ops.append((_depth(env_root), 0, env_root, ["--ro-bind", str(env_root), str(env_root)]))
+    for bind in allow.roots:  # the interpreter and its libraries (a venv under /tmp included)
+        ops.append((_depth(bind.dest), 0, bind.dest, ["--ro-bind", str(bind.src), str(bind.dest)]))
     hidden = list(dict.fromkeys((cwd / raw).resolve() for raw in spec.hidden))  # relative: inside the repo
     shown = [cwd, out_dir, *(Path(m.path).resolve() for m in spec.readonly)]
     for path in hidden:
@@ -125,13 +136,31 @@ def _mount_ops(spec: RunSpec, out_dir: Path, cwd: Path) -> list[tuple[Path, list
     return [(path, args) for _, _, path, args in ops]
 
 
+def _check_program(spec: RunSpec, cwd: Path, allow: allowlist.AllowList) -> None:
+    """Refuse, with the reason, a run whose program the allow-list leaves out (a hop of its symlinks, or a
+    Python's installation): inside, it would fail with a bare exec or encodings error."""
+    program = allowlist.program_path(spec.command, spec.env)
+    if program is None:
+        return  # not found at all: the run fails and its log says so, as without a sandbox
+    visible = [cwd, *(b.dest for b in allow.roots), *(Path(d) for d in allowlist.SYSTEM_DIRS),
+               *(Path(m.path).resolve() for m in spec.readonly)]
+    for hop in allowlist.needed_paths(program):
+        if not any(hop == v or hop.is_relative_to(v) for v in visible):
+            raise UserError(
+                f"run {spec.name!r}: the program {program} would not be visible in the sandbox ({hop} is outside "
+                "its allow-list: a folder that contains the repository, or /, is never mounted whole)",
+                "install the interpreter outside the folder that holds the repository (or inside the repository), "
+                "or pass --no-sandbox to run without the sandbox")
+
+
 def wrap(spec: RunSpec) -> list[str]:
     """The bubblewrap command line that runs ``spec.command`` confined (see the module docstring).
 
     ``spec.out_dir`` must exist (the runner creates it); relative ``spec.hidden`` paths are taken inside
     ``spec.cwd``, and hidden paths that do not exist are skipped. The environment inside is exactly ``spec.env``
     (``--clearenv`` then one ``--setenv`` per variable); bwrap adds only ``PWD``. Raises
-    ``SandboxUnavailable`` when bubblewrap does not work here, ``UserError`` for a missing read-only mount.
+    ``SandboxUnavailable`` when bubblewrap does not work here, ``UserError`` for a missing read-only mount or
+    for a program that the allow-list would leave out.
     """
     ok, why = _probe()
     if not ok:
@@ -139,13 +168,16 @@ def wrap(spec: RunSpec) -> list[str]:
     exe = shutil.which("bwrap") or "bwrap"
     out_dir = Path(spec.out_dir).resolve()
     cwd = Path(spec.cwd).resolve()
-    args = [exe, *_BASE, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    ops = _mount_ops(spec, out_dir, cwd)
+    allow = allowlist.compute(spec.command, spec.env, cwd)
+    _check_program(spec, cwd, allow)
+    args = [exe, *_BASE, *_system_args(allow)]
+    ops = _mount_ops(spec, out_dir, cwd, allow)
     for _, op in ops:
         args += op
     for path, op in ops:  # the hiding tmpfs mounts become read-only once everything is mounted on them
         if op[0] == "--tmpfs":
             args += ["--remount-ro", str(path)]
+    args += ["--remount-ro", "/"]  # the root tmpfs holds only mount points: nothing may be written there
     args += ["--chdir", str(cwd), "--clearenv"]
     for key, value in spec.env.items():
         args += ["--setenv", key, value]
