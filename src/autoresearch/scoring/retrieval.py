@@ -1,22 +1,40 @@
-"""Cross-modal retrieval ranks and metrics, computed in chunks so a 10k x 10k gallery stays small.
+"""Cross-modal retrieval ranks and metrics: chunked, and the same on every machine.
 
-Row i of ``image_emb`` pairs with row i of ``text_emb``. Similarity is ``image @ text.T``. The rank of
-item i is its 0-indexed position in a *stable* descending sort of its row (image->text) or of its
-column (text->image)::
+Row i of ``image_emb`` pairs with row i of ``text_emb``. The rank of item i is its 0-indexed position in
+a *stable* descending sort of its similarities (image->text: image i against every text; text->image:
+text i against every image)::
 
     rank_i = #{j : s_j > s_true} + #{j < i : s_j == s_true}
 
-Ties therefore count against the item only for earlier indices, exactly as
-``np.argsort(-s, kind="stable")`` would place it: constant embeddings give ranks 0..n-1 and a mean
-rank of (n-1)/2 (a random ranking), never 0. The full n x n matrix is never built: image->text works
-on ``chunk`` rows of images at a time and text->image on ``chunk`` rows of text against all images.
+Ties count against the item only for earlier indices, as ``np.argsort(-s, kind="stable")`` places it:
+constant embeddings give ranks 0..n-1 and a mean rank of (n-1)/2 (a random ranking), never 0.
+
+**The similarity is defined exactly**, so that ties, and hence the metric, do not depend on the BLAS
+kernel, the thread count or the chunk size. Embeddings are rounded to float32 once; the similarity of
+a and b is then ``reference_similarity(a, b)``: the float64 products ``a_k * b_k`` (exact, since a
+float32 product has at most 48 significant bits) added left to right in float64. A BLAS matrix product
+sums in an order of its own choosing (kernel, blocking, FMA), so its last bits differ from machine to
+machine. We use it anyway, in float64, because it is fast, and correct its few doubtful comparisons:
+
+- Any summation order is within ``gamma_d * |a| * |b|`` of the exact dot product (``gamma_d = d*u/(1-d*u)``,
+  ``u = 2**-53``; the products are exact), and so is the reference. When two BLAS similarities differ
+  by more than the sum of those bounds for both, the reference orders them the same way; only pairs
+  inside that band (in practice exact ties and duplicates) are recomputed with the reference formula.
+- Identical gallery rows are merged before the product and share one column, so duplicates are exact
+  ties by construction and a collapsed model (all rows equal) costs one column, not n.
+
+The full n x n matrix is never built: each direction takes ``chunk`` query rows at a time against the
+whole (deduplicated) gallery, so every comparison for one item comes from one row of one product.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-_F32_MAX = float(np.finfo(np.float32).max)
+_U = 2.0 ** -53           # unit roundoff of float64
+_PAIR_BYTES = 32 << 20    # memory for one block of reference recomputations
 
 
 class EmbeddingError(ValueError):
@@ -24,7 +42,7 @@ class EmbeddingError(ValueError):
 
 
 class NonFiniteEmbeddings(EmbeddingError):
-    """NaN or inf in the embeddings, or values so large that similarities overflow float32."""
+    """NaN or inf in the embeddings, or values beyond the float32 range."""
 
 
 def _as_matrix(name: str, x) -> np.ndarray:
@@ -33,18 +51,15 @@ def _as_matrix(name: str, x) -> np.ndarray:
         raise EmbeddingError(f"{name} must be a 2-D array [n, d], got shape {arr.shape}")
     if arr.dtype.kind not in "fiu":
         raise EmbeddingError(f"{name} must be numeric, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    with warnings.catch_warnings():       # float64 beyond the float32 range becomes inf: reported below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
     bad = ~np.isfinite(arr)
     if bad.any():
         row = int(np.argwhere(bad)[0, 0])
-        raise NonFiniteEmbeddings(f"{name} has {int(bad.sum())} non-finite values (first in row {row})")
+        raise NonFiniteEmbeddings(f"{name} has {int(bad.sum())} non-finite values (NaN, inf, or beyond "
+                                  f"the float32 range; first in row {row})")
     return arr
-
-
-def _max_norm(x: np.ndarray, rows: int = 4096) -> float:
-    """Largest row norm, in float64 a block at a time (no full-size copy, no float32 overflow)."""
-    return max(float(np.sqrt(np.einsum("ij,ij->i", b, b)).max())
-               for b in (x[i:i + rows].astype(np.float64) for i in range(0, len(x), rows)))
 
 
 def _check_pair(image_emb, text_emb) -> tuple[np.ndarray, np.ndarray]:
@@ -54,50 +69,125 @@ def _check_pair(image_emb, text_emb) -> tuple[np.ndarray, np.ndarray]:
         raise EmbeddingError(f"image embeddings {img.shape} and text embeddings {txt.shape} differ in shape")
     if img.shape[0] == 0 or img.shape[1] == 0:
         raise EmbeddingError(f"embeddings are empty (shape {img.shape})")
-    # Cauchy-Schwarz bounds every similarity and every partial sum by |a|*|b|: check it fits float32.
-    bound = _max_norm(img) * _max_norm(txt)
-    if not bound < _F32_MAX / 4:
-        raise NonFiniteEmbeddings(f"embedding norms are too large (|image|*|text| up to {bound:.3g}); "
-                                  "similarities would overflow float32")
+    # No overflow check is needed: |float32| < 3.5e38, so a product is < 1.2e77 and a sum of even a
+    # million of them stays far inside float64.
     return img, txt
 
 
-def _ranks_of_rows(queries: np.ndarray, gallery: np.ndarray, chunk: int) -> np.ndarray:
+def reference_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The defined similarity of rows ``a[p]`` and ``b[p]``: exact float64 products summed left to right.
+
+    ``np.cumsum`` is a recurrence (each partial sum is an output), so no machine may reorder it.
+    """
+    a = np.asarray(a, dtype=np.float32).astype(np.float64)
+    b = np.asarray(b, dtype=np.float32).astype(np.float64)
+    if a.shape[-1] == 0:
+        return np.zeros(a.shape[:-1])
+    return np.cumsum(a * b, axis=-1)[..., -1]
+
+
+def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inverse)``: the first index of each distinct row (by bytes) and each row's group."""
+    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
+
+
+class _Gallery:
+    """The gallery side of one direction: distinct rows in float64 and where each original row went."""
+
+    def __init__(self, gallery: np.ndarray) -> None:
+        n = gallery.shape[0]
+        first, self.inverse = _unique_rows(gallery)
+        self.rows = gallery[first].astype(np.float64)          # m x d, m <= n
+        self.norms = np.sqrt(np.einsum("ij,ij->i", self.rows, self.rows))
+        self.sizes = np.bincount(self.inverse, minlength=len(first))
+        self.duplicated = len(first) < n
+        # Members of each group in index order, as one sorted key u * (n + 1) + index, so that
+        # "members of group u before index i" is one vectorised searchsorted.
+        order = np.argsort(self.inverse, kind="stable")
+        self._stride = n + 1
+        self._keys = self.inverse[order].astype(np.int64) * self._stride + order
+        self._starts = np.searchsorted(self._keys, np.arange(len(first), dtype=np.int64) * self._stride)
+
+    def members_before(self, groups: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """How many gallery rows of group ``groups[p]`` have an index below ``index[p]``."""
+        keys = groups.astype(np.int64) * self._stride + index
+        return np.searchsorted(self._keys, keys) - self._starts[groups]
+
+    def count(self, mask: np.ndarray) -> np.ndarray:
+        """Per row of ``mask`` (over distinct rows), how many gallery rows it selects."""
+        return np.count_nonzero(mask[:, self.inverse] if self.duplicated else mask, axis=1)
+
+
+def _doubtful(queries64, gallery: _Gallery, own, index, band) -> np.ndarray:
+    """Rank contributions of the columns inside the band, decided by the reference similarity."""
+    extra = np.zeros(len(queries64), dtype=np.int64)
+    rows, cols = np.nonzero(band)
+    keep = cols != own[rows]                           # the own column is equal by construction
+    rows, cols = rows[keep], cols[keep]
+    block = max(1, _PAIR_BYTES // (16 * queries64.shape[1]))
+    ref_true = np.empty(len(queries64))
+    for s in range(0, len(queries64), block):
+        ref_true[s:s + block] = reference_similarity(queries64[s:s + block], gallery.rows[own[s:s + block]])
+    for s in range(0, len(rows), block):
+        r, u = rows[s:s + block], cols[s:s + block]
+        ref = reference_similarity(queries64[r], gallery.rows[u])
+        add = np.where(ref > ref_true[r], gallery.sizes[u], 0)
+        tied = ref == ref_true[r]
+        add[tied] = gallery.members_before(u[tied], index[r[tied]])
+        np.add.at(extra, r, add)
+    return extra
+
+
+def _ranks_of_rows(queries: np.ndarray, gallery_f32: np.ndarray, chunk: int) -> np.ndarray:
     """Rank of gallery[i] among the similarities of queries[i] with every gallery row."""
-    n = queries.shape[0]
+    n, d = queries.shape
+    gallery = _Gallery(gallery_f32)
+    m = len(gallery.rows)
     chunk = min(chunk, n)
+    gamma = d * _U / (1 - d * _U)
+    top_norm = float(gallery.norms.max())
     ranks = np.empty(n, dtype=np.int64)
-    cols = np.arange(n)
-    sims_buf = np.empty((chunk, n), dtype=np.float32)   # reused: the only large temporaries
-    mask_buf = np.empty((chunk, n), dtype=bool)
+    diff_buf = np.empty((chunk, m))                    # reused: the largest temporaries
+    above_buf = np.empty((chunk, m), dtype=bool)
+    reach_buf = np.empty((chunk, m), dtype=bool)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         c = stop - start
-        sims, mask = sims_buf[:c], mask_buf[:c]
-        np.matmul(queries[start:stop], gallery.T, out=sims)
-        true_idx = cols[start:stop]
-        true = sims[np.arange(c), true_idx][:, None]    # from the same product: exact ties stay exact
-        above = np.count_nonzero(np.greater(sims, true, out=mask), axis=1)
-        equal = np.count_nonzero(np.equal(sims, true, out=mask), axis=1)  # includes the item itself
-        tied = np.flatnonzero(equal > 1)
-        if tied.size:                                   # rare in real data: only then count earlier ties
-            earlier = (sims[tied] == true[tied]) & (cols[None, :] < true_idx[tied, None])
-            above[tied] += np.count_nonzero(earlier, axis=1)
-        ranks[start:stop] = above
+        index = np.arange(start, stop)
+        q = queries[start:stop].astype(np.float64)
+        diff, above, reach = diff_buf[:c], above_buf[:c], reach_buf[:c]
+        np.matmul(q, gallery.rows.T, out=diff)
+        own = gallery.inverse[start:stop]              # the column of each item's true partner
+        # s - s_true in place: IEEE subtraction keeps the sign and is 0 exactly when s == s_true.
+        np.subtract(diff, diff[np.arange(c), own][:, None], out=diff)
+        # The band: both values' error bounds, for the BLAS product and for the reference, doubled
+        # for the rounding of the norms. Outside it the BLAS order is the reference order.
+        width = (4 * gamma * np.sqrt(np.einsum("ij,ij->i", q, q)) * (top_norm + gallery.norms[own]))[:, None]
+        np.greater(diff, width, out=above)             # certainly above the true partner
+        np.greater_equal(diff, -width, out=reach)      # not certainly below it
+        ranks[start:stop] = gallery.count(above) + gallery.members_before(own, index)
+        in_band = np.count_nonzero(reach, axis=1) - np.count_nonzero(above, axis=1)
+        doubtful = np.flatnonzero(in_band > 1)         # more than the own column
+        if doubtful.size:
+            band = reach[doubtful] & ~above[doubtful]
+            ranks[start + doubtful] += _doubtful(q[doubtful], gallery, own[doubtful], index[doubtful], band)
     return ranks
 
 
-def retrieval_ranks(image_emb, text_emb, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def retrieval_ranks(image_emb, text_emb, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(i2t_ranks, t2i_ranks)``, int64 arrays of length n (0 = the pair is ranked first).
 
-    Raises ``NonFiniteEmbeddings`` for NaN/inf (or overflowing) values and ``EmbeddingError`` for shape
-    problems. Memory beyond the inputs is about ``chunk * n * 4`` bytes plus a few boolean masks.
+    Raises ``NonFiniteEmbeddings`` for NaN/inf values and ``EmbeddingError`` for shape problems. Memory
+    beyond the inputs: the gallery in float64 (``n * d * 8`` bytes at most) plus ``chunk * n * 10`` bytes.
+    The result does not depend on ``chunk`` nor on the BLAS library (see the module docstring).
     """
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     img, txt = _check_pair(image_emb, text_emb)
-    i2t = _ranks_of_rows(img, txt, int(chunk))   # row i of image @ text.T
-    t2i = _ranks_of_rows(txt, img, int(chunk))   # column i of image @ text.T, as text-chunk @ image.T
+    i2t = _ranks_of_rows(img, txt, int(chunk))   # image i against every text
+    t2i = _ranks_of_rows(txt, img, int(chunk))   # text i against every image
     return i2t, t2i
 
 
@@ -129,6 +219,6 @@ def retrieval_metrics(i2t, t2i) -> dict[str, float]:
     return out
 
 
-def score_embeddings(image_emb, text_emb, chunk: int = 1024) -> dict[str, float]:
+def score_embeddings(image_emb, text_emb, chunk: int = 256) -> dict[str, float]:
     """``retrieval_metrics(*retrieval_ranks(image_emb, text_emb, chunk))`` in one call."""
     return retrieval_metrics(*retrieval_ranks(image_emb, text_emb, chunk))
