@@ -696,7 +696,15 @@ def catalogue() -> list[Attack]:
         Attack("14-tamper-ledger", "train.py rewrites the ledger, lists and appends to other runs' records",
                "crash", r"fold0: exit", lambda ctx: write_train(TAMPER_LEDGER), _check_tamper,
                setup=_hash_records),
+        # --- issue 9 class 4 (hostile outputs) ---
+        *_hostile_outputs(),
     ]
+
+
+def _hostile_outputs() -> list[Attack]:
+    from adversarial_outputs import hostile_outputs   # imports this module: only once it is loaded
+
+    return hostile_outputs()
 
 
 # ------------------------------------------------------------------------------------------- probes
