@@ -7,10 +7,12 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 
+from autoresearch.scoring import retrieval
 from autoresearch.scoring.retrieval import (
     EmbeddingError,
     NonFiniteEmbeddings,
@@ -40,11 +42,17 @@ def oracle(img: np.ndarray, txt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check(img, txt, chunks=(1, 7, 64, 10_000)):
+    """Ranks equal the oracle's for every query chunk, with the whole gallery in one block and in
+    blocks of 5 distinct rows (so that counts accumulate across blocks)."""
     want_i2t, want_t2i = oracle(img, txt)
-    for chunk in chunks:
-        i2t, t2i = retrieval_ranks(img, txt, chunk=chunk)
-        np.testing.assert_array_equal(i2t, want_i2t, err_msg=f"i2t, chunk={chunk}")
-        np.testing.assert_array_equal(t2i, want_t2i, err_msg=f"t2i, chunk={chunk}")
+    five_rows = 8 * np.asarray(img).shape[1] * 5
+    for block_bytes in (retrieval._BLOCK_BYTES, five_rows):
+        with mock.patch.object(retrieval, "_BLOCK_BYTES", block_bytes):
+            for chunk in chunks:
+                i2t, t2i = retrieval_ranks(img, txt, chunk=chunk)
+                where = f"chunk={chunk}, block bytes={block_bytes}"
+                np.testing.assert_array_equal(i2t, want_i2t, err_msg=f"i2t, {where}")
+                np.testing.assert_array_equal(t2i, want_t2i, err_msg=f"t2i, {where}")
     return want_i2t, want_t2i
 
 
@@ -79,6 +87,7 @@ def test_constant_embeddings_give_half_the_gallery_not_zero():
         i2t, t2i = retrieval_ranks(emb, emb, chunk=chunk)
         np.testing.assert_array_equal(i2t, np.arange(n))
         np.testing.assert_array_equal(t2i, np.arange(n))
+    check(emb, emb, chunks=(1, 64))
     m = retrieval_metrics(i2t, t2i)
     assert m["mean_rank"] == (n - 1) / 2
     assert m["i2t_r1"] == pytest.approx(1 / n)
@@ -181,12 +190,9 @@ def _x86_kernels() -> list[str]:
         flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         return []
-    kernels = ["Prescott"]                 # SSE3: every x86-64
-    if "avx2" in flags:
-        kernels.append("Haswell")
-    if "avx512f" in flags:
-        kernels.append("SkylakeX")
-    return kernels
+    if "avx2" not in flags:
+        return ["Prescott"]                # SSE3 only: one kernel to choose
+    return ["Haswell", "SkylakeX" if "avx512f" in flags else "Prescott"]
 
 
 _CHILD = """
@@ -199,13 +205,15 @@ except ImportError:
     arch = ["?"]
 print("BLAS-KERNEL", ",".join(arch) or "-", flush=True)
 import pytest
-sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", sys.argv[1], "-k", "oracle or reference or cancelling"]))
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", sys.argv[1], "-k",
+                      "duplicate or quantised or constant or cancelling or reference"]))
 """
 
 
 def test_tie_tests_pass_under_several_blas_kernels():
-    """The oracle tests (every chunk size, duplicates, quantised ties, cancelling sums) in a fresh process
-    per OpenBLAS kernel: the oracle does not use BLAS, so passing everywhere means identical ranks."""
+    """The tie tests (every chunk and block size, duplicates, quantised ties, a collapsed model, cancelling
+    sums) in a fresh process per OpenBLAS kernel: the oracle does not use BLAS, so passing under each
+    kernel means identical ranks on all of them."""
     kernels = _x86_kernels()
     if len(kernels) < 2:
         pytest.skip("needs an x86-64 CPU with at least two OpenBLAS kernels to choose from")

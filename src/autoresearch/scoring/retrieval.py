@@ -34,7 +34,8 @@ import warnings
 import numpy as np
 
 _U = 2.0 ** -53           # unit roundoff of float64
-_PAIR_BYTES = 32 << 20    # memory for one block of reference recomputations
+_PAIR_BYTES = 4 << 20     # memory for one block of reference recomputations
+_BLOCK_BYTES = 16 << 20   # the float64 copy of one block of gallery rows
 
 
 class EmbeddingError(ValueError):
@@ -82,106 +83,132 @@ def reference_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float32).astype(np.float64)
     b = np.asarray(b, dtype=np.float32).astype(np.float64)
     if a.shape[-1] == 0:
-        return np.zeros(a.shape[:-1])
-    return np.cumsum(a * b, axis=-1)[..., -1]
+        return np.zeros(np.broadcast_shapes(a.shape, b.shape)[:-1])
+    return _reference64(a, b)
 
 
 def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(first, inverse)``: the first index of each distinct row (by bytes) and each row's group."""
-    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
-    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
-    return first, inverse.ravel()
+    """``(first, inverse)``: the first index of each distinct row (by bytes) and each row's group.
+
+    Rows are grouped by a 64-bit hash of their bytes, computed a block at a time (sorting the rows
+    themselves would copy the matrix twice), and every row is then compared with its group's first
+    row; a hash collision (never seen in practice) falls back to sorting the rows.
+    """
+    words = np.ascontiguousarray(x).view(np.uint32)
+    mult = np.random.default_rng(0x5EED).integers(1, 2 ** 63, size=words.shape[1], dtype=np.uint64) | np.uint64(1)
+    rows = max(1, _PAIR_BYTES // (8 * max(1, words.shape[1])))
+    hashes = np.concatenate([(words[i:i + rows] * mult).sum(axis=1, dtype=np.uint64)
+                             for i in range(0, len(words), rows)])
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    for i in range(0, len(words), rows):
+        if not np.array_equal(words[i:i + rows], words[first[inverse[i:i + rows]]]):
+            void = words.view(np.dtype((np.void, words.itemsize * words.shape[1]))).ravel()
+            _, first, inverse = np.unique(void, return_index=True, return_inverse=True)
+            return first, inverse.ravel()
+    return first, inverse
 
 
-class _Gallery:
-    """The gallery side of one direction: distinct rows in float64 and where each original row went."""
+def _reference64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.cumsum(a * b, axis=-1)[..., -1].copy()   # a copy: the view would keep the whole cumsum
+
+
+class _Groups:
+    """Identical gallery rows, merged: the first index of each distinct row and the group of every row."""
 
     def __init__(self, gallery: np.ndarray) -> None:
         n = gallery.shape[0]
-        first, self.inverse = _unique_rows(gallery)
-        self.rows = gallery[first].astype(np.float64)          # m x d, m <= n
-        self.norms = np.sqrt(np.einsum("ij,ij->i", self.rows, self.rows))
-        self.sizes = np.bincount(self.inverse, minlength=len(first))
-        self.duplicated = len(first) < n
+        self.first, self.inverse = _unique_rows(gallery)
+        self.sizes = np.bincount(self.inverse, minlength=len(self.first))
+        self.duplicated = len(self.first) < n
         # Members of each group in index order, as one sorted key u * (n + 1) + index, so that
         # "members of group u before index i" is one vectorised searchsorted.
         order = np.argsort(self.inverse, kind="stable")
         self._stride = n + 1
         self._keys = self.inverse[order].astype(np.int64) * self._stride + order
-        self._starts = np.searchsorted(self._keys, np.arange(len(first), dtype=np.int64) * self._stride)
+        self._starts = np.searchsorted(self._keys, np.arange(len(self.first), dtype=np.int64) * self._stride)
 
     def members_before(self, groups: np.ndarray, index: np.ndarray) -> np.ndarray:
         """How many gallery rows of group ``groups[p]`` have an index below ``index[p]``."""
         keys = groups.astype(np.int64) * self._stride + index
         return np.searchsorted(self._keys, keys) - self._starts[groups]
 
-    def count(self, mask: np.ndarray) -> np.ndarray:
-        """Per row of ``mask`` (over distinct rows), how many gallery rows it selects."""
-        return np.count_nonzero(mask[:, self.inverse] if self.duplicated else mask, axis=1)
+
+def _by_rows(x: np.ndarray, fn, rows: int) -> np.ndarray:
+    """``fn`` of consecutive row blocks of ``x`` in float64, concatenated (bounded temporaries)."""
+    return np.concatenate([fn(x[i:i + rows].astype(np.float64), i) for i in range(0, len(x), rows)])
 
 
-def _doubtful(queries64, gallery: _Gallery, own, index, band) -> np.ndarray:
-    """Rank contributions of the columns inside the band, decided by the reference similarity."""
-    extra = np.zeros(len(queries64), dtype=np.int64)
-    rows, cols = np.nonzero(band)
-    keep = cols != own[rows]                           # the own column is equal by construction
-    rows, cols = rows[keep], cols[keep]
-    block = max(1, _PAIR_BYTES // (16 * queries64.shape[1]))
-    ref_true = np.empty(len(queries64))
-    for s in range(0, len(queries64), block):
-        ref_true[s:s + block] = reference_similarity(queries64[s:s + block], gallery.rows[own[s:s + block]])
-    for s in range(0, len(rows), block):
-        r, u = rows[s:s + block], cols[s:s + block]
-        ref = reference_similarity(queries64[r], gallery.rows[u])
-        add = np.where(ref > ref_true[r], gallery.sizes[u], 0)
-        tied = ref == ref_true[r]
-        add[tied] = gallery.members_before(u[tied], index[r[tied]])
-        np.add.at(extra, r, add)
-    return extra
+def _ranks_of_rows(queries: np.ndarray, gallery: np.ndarray, chunk: int) -> np.ndarray:
+    """Rank of gallery[i] among the similarities of queries[i] with every gallery row.
 
-
-def _ranks_of_rows(queries: np.ndarray, gallery_f32: np.ndarray, chunk: int) -> np.ndarray:
-    """Rank of gallery[i] among the similarities of queries[i] with every gallery row."""
+    The gallery is taken a block of distinct rows at a time (converted to float64 once), the queries
+    ``chunk`` rows at a time against it; each query's counts accumulate over the blocks. Every
+    comparison is against the reference similarity of the query's true pair, ``true[i]``.
+    """
     n, d = queries.shape
-    gallery = _Gallery(gallery_f32)
-    m = len(gallery.rows)
+    groups = _Groups(gallery)
+    m = len(groups.first)
     chunk = min(chunk, n)
+    rows = max(1, _PAIR_BYTES // (16 * d))
     gamma = d * _U / (1 - d * _U)
-    top_norm = float(gallery.norms.max())
-    ranks = np.empty(n, dtype=np.int64)
-    diff_buf = np.empty((chunk, m))                    # reused: the largest temporaries
-    above_buf = np.empty((chunk, m), dtype=bool)
-    reach_buf = np.empty((chunk, m), dtype=bool)
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        c = stop - start
-        index = np.arange(start, stop)
-        q = queries[start:stop].astype(np.float64)
-        diff, above, reach = diff_buf[:c], above_buf[:c], reach_buf[:c]
-        np.matmul(q, gallery.rows.T, out=diff)
-        own = gallery.inverse[start:stop]              # the column of each item's true partner
-        # s - s_true in place: IEEE subtraction keeps the sign and is 0 exactly when s == s_true.
-        np.subtract(diff, diff[np.arange(c), own][:, None], out=diff)
-        # The band: both values' error bounds, for the BLAS product and for the reference, doubled
-        # for the rounding of the norms. Outside it the BLAS order is the reference order.
-        width = (4 * gamma * np.sqrt(np.einsum("ij,ij->i", q, q)) * (top_norm + gallery.norms[own]))[:, None]
-        np.greater(diff, width, out=above)             # certainly above the true partner
-        np.greater_equal(diff, -width, out=reach)      # not certainly below it
-        ranks[start:stop] = gallery.count(above) + gallery.members_before(own, index)
-        in_band = np.count_nonzero(reach, axis=1) - np.count_nonzero(above, axis=1)
-        doubtful = np.flatnonzero(in_band > 1)         # more than the own column
-        if doubtful.size:
-            band = reach[doubtful] & ~above[doubtful]
-            ranks[start + doubtful] += _doubtful(q[doubtful], gallery, own[doubtful], index[doubtful], band)
+    top = float(_by_rows(gallery, lambda g, _: np.sqrt(np.einsum("ij,ij->i", g, g)), rows).max())
+    true = _by_rows(queries, lambda q, i: _reference64(q, gallery[i:i + len(q)].astype(np.float64)), rows)
+    # |BLAS - exact| and |reference - exact| are each at most gamma * |q| * |g|: outside this band the
+    # BLAS value and the reference agree on which side of true[i] a column lies (doubled for safety).
+    width = 4 * gamma * top * _by_rows(queries, lambda q, _: np.sqrt(np.einsum("ij,ij->i", q, q)), rows)
+    ranks = groups.members_before(groups.inverse, np.arange(n))   # earlier copies of the true partner
+    block = min(m, max(1, _BLOCK_BYTES // (8 * d)))
+    diff_buf = np.empty((chunk, block))                # reused: the largest temporaries
+    above_buf = np.empty((chunk, block), dtype=bool)
+    reach_buf = np.empty((chunk, block), dtype=bool)
+    g_buf = np.empty((block, d))
+    for b0 in range(0, m, block):
+        nb = min(block, m - b0)
+        g = g_buf[:nb]
+        g[...] = gallery[groups.first[b0:b0 + nb]]
+        sizes = groups.sizes[b0:b0 + nb]
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            c = stop - start
+            diff, above, reach = diff_buf[:c, :nb], above_buf[:c, :nb], reach_buf[:c, :nb]
+            np.matmul(queries[start:stop].astype(np.float64), g.T, out=diff)
+            np.subtract(diff, true[start:stop, None], out=diff)
+            w = width[start:stop, None]
+            np.greater(diff, w, out=above)             # certainly above the true partner
+            np.greater_equal(diff, -w, out=reach)      # not certainly below it
+            own = groups.inverse[start:stop] - b0      # the true partner's column, when in this block
+            mine = np.flatnonzero((own >= 0) & (own < nb))
+            above[mine, own[mine]] = reach[mine, own[mine]] = False   # counted as ties above
+            if groups.duplicated:                      # a column stands for every copy of its row
+                ranks[start:stop] += np.rint(above @ sizes.astype(np.float64)).astype(np.int64)
+            else:
+                ranks[start:stop] += np.count_nonzero(above, axis=1)
+            doubtful = np.flatnonzero(np.count_nonzero(reach, axis=1) > np.count_nonzero(above, axis=1))
+            if doubtful.size:
+                r, u = np.nonzero(reach[doubtful] & ~above[doubtful])
+                _settle(ranks, queries, start + doubtful[r], g, u, b0, sizes, true, groups, rows)
     return ranks
 
 
-def retrieval_ranks(image_emb, text_emb, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _settle(ranks, queries, items, g, cols, b0, sizes, true, groups: _Groups, rows: int) -> None:
+    """Rank contributions of the columns inside the band, decided by the reference similarity."""
+    for s in range(0, len(items), rows):
+        i, u = items[s:s + rows], cols[s:s + rows]
+        ref = _reference64(queries[i].astype(np.float64), g[u])
+        add = np.where(ref > true[i], sizes[u], 0)
+        tied = ref == true[i]
+        add[tied] = groups.members_before(b0 + u[tied], i[tied])
+        np.add.at(ranks, i, add)
+
+
+def retrieval_ranks(image_emb, text_emb, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(i2t_ranks, t2i_ranks)``, int64 arrays of length n (0 = the pair is ranked first).
 
     Raises ``NonFiniteEmbeddings`` for NaN/inf values and ``EmbeddingError`` for shape problems. Memory
-    beyond the inputs: the gallery in float64 (``n * d * 8`` bytes at most) plus ``chunk * n * 10`` bytes.
-    The result does not depend on ``chunk`` nor on the BLAS library (see the module docstring).
+    beyond the inputs: about 16 MB for a float64 block of gallery rows, ``chunk * 10`` bytes per row of
+    that block, and a few arrays of n. The result does not depend on ``chunk`` nor on the BLAS library
+    (see the module docstring).
     """
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
@@ -219,6 +246,6 @@ def retrieval_metrics(i2t, t2i) -> dict[str, float]:
     return out
 
 
-def score_embeddings(image_emb, text_emb, chunk: int = 256) -> dict[str, float]:
+def score_embeddings(image_emb, text_emb, chunk: int = 512) -> dict[str, float]:
     """``retrieval_metrics(*retrieval_ranks(image_emb, text_emb, chunk))`` in one call."""
     return retrieval_metrics(*retrieval_ranks(image_emb, text_emb, chunk))
