@@ -17,14 +17,16 @@ sums in an order of its own choosing (kernel, blocking, FMA), so its last bits d
 machine. We use it anyway, in float64, because it is fast, and correct its few doubtful comparisons:
 
 - Any summation order is within ``gamma_d * |a| * |b|`` of the exact dot product (``gamma_d = d*u/(1-d*u)``,
-  ``u = 2**-53``; the products are exact), and so is the reference. When two BLAS similarities differ
-  by more than the sum of those bounds for both, the reference orders them the same way; only pairs
-  inside that band (in practice exact ties and duplicates) are recomputed with the reference formula.
+  ``u = 2**-53``; the products are exact), and so is the reference. Every BLAS similarity is compared
+  with the reference similarity of the item's true pair; when they differ by more than twice the
+  bound, the reference orders them the same way. Only pairs inside that band (in practice exact ties)
+  are recomputed with the reference formula.
 - Identical gallery rows are merged before the product and share one column, so duplicates are exact
   ties by construction and a collapsed model (all rows equal) costs one column, not n.
 
-The full n x n matrix is never built: each direction takes ``chunk`` query rows at a time against the
-whole (deduplicated) gallery, so every comparison for one item comes from one row of one product.
+The full n x n matrix is never built: each direction takes the deduplicated gallery a block of rows at a
+time (about 16 MB in float64) and the queries ``chunk`` rows at a time against it, and accumulates each
+query's counts over the blocks.
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ def _ranks_of_rows(queries: np.ndarray, gallery: np.ndarray, chunk: int) -> np.n
             np.greater_equal(diff, -w, out=reach)      # not certainly below it
             own = groups.inverse[start:stop] - b0      # the true partner's column, when in this block
             mine = np.flatnonzero((own >= 0) & (own < nb))
-            above[mine, own[mine]] = reach[mine, own[mine]] = False   # counted as ties above
+            above[mine, own[mine]] = reach[mine, own[mine]] = False   # its earlier copies: counted above
             if groups.duplicated:                      # a column stands for every copy of its row
                 ranks[start:stop] += np.rint(above @ sizes.astype(np.float64)).astype(np.int64)
             else:
