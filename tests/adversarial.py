@@ -985,7 +985,15 @@ def catalogue() -> list[Attack]:
                "(one listens under /var/tmp) and connects to it",
                "crash", r"fold0: exit", lambda ctx: write_train(FIND_SOCKET), _check_unix,
                setup=_unix_listen, teardown=_unix_close, log=r"found no host socket to connect to"),
+        # --- issue 9 class 4 (hostile outputs) ---
+        *_hostile_outputs(),
     ]
+
+
+def _hostile_outputs() -> list[Attack]:
+    from adversarial_outputs import hostile_outputs   # imports this module: only once it is loaded
+
+    return hostile_outputs()
 
 
 # ------------------------------------------------------------------------------------------- probes

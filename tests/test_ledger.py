@@ -260,3 +260,25 @@ def test_kill_minus_nine_leaves_committed_rows_intact(tmp_path: Path) -> None:
             assert len(led.running()) <= 1                         # at most the row it was writing
             for r in led.running():                                # what the engine does on resume
                 led.finish(r.number, "interrupted")
+
+
+def test_rows_with_odd_values_still_load(ledger: Ledger, tmp_path: Path) -> None:
+    """A row written by hand or by another tool (bad JSON, text in a REAL column) must not stop a
+    resume, a report or an export: each odd value reads as absent."""
+    n = ledger.start(tag="t", kind="experiment", description="odd")
+    ledger.finish(n, "keep", metric_mean=1.0, folds=[1.0, 2.0])
+    with sqlite3.connect(ledger.path) as db:
+        db.execute("UPDATE experiments SET metrics_json='{not json', folds_json='[1, \"x\", {}]', "
+                   "decision_json='[1, 2]', meta_json='\"text\"', hardware_json=x'ff', "
+                   "metric_mean='lots', peak_memory_gb='high', tokens_in=2.5, description=7 WHERE number=?", (n,))
+        db.execute("INSERT INTO events (time, kind, number, payload_json) VALUES ('now', 'odd', ?, '{bad')", (n,))
+    row = ledger.get(n)
+    assert row.metrics is None and row.decision == {} and row.meta == {} and row.hardware == {}
+    assert row.folds[0] == 1.0 and math.isnan(row.folds[1]) and math.isnan(row.folds[2])
+    assert row.metric_mean is None and row.peak_memory_gb is None and row.tokens_in is None
+    assert row.description == "7"
+    assert ledger.champion("t").number == n
+    assert ledger.events("odd")[0].payload == {}
+    ledger.export_jsonl(tmp_path / "all.jsonl")
+    ledger.export_tsv(tmp_path / "results.tsv", tag="t")
+    assert (tmp_path / "results.tsv").read_text().splitlines()[1].split("\t")[1:4] == ["0.0", "0.0", "keep"]

@@ -95,8 +95,9 @@ class Experiment:
 
     @property
     def folds(self) -> list[float]:
-        """Per-fold metric values; a fold without a value (stored as null) is NaN."""
-        return [math.nan if v is None else float(v) for v in (_loads(self.folds_json) or [])]
+        """Per-fold metric values; a fold without a value (stored as null) or with a non-number is NaN."""
+        values = _loads(self.folds_json)
+        return [_as_number(v) for v in values] if isinstance(values, list) else []
 
     @property
     def metrics(self) -> Any:
@@ -104,19 +105,19 @@ class Experiment:
 
     @property
     def decision(self) -> dict:
-        return _loads(self.decision_json) or {}
+        return _object(self.decision_json)
 
     @property
     def hardware(self) -> dict:
-        return _loads(self.hardware_json) or {}
+        return _object(self.hardware_json)
 
     @property
     def fingerprints(self) -> dict:
-        return _loads(self.fingerprints_json) or {}
+        return _object(self.fingerprints_json)
 
     @property
     def meta(self) -> dict:
-        return _loads(self.meta_json) or {}
+        return _object(self.meta_json)
 
     @property
     def failed(self) -> bool:
@@ -192,7 +193,47 @@ def _dumps(value: Any) -> str | None:
 
 
 def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    """A JSON column's value; None for a column that does not hold valid JSON text (a row written by
+    hand or by another tool must not stop a resume or a report)."""
+    if not isinstance(text, (str, bytes)):
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _object(text: str | None) -> dict:
+    value = _loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+def _as_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
+
+
+def _row(values: Sequence[Any]) -> "Experiment":
+    """An Experiment from one SQL row. SQLite keeps whatever type was stored, so a value that does not
+    fit its column's type (text in a REAL column, say) reads as None rather than breaking the caller."""
+    fixed = []
+    for name, value in zip(COLUMNS, values):
+        kind = _COLUMN_TYPES[name]
+        if value is not None and name != "number":
+            if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                value = None
+            elif kind == "float":
+                value = float(value)
+            elif kind == "int" and not isinstance(value, int):
+                value = None
+            elif kind == "str" and not isinstance(value, str):
+                value = str(value) if isinstance(value, (int, float)) else None
+        fixed.append(value)
+    return Experiment(*fixed)
 
 
 # short names accepted for JSON columns: folds=[...] is folds_json=[...]
@@ -394,7 +435,7 @@ class Ledger:
 
     def _select(self, clause: str, args: Iterable[Any], order: bool = True) -> list[Experiment]:
         sql = f"SELECT {_names(COLUMNS)} FROM experiments {clause}" + (" ORDER BY number" if order else "")
-        return [Experiment(*r) for r in self._db.execute(sql, list(args))]
+        return [_row(r) for r in self._db.execute(sql, list(args))]
 
     # -- events and meta ------------------------------------------------------------------------------
 
@@ -410,7 +451,7 @@ class Ledger:
     def events(self, kind: str | None = None) -> list[Event]:
         sql = "SELECT id, time, kind, number, payload_json FROM events"
         cur = self._db.execute(sql + " WHERE kind=? ORDER BY id", (kind,)) if kind else self._db.execute(sql + " ORDER BY id")
-        return [Event(i, t, k, n, json.loads(p)) for i, t, k, n, p in cur]
+        return [Event(i, t, k, n, _object(p)) for i, t, k, n, p in cur]
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value under a key (``schema_version`` is reserved)."""

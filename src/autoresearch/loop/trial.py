@@ -7,8 +7,8 @@ children are dead and the partial result is returned).
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 from autoresearch.config import Config
+from autoresearch import tasks
 from autoresearch.runner.executor import Executor, LocalExecutor
 from autoresearch.runner.spec import ExitKind, RunOutcome, RunSpec
-from autoresearch import tasks
+from autoresearch.scoring.facts import number, read_facts
+from autoresearch.scoring.safeio import UnsafeOutput, read_tail
 from autoresearch.scoring.sources import RunRecord, Score
 
 
@@ -29,6 +31,7 @@ class FoldResult:
     score: Score
     facts: dict
     score_seconds: float
+    notes: list[str] = field(default_factory=list)   # what was dropped from facts.json, and why
 
 
 @dataclass
@@ -63,7 +66,7 @@ class TrialResult:
 
     @property
     def peak_memory_gb(self) -> float:
-        peaks = [max(f.outcome.peak_rss_gb or 0.0, float(f.facts.get("peak_memory_gb") or 0.0)) for f in self.folds]
+        peaks = [max(f.outcome.peak_rss_gb or 0.0, number(f.facts, "peak_memory_gb")) for f in self.folds]
         return max(peaks, default=0.0)
 
     @property
@@ -90,9 +93,10 @@ def nan_to_none(x: float | None) -> float | None:
 
 
 def tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a log, read from its last MiB only (a run may print gigabytes)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = read_tail(path, 1 << 20).decode("utf-8", errors="replace")
+    except (OSError, UnsafeOutput):
         return ""
     return "\n".join(text.splitlines()[-lines:])
 
@@ -154,20 +158,29 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
 
 def _score(config: Config, task: tasks.Task, outcome: RunOutcome, fold: int | None, mode: str) -> FoldResult:
     spec = outcome.spec
-    facts: dict = {}
-    facts_path = spec.out_dir / "facts.json"
-    if facts_path.is_file():
-        try:
-            loaded = json.loads(facts_path.read_text(encoding="utf-8"))
-            facts = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            facts = {}
+    facts, notes = read_facts(spec.out_dir)     # validated: a run's bad facts never crash the tool
     start = time.perf_counter()
     if outcome.kind == ExitKind.OK:
         sc = task.scorer(config)(config, RunRecord(out_dir=spec.out_dir, log_path=spec.log_path, fold=fold, mode=mode))
     else:
         sc = Score(math.nan, {}, outcome.reason or outcome.kind.value)
-    return FoldResult(fold, outcome, sc, facts, time.perf_counter() - start)
+    for note in notes:                          # after scoring: a regex source never sees them
+        _log_note(spec.log_path, note)
+    return FoldResult(fold, outcome, sc, facts, time.perf_counter() - start, notes)
+
+
+def _log_note(log: Path, note: str) -> None:
+    """Append a '# ' line (the runner's own lines) to the fold's log, without following a link."""
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return
+    try:
+        os.write(fd, f"# {note}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _last_line(log: Path) -> str:

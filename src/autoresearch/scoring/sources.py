@@ -12,10 +12,15 @@
 an agent that edits train.py can fake it. Use them for tasks whose evaluation the agent cannot reach
 by other means, and prefer a scorer like ``eclip`` wherever the metric matters.
 
-Contract: ``score(config, run)`` never raises because of what a run did or failed to do; a missing
-file, bad JSON, a missing key or NaN become ``Score(nan, {}, reason)``. A broken *setup* (the hidden
-key missing or malformed, a metric name the source does not compute) is a ``UserError``: every run
-would fail the same way, so the loop should stop and say so.
+Contract: ``score(config, run)`` never raises, hangs or runs out of memory because of what a run did
+or failed to do; a missing file, bad JSON, a missing key or NaN become ``Score(nan, {}, reason)``. A
+broken *setup* (the hidden key missing or malformed, a metric name the source does not compute) is a
+``UserError``: every run would fail the same way, so the loop should stop and say so.
+
+Everything a run wrote is hostile input (see ``safeio``): files are opened without following links and
+must be regular files of bounded size; ``embeddings.npz`` is checked member by member before its data is
+read (``npz``) and scored in a child process with a deadline and a memory ceiling (``worker``); the json
+source reads at most ``MAX_JSON_BYTES`` and the regex source the last ``MAX_LOG_BYTES`` of the log.
 """
 
 from __future__ import annotations
@@ -23,24 +28,27 @@ from __future__ import annotations
 import json
 import math
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-import numpy as np
-
 from autoresearch.config import Config
 from autoresearch.errors import UserError
-from autoresearch.scoring.retrieval import EmbeddingError, retrieval_metrics, retrieval_ranks
+from autoresearch.scoring import worker
+from autoresearch.vocab import Direction
+from autoresearch.scoring.safeio import MiB, UnsafeOutput, read_output, read_tail, relative_parts
 
-ECLIP_METRICS = (
+RETRIEVAL_METRICS = (
     "mean_rank", "median_rank", "mean_rank_frac", "median_rank_frac",
     "i2t_mean_rank", "t2i_mean_rank", "i2t_median_rank", "t2i_median_rank",
     "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
 )
-EMBEDDINGS_FILE = "embeddings.npz"
+# Recall@K improves upward, every rank downward.
+RETRIEVAL_DIRECTIONS = {m: Direction.MAXIMIZE if m.startswith(("i2t_r", "t2i_r")) else Direction.MINIMIZE
+                        for m in RETRIEVAL_METRICS}
 _MAX_METRICS = 200   # a json source keeps at most this many numeric fields as side metrics
+MAX_JSON_BYTES = 4 * MiB
+MAX_LOG_BYTES = 4 * MiB
 
 
 @dataclass(frozen=True)
@@ -76,17 +84,7 @@ def _finite(value: float, what: str, metrics: dict) -> Score:
     return Score(float(value), metrics, "")
 
 
-# ---------------------------------------------------------------- eclip
-
-def key_path(config: Config, run: RunRecord) -> Path:
-    """The hidden key for this run: ``secret/keys/fold_<k>.json``, or ``test.json`` in final mode."""
-    keys = config.state_dir / "secret" / "keys"
-    if run.mode == "final":
-        return keys / "test.json"
-    if run.fold is None:
-        raise ValueError("a fold-mode run needs a fold index")
-    return keys / f"fold_{run.fold}.json"
-
+# ---------------------------------------------------------------- paired retrieval (a hidden key pairs the ids)
 
 def load_key(path: Path) -> dict[str, str]:
     """Read ``{"pairs": {image_id: caption_id}}``; a missing or malformed key is a UserError."""
@@ -107,95 +105,32 @@ def load_key(path: Path) -> dict[str, str]:
     return pairs
 
 
-def _index(ids: np.ndarray, what: str) -> dict[str, int] | str:
-    """Row of each id, or a reason string when the ids are not unique."""
-    index: dict[str, int] = {}
-    for row, value in enumerate(ids.tolist()):
-        if value in index:
-            return f"{what} {value!r} appears more than once in {EMBEDDINGS_FILE}"
-        index[value] = row
-    return index
+def _check_retrieval_name(config: Config) -> None:
+    if config.metric.name not in RETRIEVAL_METRICS:
+        raise UserError(f"{config.path}: [metric] name = {config.metric.name!r} is not a retrieval metric",
+                        hint=f"use one of {', '.join(RETRIEVAL_METRICS)}")
 
 
-def _compare_ids(found: dict[str, int], wanted: list[str], what: str) -> str:
-    missing = [i for i in wanted if i not in found]
-    extra = sorted(set(found) - set(wanted))
-    if not missing and not extra:
-        return ""
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
-    if extra:
-        parts.append(f"{len(extra)} not in the query set (e.g. {extra[0]!r})")
-    return f"{what} in {EMBEDDINGS_FILE} do not match the query set: " + ", ".join(parts)
+def score_retrieval(config: Config, run: RunRecord, key: Path) -> Score:
+    """Retrieval metrics of the run's ``embeddings.npz`` against the hidden ``key`` (``{"pairs": {image_id:
+    caption_id}}``, a file the run never saw); value = [metric] name.
 
-
-def read_embeddings(path: Path) -> dict[str, np.ndarray] | str:
-    """The four arrays of ``embeddings.npz``, or a reason why they cannot be used."""
-    names = ("image_ids", "image_emb", "caption_ids", "caption_emb")
-    if path.is_file() and not zipfile.is_zipfile(path):
-        return f"{path.name} is not a valid .npz file (not a zip archive)"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            absent = [n for n in names if n not in npz.files]
-            if absent:
-                return f"{path.name} lacks {', '.join(absent)} (has {', '.join(npz.files) or 'nothing'})"
-            arrays = {n: npz[n] for n in names}
-    except FileNotFoundError:
-        return f"the run wrote no {path.name} in {path.parent}"
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            return f"{path.name} stores Python objects; ids must be saved as string arrays, not dtype=object"
-        return f"{path.name} is not a valid .npz file: {exc}"
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        return f"{path.name} is not a valid .npz file: {exc}"
-    for n in ("image_ids", "caption_ids"):
-        if arrays[n].ndim != 1 or arrays[n].dtype.kind not in "US":
-            return f"{n} must be a 1-D array of strings, got {arrays[n].dtype} with shape {arrays[n].shape}"
-        arrays[n] = arrays[n].astype(str)
-    for n, ids in (("image_emb", "image_ids"), ("caption_emb", "caption_ids")):
-        a = arrays[n]
-        if a.ndim != 2 or a.dtype.kind not in "fiu" or a.shape[0] != len(arrays[ids]):
-            return (f"{n} must be a numeric [n, d] array with one row per entry of {ids}; "
-                    f"got {a.dtype} {a.shape} for {len(arrays[ids])} ids")
-    if arrays["image_emb"].shape[1] != arrays["caption_emb"].shape[1]:
-        return (f"image_emb has dimension {arrays['image_emb'].shape[1]} but caption_emb "
-                f"{arrays['caption_emb'].shape[1]}")
-    return arrays
-
-
-def _check_eclip_name(config: Config) -> None:
-    if config.metric.name not in ECLIP_METRICS:
-        raise UserError(f"{config.path}: [metric] name = {config.metric.name!r} is not computed by the eclip source",
-                        hint=f"use one of {', '.join(ECLIP_METRICS)}")
-
-
-def score_eclip(config: Config, run: RunRecord) -> Score:
-    """Retrieval metrics of the run's embeddings against the hidden key; value = [metric] name."""
+    The key is read here (a bad key is the setup's fault: UserError); the embeddings are read and
+    scored in a child process (``worker.run_isolated``), so no output can hang or exhaust the tool.
+    """
     name = config.metric.name
-    _check_eclip_name(config)
-    pairs = load_key(key_path(config, run))
-    arrays = read_embeddings(run.out_dir / EMBEDDINGS_FILE)
-    if isinstance(arrays, str):
-        return _fail(arrays)
-    image_index = _index(arrays["image_ids"], "image id")
-    caption_index = _index(arrays["caption_ids"], "caption id")
-    for found in (image_index, caption_index):
-        if isinstance(found, str):
-            return _fail(found)
+    _check_retrieval_name(config)
+    pairs = load_key(key)
     image_ids = list(pairs)
-    caption_ids = [pairs[i] for i in image_ids]
-    for found, wanted, what in ((image_index, image_ids, "image ids"), (caption_index, caption_ids, "caption ids")):
-        problem = _compare_ids(found, wanted, what)
-        if problem:
-            return _fail(problem)
-    img = arrays["image_emb"][[image_index[i] for i in image_ids]]
-    txt = arrays["caption_emb"][[caption_index[c] for c in caption_ids]]
-    try:
-        metrics = retrieval_metrics(*retrieval_ranks(img, txt))
-    except EmbeddingError as exc:
-        return _fail(f"embeddings cannot be scored: {exc}")
-    return _finite(metrics[name], name, metrics)
+    answer = worker.run_isolated({"source": "retrieval", "out_dir": str(run.out_dir), "image_ids": image_ids,
+                                  "caption_ids": [pairs[i] for i in image_ids]})
+    if "reason" in answer:
+        return _fail(answer["reason"])
+    metrics = answer["metrics"]
+    value = metrics.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _fail(f"the scorer returned no {name}")
+    return _finite(float(value), name, metrics)
 
 
 # ---------------------------------------------------------------- json
@@ -215,50 +150,77 @@ def _lookup(data, key: str):
     return node
 
 
-def _numeric_leaves(data, prefix: str = "", out: dict | None = None) -> dict:
-    out = {} if out is None else out
-    if isinstance(data, dict):
-        for k, v in data.items():
-            if len(out) >= _MAX_METRICS:
-                break
-            _numeric_leaves(v, f"{prefix}{k}.", out)
-    elif isinstance(data, (int, float)) and not isinstance(data, bool) and prefix:
-        out[prefix[:-1]] = float(data)
+def _as_float(value) -> float | None:
+    """A JSON number as a float (inf for integers beyond the float range), None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _numeric_leaves(data) -> dict:
+    """Numeric leaves of nested objects as ``{"a.b": x}``, at most ``_MAX_METRICS``, without recursion
+    (a run can nest its JSON as deep as the parser allows)."""
+    out: dict[str, float] = {}
+    stack = [("", data)]
+    while stack and len(out) < _MAX_METRICS:
+        prefix, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((f"{prefix}{k}.", v) for k, v in reversed(list(node.items())))
+        elif prefix and (number := _as_float(node)) is not None:
+            out[prefix[:-1]] = number
     return out
+
+
+def json_file(config: Config) -> str:
+    try:
+        relative_parts(config.metric.file)
+    except ValueError as exc:
+        raise UserError(f"{config.path}: [metric] file = {config.metric.file!r}: {exc}") from None
+    return config.metric.file
 
 
 def score_json(config: Config, run: RunRecord) -> Score:
     """``[metric] key`` of the JSON file ``[metric] file`` in the run's output folder (trusts the script)."""
-    path = run.out_dir / config.metric.file
+    file = json_file(config)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_output(run.out_dir, file, MAX_JSON_BYTES).decode("utf-8"))
     except FileNotFoundError:
-        return _fail(f"the run wrote no {config.metric.file} in {run.out_dir}")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return _fail(f"{config.metric.file} is not valid JSON: {exc}")
+        return _fail(f"the run wrote no {file} in {run.out_dir}")
+    except UnsafeOutput as exc:
+        return _fail(str(exc))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:   # ValueError: bad JSON, huge ints
+        return _fail(f"{file} is not valid JSON: {str(exc)[:200]}")
     try:
         value = _lookup(data, config.metric.key)
     except KeyError as exc:
-        return _fail(f"{config.metric.file} has no key {config.metric.key!r} (missing part {exc.args[0]!r})")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return _fail(f"{config.metric.file}: {config.metric.key} is {value!r}, not a number")
+        return _fail(f"{file} has no key {config.metric.key!r} (missing part {exc.args[0]!r})")
+    number = _as_float(value)
+    if number is None:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return _fail(f"{file}: {config.metric.key} is {shown}, not a number")
     metrics = _numeric_leaves(data)
-    metrics[config.metric.name] = float(value)
-    return _finite(float(value), f"{config.metric.file}: {config.metric.key}", metrics)
+    metrics[config.metric.name] = number
+    return _finite(number, f"{file}: {config.metric.key}", metrics)
 
 
 # ---------------------------------------------------------------- regex
 
 def score_regex(config: Config, run: RunRecord) -> Score:
-    """First group of the LAST match of ``[metric] pattern`` in the run's log (trusts the script)."""
-    try:
-        text = run.log_path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        return _fail(f"cannot read the log {run.log_path}: {exc}")
+    """First group of the LAST match of ``[metric] pattern`` in the last ``MAX_LOG_BYTES`` of the run's
+    log (trusts the script)."""
     try:
         pattern = re.compile(config.metric.pattern, re.MULTILINE)
     except re.error as exc:
         raise UserError(f"{config.path}: [metric] pattern is not a valid regular expression: {exc}") from None
+    try:
+        text = read_tail(run.log_path, MAX_LOG_BYTES).decode("utf-8", errors="replace")
+    except UnsafeOutput as exc:
+        return _fail(f"cannot read the log: {exc}")
+    except OSError as exc:
+        return _fail(f"cannot read the log {run.log_path}: {exc.strerror or exc}")
     last = None
     for last in pattern.finditer(text):
         pass
@@ -270,14 +232,13 @@ def score_regex(config: Config, run: RunRecord) -> Score:
     try:
         value = float(raw)
     except ValueError:
-        return _fail(f"the log's last match {raw!r} is not a number")
+        return _fail(f"the log's last match {raw[:60]!r} is not a number")
     return _finite(value, f"the logged {config.metric.name}", {config.metric.name: value})
 
 
 # ---------------------------------------------------------------- registry
 
 SOURCES: dict[str, Callable[[Config, RunRecord], Score]] = {
-    "eclip": score_eclip,
     "json": score_json,
     "regex": score_regex,
 }

@@ -24,7 +24,7 @@ from autoresearch.config import Config
 from autoresearch.errors import UserError
 from autoresearch.runner.process import INHERITED
 from autoresearch.runner.spec import Mount
-from autoresearch.scoring.sources import SOURCES, RunRecord, Score
+from autoresearch.scoring.sources import SOURCES, RunRecord, Score, json_file
 from autoresearch.vocab import Direction
 
 Scorer = Callable[[Config, RunRecord], Score]
@@ -95,6 +95,8 @@ class Task:
         """Setup problems visible before any run: an unknown source, a metric the source does not compute,
         a direction that contradicts the metric."""
         self.scorer(config)
+        if config.metric.source == "json":
+            json_file(config)   # the metric file must lie inside the run's output folder
         if config.metric.source not in self.sources:
             return
         wanted = self.metric_directions.get(config.metric.name)

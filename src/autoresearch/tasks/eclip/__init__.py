@@ -20,9 +20,8 @@ from autoresearch.config import Config
 from autoresearch import provenance
 from autoresearch.errors import UserError
 from autoresearch.runner.spec import Mount
-from autoresearch.scoring.sources import ECLIP_METRICS, score_eclip
+from autoresearch.scoring.sources import RETRIEVAL_DIRECTIONS, RunRecord, Score, score_retrieval
 from autoresearch.tasks.base import RunPlan, Task, base_env
-from autoresearch.vocab import Direction
 
 TEMPLATE = Path(__file__).parent / "template"
 _SKIP = {"__pycache__", "__init__.py"}
@@ -161,6 +160,16 @@ def prepare_data(dest: Path, *, preset: str | None, n: int, seed: int | None, uk
 # ---------------------------------------------------------------------------------------------- the task
 
 
+def key_path(config: Config, run: RunRecord) -> Path:
+    """The hidden key of a run: ``secret/keys/fold_<k>.json``, or ``test.json`` in final mode."""
+    keys = config.state_dir / "secret" / "keys"
+    if run.mode == "final":
+        return keys / "test.json"
+    if run.fold is None:
+        raise ValueError("a fold-mode run needs a fold index")
+    return keys / f"fold_{run.fold}.json"
+
+
 class EclipTask(Task):
     """eCLIP on Ukiyo-eVG-format data: fold k trains on every chunk but k and embeds fold k's blind query
     set; the tool scores the embeddings against the hidden key.
@@ -172,9 +181,8 @@ class EclipTask(Task):
     name = "eclip"
     summary = "CLIP with expert heatmaps on Ukiyo-eVG-format data (synthetic unless --ukiyoe PATH)"
     template = TEMPLATE
-    sources = {"eclip": score_eclip}
-    metric_directions = {m: (Direction.MAXIMIZE if m.startswith(("i2t_r", "t2i_r")) else Direction.MINIMIZE)
-                         for m in ECLIP_METRICS}
+    sources = {"eclip": lambda config, run: score_retrieval(config, run, key_path(config, run))}
+    metric_directions = RETRIEVAL_DIRECTIONS
     final_metrics = ("median_rank", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 
     def options(self) -> dict[str, Any]:
