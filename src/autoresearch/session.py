@@ -109,20 +109,43 @@ class Session:
                           model=model, base_url=base_url)
 
     def engine(self, *, agent: Agent | None = None, reporter: ev.Listener | None = None,
-               no_sandbox: bool = False) -> Engine:
+               no_sandbox: bool = False, executor: str | None = None, ray_address: str | None = None,
+               parallel: int | None = None) -> Engine:
+        """The engine, with the executor of ``[resources]`` unless told otherwise (docs/parallel.md)."""
+        from autoresearch.runner.executors import make_executor
+
         self.ledger.set_meta("tag", self.tag)
-        return Engine(self.config, tag=self.tag, agent=agent, sandbox=self.sandboxed(no_sandbox),
-                      reporter=reporter, ledger=self.ledger)
+        listen = reporter or ev.ignore
+        chosen, where = make_executor(self.config, kind=executor, address=ray_address, parallel=parallel,
+                                      on_line=lambda spec, line: listen(ev.RunLine(spec, line)))
+        engine = Engine(self.config, tag=self.tag, agent=agent, sandbox=self.sandboxed(no_sandbox),
+                        reporter=reporter, ledger=self.ledger, executor=chosen)
+        engine.where = where
+        return engine
 
     # --- doing things ------------------------------------------------------------------------------------
     def run(self, agent: str | Agent | None = None, *, experiments: int | None = None, hours: float | None = None,
             max_cost: float | None = None, max_tokens: int | None = None, reporter: ev.Listener | None = None,
-            no_sandbox: bool = False, model: str = "", base_url: str = "", queue: Path | None = None) -> StopReason:
-        """Run the loop until a stop condition; resumes after any stop."""
+            no_sandbox: bool = False, model: str = "", base_url: str = "", queue: Path | None = None,
+            parallel: int | None = None, executor: str | None = None, ray_address: str | None = None) -> StopReason:
+        """Run the loop until a stop condition; resumes after any stop. ``parallel`` candidates in flight
+        (default ``[resources] parallel``) on ``executor`` (``local`` or ``ray``); see docs/parallel.md."""
         chosen = agent if agent is not None and not isinstance(agent, str) else \
             self.agent(agent, model=model, base_url=base_url, queue=queue)
-        engine = self.engine(agent=chosen, reporter=reporter, no_sandbox=no_sandbox)
-        return engine.run(max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens)
+        parallel = parallel or self.config.resources.parallel
+        engine = self.engine(agent=chosen, reporter=reporter, no_sandbox=no_sandbox, executor=executor,
+                             ray_address=ray_address, parallel=parallel)
+        try:
+            if parallel > 1:
+                from autoresearch.loop.scheduler import Scheduler
+
+                return Scheduler(engine, parallel=parallel, executor=engine.executor, where=engine.where).run(
+                    max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens)
+            return engine.run(max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens)
+        finally:
+            close = getattr(engine.executor, "close", None)
+            if close is not None:
+                close()
 
     def trial(self, *, seed: int | None = None, reporter: ev.Listener | None = None,
               no_sandbox: bool = False) -> TrialResult:
