@@ -61,6 +61,7 @@ class StatusView:
     running: list[Experiment]
     control: str
     recent: list[Experiment] = field(default_factory=list)
+    in_flight: dict[int, str] = field(default_factory=dict)   # running experiment -> where (docs/parallel.md)
 
 
 class Session:
@@ -249,7 +250,21 @@ class Session:
                           champion=self.champion(), phase=phase, phase_used=used, counts=counts,
                           noise=self.noise(), cost_usd=cost, tokens=tokens,
                           running=[r for r in self.ledger.running() if r.tag == self.tag], control=self.control(),
-                          recent=rows[-recent:] if recent else rows)
+                          recent=rows[-recent:] if recent else rows, in_flight=self.in_flight())
+
+    def in_flight(self) -> dict[int, str]:
+        """Experiments running now and where: the worktree and executor of each candidate in flight (as
+        the scheduler recorded them), else the executor of a serial run."""
+        recorded = self.ledger.get_meta(f"inflight:{self.tag}") or {}
+        out = {}
+        for r in self.ledger.running():
+            if r.tag != self.tag or r.kind != Kind.EXPERIMENT:
+                continue
+            info = recorded.get(str(r.number))
+            out[r.number] = (f"{info['executor']}, worktree {info['worktree']}, from champion {info['parent']}"
+                             + (f", re-applied {info['reapplied']}x" if info.get("reapplied") else "")
+                             if info else "the repository's own tree")
+        return out
 
     def brief(self, agent: str | None = None) -> Brief:
         """Exactly what the agent would be told for the next experiment."""
