@@ -320,6 +320,7 @@ def execute(payload: dict) -> dict:
         gpus = ctx.get_accelerator_ids().get("GPU", [])
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+        env["AUTORESEARCH_NODE"] = ctx.get_node_id()   # a run may say where it ran (logs, tests)
         threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS") or 1)))
         env.update({k: str(threads) for k in THREAD_VARS})
         command = list(spec.command)
