@@ -129,3 +129,22 @@ def test_kill_nine_with_candidates_in_flight_loses_and_duplicates_nothing(tmp_pa
     rows = _check_consistent(root, "k")
     assert any(r.status == "interrupted" for r in rows)   # some were cut off in flight and re-proposed
     assert Git(root)("worktree", "list").count("worktrees/slot") <= 3
+
+
+def test_report_marks_concurrent_and_stale_experiments(tmp_path):
+    root = make_toy_repo(tmp_path / "toy", sleep=0.6, queue=QUEUE, rule="greedy")
+    session = Session(root, tag="p")
+    session.run("replay", experiments=4, parallel=3, no_sandbox=True)
+    page = session.report().read_text()
+    assert "∥ " in page
+    from autoresearch.report.html import parallel_marks
+
+    marks = parallel_marks(session.rows())
+    rows = {r.number: r for r in session.rows()}
+    assert marks and all(rows[n].kind == "experiment" for n in marks)
+    for n, text in marks.items():
+        for other in text.split(";")[0].removeprefix("∥ ").split(", "):
+            if other.strip().isdigit():
+                assert f"∥ " in marks.get(int(other), "")   # overlap is mutual
+    if any(r.decision.get("numbers", {}).get("stale") for r in rows.values()):
+        assert "re-run on the new champion" in page or "stale" in page
