@@ -148,3 +148,32 @@ def test_report_marks_concurrent_and_stale_experiments(tmp_path):
                 assert f"∥ " in marks.get(int(other), "")   # overlap is mutual
     if any(r.decision.get("numbers", {}).get("stale") for r in rows.values()):
         assert "re-run on the new champion" in page or "stale" in page
+
+
+CONFLICT_QUEUE = '''\
+[[experiment]]
+description = "offset 1.0 -> 0.5"
+replace = [{ file = "train.py", old = "+ 1.0 + rng", new = "+ 0.5 + rng" }]
+
+[[experiment]]
+description = "offset 1.0 -> 0.7"
+replace = [{ file = "train.py", old = "+ 1.0 + rng", new = "+ 0.7 + rng" }]
+'''
+
+
+def test_a_stale_candidate_whose_code_conflicts_is_recorded_stale(tmp_path):
+    # Both start from the baseline and both beat it; whichever is decided second finds the other kept,
+    # and its edit of the same line no longer applies.
+    root = make_toy_repo(tmp_path / "toy", sleep=1.0, queue=CONFLICT_QUEUE, rule="greedy")
+    session = Session(root, tag="c")
+    session.run("replay", experiments=2, parallel=2, no_sandbox=True)
+    rows = {r.status: r for r in session.rows(kinds=("experiment",))}
+    assert set(rows) == {"keep", "stale"}
+    stale = rows["stale"]
+    assert "conflicts with the new champion" in stale.reason
+    assert stale.decision["numbers"]["stale"]["parent"] == 0
+    git = Git(root)
+    assert git.rev(archive_ref(stale.number)) == stale.commit
+    assert "status: stale" in git.message(stale.commit)
+    kept_line = "+ 0.5 + rng" if "0.5" in rows["keep"].description else "+ 0.7 + rng"
+    assert kept_line in (root / "train.py").read_text() and git.status() == []

@@ -115,12 +115,14 @@ class Session:
         """The engine, with the executor of ``[resources]`` unless told otherwise (docs/parallel.md)."""
         from autoresearch.runner.executors import make_executor
 
+        from autoresearch.loop.scheduler import Locked
+
         self.ledger.set_meta("tag", self.tag)
-        listen = reporter or ev.ignore
+        listen = Locked(reporter or ev.ignore)   # runs' lines may come from several threads
         chosen, where = make_executor(self.config, kind=executor, address=ray_address, parallel=parallel,
                                       on_line=lambda spec, line: listen(ev.RunLine(spec, line)))
         engine = Engine(self.config, tag=self.tag, agent=agent, sandbox=self.sandboxed(no_sandbox),
-                        reporter=reporter, ledger=self.ledger, executor=chosen)
+                        reporter=listen, ledger=self.ledger, executor=chosen)
         engine.where = where
         return engine
 
@@ -166,7 +168,8 @@ class Session:
         return self.engine(reporter=reporter, no_sandbox=no_sandbox).measure_noise(repeats)
 
     def final(self, *, reporter: ev.Listener | None = None, no_sandbox: bool = False) -> Experiment:
-        return self.engine(reporter=reporter, no_sandbox=no_sandbox).run_final()
+        # On this machine whatever [resources] executor says: the test split never leaves it.
+        return self.engine(reporter=reporter, no_sandbox=no_sandbox, executor="local").run_final()
 
     def test_uses(self) -> int:
         return len(self.ledger.events("test_used"))

@@ -106,7 +106,8 @@ class Scheduler:
         self.executor = executor
         self.where = where
         engine.executor = executor            # confirmation and noise runs share the same machines
-        engine.reporter = Locked(engine.reporter)
+        if not isinstance(engine.reporter, Locked):
+            engine.reporter = Locked(engine.reporter)
         self.flights: dict[int, Flight] = {}
         self.results: queue.Queue = queue.Queue()
         self.threads: list[threading.Thread] = []
@@ -255,10 +256,10 @@ class Scheduler:
             self.free_slots.insert(0, slot)
             return "exhausted"
         verdict = editpolicy.check(tree, base, list(cfg.task.editable), cfg.task.scratchpad, before)
-        if (tree_path / ".git").read_bytes() != link or \
+        if (tree_path / ".git").read_bytes() != link or self.git.status() or \
                 editpolicy.Snapshot.take(self.git).git_files != before_repo.git_files:
-            verdict = editpolicy.Verdict(False, "git metadata (the worktree's .git link or the repository's "
-                                                ".git) was changed")
+            verdict = editpolicy.Verdict(False, "outside its worktree: the worktree's .git link, the repository's "
+                                                ".git or the repository's own files were changed")
             editpolicy.restore(self.git, base, before_repo)
             (tree_path / ".git").write_bytes(link)
         bad_status = "invalid"
