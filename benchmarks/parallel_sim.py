@@ -22,8 +22,8 @@ decided one at a time. A candidate whose parent is no longer the champion is sta
 - drop: every stale candidate is discarded.
 
 Columns: experiments decided in the night, kept ones, trials run (GPU time, confirmations and re-runs included),
-gain = true metric of the baseline minus that of the final champion (higher is better), ratio to the
-serial gain, regressions = keeps that made the true metric worse, stale% = share of experiments whose
+gain = true metric of the baseline minus that of the final champion (higher is better) with its standard
+error over nights, ratio to the serial gain, regressions = keeps that made the true metric worse, stale% = share of experiments whose
 parent had moved, rerun = re-runs the rule spent, lost = stale candidates that had beaten their parent
 and were dropped (conflict or rule).
 """
@@ -207,7 +207,7 @@ def main() -> None:
     settings = DecisionSection()
     print(f"{args.trajectories} nights of {args.hours:g} trial-lengths each; decide() with its defaults; "
           f"mean over nights\n")
-    head = (f"{'rule':6} {'slots':>5} | {'decided':>7} {'kept':>5} {'trials':>7} {'gain':>7} {'x serial':>8} {'regress':>7} "
+    head = (f"{'rule':6} {'slots':>5} | {'decided':>7} {'kept':>5} {'trials':>7} {'gain':>7} {'± se':>5} {'x serial':>8} {'regress':>7} "
             f"{'stale%':>6} {'rerun':>6} {'lost':>5}")
     print(head)
     print("-" * len(head))
@@ -218,9 +218,10 @@ def main() -> None:
             tallies = [night(rule, slots, args.hours, np.random.default_rng([args.seed, i]), settings)
                        for i in range(args.trajectories)]
             mean = {k: float(np.mean([getattr(t, k) for t in tallies])) for k in vars(tallies[0])}
+            se = float(np.std([t.gain for t in tallies], ddof=1) / math.sqrt(len(tallies)))
             serial_gain = mean["gain"] if slots == 1 else serial_gain
             print(f"{rule if slots > 1 else 'serial':6} {slots:>5} | {mean['decided']:>7.1f} {mean['kept']:>5.1f} {mean['trials']:>7.1f} "
-                  f"{mean['gain']:>7.2f} {mean['gain'] / serial_gain:>8.2f} {mean['regressions']:>7.2f} "
+                  f"{mean['gain']:>7.2f} {se:>5.2f} {mean['gain'] / serial_gain:>8.2f} {mean['regressions']:>7.2f} "
                   f"{100 * mean['stale'] / max(mean['decided'], 1):>6.1f} {mean['reruns']:>6.1f} {mean['lost']:>5.2f}")
     print(f"\n({time.perf_counter() - t0:.1f} s)")
 
