@@ -109,3 +109,22 @@ def test_cancel_interrupts_runs_and_leaves_no_process(tmp_path):
         pid = json.loads((marks / f"fold{k}.json").read_text())["pid"]
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_resources_section_defaults_and_errors_name_the_key(tmp_path):
+    from autoresearch import config
+
+    metric = {"metric": {"pattern": "x: (.*)"}}
+    assert config.parse(tmp_path, metric).resources == ResourcesSection()   # today's behaviour
+    res = config.parse(tmp_path, {**metric, "resources": {"gpus": 1, "gpu_ids": ["2", "3"], "parallel": 4,
+                                                          "custom": {"a100": 1}, "executor": "ray"}}).resources
+    assert (res.gpus, res.gpu_ids, res.parallel, res.custom, res.executor) == (1, ("2", "3"), 4, (("a100", 1.0),), "ray")
+    for bad, words in [({"parallel": 0}, "[resources] parallel must be positive"),
+                       ({"cpus": -1}, "[resources] cpus must be zero or more"),
+                       ({"executor": "slurm"}, "[resources] executor must be one of local, ray"),
+                       ({"custom": {"a100": "one"}}, "[resources] custom a100 must be a number"),
+                       ({"gpus": 3, "gpu_ids": ["0"]}, "[resources] gpus (3) is more than the 1 GPUs"),
+                       ({"paralel": 2}, "[resources] paralel is not a known key")]:
+        with pytest.raises(UserError) as info:
+            config.parse(tmp_path, {**metric, "resources": bad})
+        assert words in info.value.message, info.value.message
