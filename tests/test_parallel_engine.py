@@ -99,3 +99,23 @@ def test_status_says_what_is_in_flight_and_where(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     assert f"in flight: experiment {n} on ray (auto, 3 node(s))" in out
     json.dumps(where)
+
+
+def test_agent_tools_rooted_in_a_worktree_read_it_but_not_the_plan(tmp_path):
+    from autoresearch.agents.base import AgentContext
+    from autoresearch.agents.tools import Toolbox, rooted
+
+    root = tmp_path / "repo"
+    tree = root / ".autoresearch" / "worktrees" / "slot0"
+    for base in (root, tree):
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "train.py").write_text("LR = 0.01\n")
+        (base / "queue.toml").write_text("the answers\n")
+    (root / ".autoresearch" / "ledger.sqlite").write_text("x")
+    context = AgentContext(root=root, editable=["train.py"], denied=[root / ".autoresearch", root / "queue.toml"])
+    tools = Toolbox(rooted(context, tree))
+    assert "LR = 0.01" in tools.call("read_file", {"path": "train.py"}).text
+    assert tools.call("read_file", {"path": "queue.toml"}).is_error
+    assert tools.call("read_file", {"path": "../../ledger.sqlite"}).is_error
+    assert not tools.call("write_file", {"path": "train.py", "content": "LR = 0.001\n"}).is_error
+    assert (tree / "train.py").read_text() == "LR = 0.001\n" and (root / "train.py").read_text() == "LR = 0.01\n"
