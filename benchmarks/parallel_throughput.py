@@ -37,7 +37,7 @@ def make_repo(dest: Path, sleep: float, experiments: int) -> Path:
                     for i, (name, value) in enumerate((CHANGES * 4)[:experiments]))
     (dest / "queue.toml").write_text(queue)
     with open(dest / "autoresearch.toml", "a") as fh:
-        fh.write(f"\n[resources]\ncpus = 0.25\n")
+        fh.write("\n[resources]\ncpus = 0.25\n")
     toml = (dest / "autoresearch.toml").read_text().replace("timeout_s = 30", f"timeout_s = {max(30, 4 * sleep)}")
     (dest / "autoresearch.toml").write_text(toml.replace("time_budget_s = 10", f"time_budget_s = {2 * sleep}"))
     Git(dest).commit(["train.py", "queue.toml", "autoresearch.toml"], "benchmark settings\n")

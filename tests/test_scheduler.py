@@ -145,7 +145,7 @@ def test_report_marks_concurrent_and_stale_experiments(tmp_path):
     for n, text in marks.items():
         for other in text.split(";")[0].removeprefix("∥ ").split(", "):
             if other.strip().isdigit():
-                assert f"∥ " in marks.get(int(other), "")   # overlap is mutual
+                assert "∥ " in marks.get(int(other), "")   # overlap is mutual
     if any(r.decision.get("numbers", {}).get("stale") for r in rows.values()):
         assert "re-run on the new champion" in page or "stale" in page
 
