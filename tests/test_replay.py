@@ -118,7 +118,7 @@ def test_position_is_derived_so_resume_replays_the_same_entry(tmp_path):
 
 def test_non_matching_replace_is_skipped_with_reason(tmp_path):
     agent = make(tmp_path, train=TRAIN.replace("x.clamp(0.01, MAX_TEMPERATURE)", "x"))
-    p = agent.propose(brief([{"queue_index": 1}]), tmp_path)
+    p = agent.propose(brief([{"queue_index": 0}, {"queue_index": 1}]), tmp_path)
     assert p.meta["queue_index"] == 3
     assert p.description == "Double the steps"
     [skip] = p.meta["skipped"]
@@ -129,14 +129,14 @@ def test_non_matching_replace_is_skipped_with_reason(tmp_path):
 def test_replace_matching_twice_is_skipped(tmp_path):
     train = TRAIN + "\ny = x.clamp(0.01, MAX_TEMPERATURE)\n"
     agent = make(tmp_path, train=train)
-    p = agent.propose(brief([{"queue_index": 1}]), tmp_path)
+    p = agent.propose(brief([{"queue_index": 0}, {"queue_index": 1}]), tmp_path)
     assert p.meta["skipped"][0]["index"] == 2 and "found 2 times" in p.meta["skipped"][0]["reason"]
 
 
 def test_skips_at_the_end_exhaust(tmp_path):
     without_last = QUEUE.split('[[experiment]]\ndescription = "Double')[0]
     agent = make(tmp_path, queue=without_last, train=TRAIN.replace("x.clamp(0.01, MAX_TEMPERATURE)", "x"))
-    p = agent.propose(brief([{"queue_index": 1}]), tmp_path)
+    p = agent.propose(brief([{"queue_index": 0}, {"queue_index": 1}]), tmp_path)
     assert p.exhausted and p.meta["skipped"][0]["index"] == 2
 
 
@@ -158,7 +158,7 @@ def test_fix_not_matching_or_already_tried_gives_up(tmp_path):
     assert p.meta["no_fix"] is True and "found 0 times" in p.meta["reason"]
     assert (tmp_path / "train.py").read_text() == TRAIN
     # The fix itself crashed: attempt 3 changes nothing.
-    agent.propose(brief([{"queue_index": 1}]), tmp_path)
+    agent.propose(brief([{"queue_index": 0}, {"queue_index": 1}]), tmp_path)
     tried = [{"queue_index": 2}, {"queue_index": 2, "fix": True}]
     before = (tmp_path / "train.py").read_text()
     p = agent.propose(brief(tried, attempt=3), tmp_path)

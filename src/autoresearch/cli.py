@@ -199,16 +199,22 @@ def run(repo: Path = REPO,
         queue: Optional[Path] = typer.Option(None, help="Replay queue (default: [agent] queue)."),
         max_cost: Optional[float] = typer.Option(None, help="Stop once the agent has cost this many USD (this tag in total)."),
         max_tokens: Optional[int] = typer.Option(None, help="Stop once the agent has used this many tokens (this tag in total)."),
-        no_sandbox: bool = NO_SANDBOX):
+        no_sandbox: bool = NO_SANDBOX,
+        parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="Candidates in flight at once (default: [resources] parallel, 1)."),
+        executor: Optional[str] = typer.Option(None, "--executor", help="Where runs go: local or ray (default: [resources] executor)."),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join: auto or host:port (default: a Ray on this machine).")):
     """Run the loop: propose, check, commit, run, score, keep or revert. Resumes after any stop."""
     session = _open(repo, tag)
     _warn_unsandboxed(session, no_sandbox)
     chosen = session.agent(agent, model=model, base_url=base_url, queue=queue)
-    console.print(f"[bold]autoresearch[/] on branch autoresearch/{escape(session.tag)} with agent {escape(chosen.name)}")
+    n = parallel or session.config.resources.parallel
+    console.print(f"[bold]autoresearch[/] on branch autoresearch/{escape(session.tag)} with agent {escape(chosen.name)}"
+                  + (f", {n} candidates in flight" if n > 1 else ""))
     reporter = _reporter(session)
     try:
         stop = session.run(chosen, experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens,
-                           reporter=reporter, no_sandbox=no_sandbox)
+                           reporter=reporter, no_sandbox=no_sandbox, parallel=parallel, executor=executor,
+                           ray_address=ray_address)
     finally:
         reporter.close()
     console.print(f"[bold]stopped:[/] {escape(stop.why)}")
@@ -277,6 +283,8 @@ def _print_status(session) -> None:
         table.add_row(str(r.number), r.status, f"{fmt(r.metric_mean)} ± {fmt(r.metric_std)}", fmt(r.delta),
                       str(r.phase), escape((r.description or "")[:70]))
     console.print(table)
+    for number, where in sorted(view.in_flight.items()):
+        console.print(f"in flight: experiment {number} on {escape(where)}", markup=False)
 
 
 @app.command()

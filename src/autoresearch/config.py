@@ -18,6 +18,7 @@ from autoresearch.vocab import Direction
 
 CONFIG_NAME = "autoresearch.toml"
 DECISION_RULES = ("noise", "greedy")
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,22 @@ class AgentSection:
 
 
 @dataclass(frozen=True)
+class ResourcesSection:
+    """What one fold run needs and how much runs at once (docs/parallel.md). The defaults are today's
+    behaviour: one candidate at a time, its folds one after another, nothing pinned."""
+
+    cpus: float = 0.0             # CPU cores per fold run (0 = not pinned: folds run one after another)
+    gpus: int = 0                 # GPUs per fold run (0 = CUDA_VISIBLE_DEVICES left as it is)
+    gpu_ids: tuple[str, ...] = () # the GPUs to share out (default: CUDA_VISIBLE_DEVICES, else nvidia-smi)
+    parallel: int = 1             # candidates in flight at once
+    pin_cpus: bool = True         # bind each run to its own cores (sched_setaffinity) when cpus is whole
+    executor: str = "local"       # local | ray
+    ray_address: str = ""         # "" = start Ray on this machine; "auto" or host:port = join a cluster
+    custom: tuple[tuple[str, float], ...] = ()   # Ray custom resources per fold run, e.g. {accel = 1}
+    max_output_mb: float = 512.0  # Ray: the most a run's output folder may bring back to the driver
+
+
+@dataclass(frozen=True)
 class SearchParam:
     name: str
     low: float | None = None
@@ -118,6 +135,7 @@ class Config:
     loop: LoopSection = field(default_factory=LoopSection)
     decision: DecisionSection = field(default_factory=DecisionSection)
     agent: AgentSection = field(default_factory=AgentSection)
+    resources: ResourcesSection = field(default_factory=ResourcesSection)
     search_space: tuple[SearchParam, ...] = ()
 
     @property
@@ -160,8 +178,10 @@ class _Section:
             return float(value)
         if kind == "strs" and isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
+        if kind == "table" and isinstance(value, dict):
+            return value
         wanted = {"str": "a string", "bool": "true or false", "int": "an integer",
-                  "float": "a number", "strs": "a list of strings"}[kind]
+                  "float": "a number", "strs": "a list of strings", "table": "a table such as { name = 1 }"}[kind]
         raise self.error(key, f"must be {wanted}, got {value!r}")
 
     def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
@@ -215,7 +235,7 @@ def _search_space(file: Path, table: Any) -> tuple[SearchParam, ...]:
 def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     """Validate a parsed TOML document into a Config; every error names the key."""
     file = file or root / CONFIG_NAME
-    known = {"task", "run", "metric", "loop", "decision", "agent", "search_space"}
+    known = {"task", "run", "metric", "loop", "decision", "agent", "resources", "search_space"}
     for key in data:
         if key not in known:
             raise UserError(f"{file}: [{key}] is not a known section (known: {', '.join(sorted(known))})")
@@ -315,9 +335,38 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
         agent = dataclasses.replace(agent, prices=str(root / agent.prices))
     s.finish()
 
+    resources = _resources(_Section(file, "resources", data.get("resources", {})))
+
     space = _search_space(file, data["search_space"]) if "search_space" in data else ()
     return Config(root=root, task=task, run=run, metric=metric, loop=loop, decision=decision,
-                  agent=agent, search_space=space)
+                  agent=agent, resources=resources, search_space=space)
+
+
+def _resources(s: _Section) -> ResourcesSection:
+    d = ResourcesSection
+    custom_raw = s.get("custom", {}, "table")
+    custom = []
+    for name, amount in custom_raw.items():
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+            raise s.error("custom", f"{name} must be a number of zero or more, got {amount!r}")
+        custom.append((str(name), float(amount)))
+    section = ResourcesSection(
+        cpus=s.positive("cpus", d.cpus, allow_zero=True),
+        gpus=s.positive("gpus", d.gpus, "int", allow_zero=True),
+        gpu_ids=s.get("gpu_ids", (), "strs"),
+        parallel=s.positive("parallel", d.parallel, "int"),
+        pin_cpus=s.get("pin_cpus", d.pin_cpus, "bool"),
+        executor=s.choice("executor", d.executor, EXECUTORS),
+        ray_address=s.get("ray_address", d.ray_address, "str"),
+        custom=tuple(custom),
+        max_output_mb=s.positive("max_output_mb", d.max_output_mb),
+    )
+    s.finish()
+    if section.gpu_ids and section.gpus == 0:
+        raise s.error("gpu_ids", "is set but gpus (GPUs per fold run) is 0; set gpus = 1 (or more)")
+    if section.gpu_ids and section.gpus > len(section.gpu_ids):
+        raise s.error("gpus", f"({section.gpus}) is more than the {len(section.gpu_ids)} GPUs in gpu_ids")
+    return section
 
 
 def load(root: Path | str) -> Config:

@@ -63,6 +63,7 @@ class StatusView:
     control: str
     recent: list[Experiment] = field(default_factory=list)
     warning: str | None = None       # e.g. the synthetic data was made from a public seed
+    in_flight: dict[int, str] = field(default_factory=dict)   # running experiment -> where (docs/parallel.md)
 
 
 class Session(RunViews):
@@ -111,20 +112,45 @@ class Session(RunViews):
                           model=model, base_url=base_url)
 
     def engine(self, *, agent: Agent | None = None, reporter: ev.Listener | None = None,
-               no_sandbox: bool = False) -> Engine:
+               no_sandbox: bool = False, executor: str | None = None, ray_address: str | None = None,
+               parallel: int | None = None) -> Engine:
+        """The engine, with the executor of ``[resources]`` unless told otherwise (docs/parallel.md)."""
+        from autoresearch.runner.executors import make_executor
+
+        from autoresearch.loop.scheduler import Locked
+
         self.ledger.set_meta("tag", self.tag)
-        return Engine(self.config, tag=self.tag, agent=agent, sandbox=self.sandboxed(no_sandbox),
-                      reporter=reporter, ledger=self.ledger)
+        listen = Locked(reporter or ev.ignore)   # runs' lines may come from several threads
+        chosen, where = make_executor(self.config, kind=executor, address=ray_address, parallel=parallel,
+                                      on_line=lambda spec, line: listen(ev.RunLine(spec, line)))
+        engine = Engine(self.config, tag=self.tag, agent=agent, sandbox=self.sandboxed(no_sandbox),
+                        reporter=listen, ledger=self.ledger, executor=chosen)
+        engine.where = where
+        return engine
 
     # --- doing things ------------------------------------------------------------------------------------
     def run(self, agent: str | Agent | None = None, *, experiments: int | None = None, hours: float | None = None,
             max_cost: float | None = None, max_tokens: int | None = None, reporter: ev.Listener | None = None,
-            no_sandbox: bool = False, model: str = "", base_url: str = "", queue: Path | None = None) -> StopReason:
-        """Run the loop until a stop condition; resumes after any stop."""
+            no_sandbox: bool = False, model: str = "", base_url: str = "", queue: Path | None = None,
+            parallel: int | None = None, executor: str | None = None, ray_address: str | None = None) -> StopReason:
+        """Run the loop until a stop condition; resumes after any stop. ``parallel`` candidates in flight
+        (default ``[resources] parallel``) on ``executor`` (``local`` or ``ray``); see docs/parallel.md."""
         chosen = agent if agent is not None and not isinstance(agent, str) else \
             self.agent(agent, model=model, base_url=base_url, queue=queue)
-        engine = self.engine(agent=chosen, reporter=reporter, no_sandbox=no_sandbox)
-        return engine.run(max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens)
+        parallel = parallel or self.config.resources.parallel
+        engine = self.engine(agent=chosen, reporter=reporter, no_sandbox=no_sandbox, executor=executor,
+                             ray_address=ray_address, parallel=parallel)
+        try:
+            if parallel > 1:
+                from autoresearch.loop.scheduler import Scheduler
+
+                return Scheduler(engine, parallel=parallel, executor=engine.executor, where=engine.where).run(
+                    max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens)
+            return engine.run(max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens)
+        finally:
+            close = getattr(engine.executor, "close", None)
+            if close is not None:
+                close()
 
     def trial(self, *, seed: int | None = None, reporter: ev.Listener | None = None,
               no_sandbox: bool = False) -> TrialResult:
@@ -144,7 +170,8 @@ class Session(RunViews):
         return self.engine(reporter=reporter, no_sandbox=no_sandbox).measure_noise(repeats)
 
     def final(self, *, reporter: ev.Listener | None = None, no_sandbox: bool = False) -> Experiment:
-        return self.engine(reporter=reporter, no_sandbox=no_sandbox).run_final()
+        # On this machine whatever [resources] executor says: the test split never leaves it.
+        return self.engine(reporter=reporter, no_sandbox=no_sandbox, executor="local").run_final()
 
     def prepare(self, *, say=print, **options: Any) -> dict:
         """Prepare the task's data again (e.g. on the real dataset) and accept the result's fingerprints.
@@ -243,7 +270,22 @@ class Session(RunViews):
                           champion=self.champion(), phase=phase, phase_used=used, counts=counts,
                           noise=self.noise(), cost_usd=cost, tokens=tokens,
                           running=[r for r in self.ledger.running() if r.tag == self.tag], control=self.control(),
-                          recent=rows[-recent:] if recent else rows, warning=self.ledger.get_meta("data_warning"))
+                          recent=rows[-recent:] if recent else rows, warning=self.ledger.get_meta("data_warning"),
+                          in_flight=self.in_flight())
+
+    def in_flight(self) -> dict[int, str]:
+        """Experiments running now and where: the worktree and executor of each candidate in flight (as
+        the scheduler recorded them), else the executor of a serial run."""
+        recorded = self.ledger.get_meta(f"inflight:{self.tag}") or {}
+        out = {}
+        for r in self.ledger.running():
+            if r.tag != self.tag or r.kind != Kind.EXPERIMENT:
+                continue
+            info = recorded.get(str(r.number))
+            out[r.number] = (f"{info['executor']}, worktree {info['worktree']}, from champion {info['parent']}"
+                             + (f", re-applied {info['reapplied']}x" if info.get("reapplied") else "")
+                             if info else "the repository's own tree")
+        return out
 
     def brief(self, agent: str | None = None) -> Brief:
         """Exactly what the agent would be told for the next experiment."""

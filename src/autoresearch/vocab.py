@@ -58,6 +58,7 @@ class Status(enum.StrEnum):
     INTERRUPTED = "interrupted"  # cut off by a stop of the tool; proposed again
     ABORTED = "aborted"          # stopped early: clearly worse than the champion at the same step
     CONTENTION = "contention"    # cut off while the machine was oversubscribed; proposed again
+    STALE = "stale"              # beat its parent, but its change no longer applies to the newer champion
 
     @property
     def finished(self) -> bool:

@@ -3,9 +3,10 @@
 It needs no LLM and no network, so the whole loop (commit, revert, crash fix, resume, report) can run on
 a CPU with a scripted agent. The queue is validated when the agent is built; see ``load_queue``.
 
-Position in the queue is derived, never stored: the next entry is one after the highest
-``meta["queue_index"]`` among ``brief.past_meta`` (the engine's record of finished proposals), so after
-a crash or an interrupted experiment the same entry is replayed. Indices are 0-based in meta; messages
+Position in the queue is derived, never stored: the next entry is the first one that no proposal in
+``brief.past_meta`` (the engine's record of finished proposals, plus those in flight when several run at
+once) took as its ``meta["queue_index"]`` or skipped, so after a crash or an interrupted experiment the
+same entry is replayed. Indices are 0-based in meta; messages
 count entries from 1, as a person reads the file.
 
 An entry that no longer applies is normal in a replay: a ``replace`` whose ``old`` text is not found
@@ -216,16 +217,22 @@ class ReplayAgent:
         if brief.attempt > 1 and done:
             proposal = self._fix(self.entries[min(max(done), len(self.entries) - 1)], brief, workdir)
         else:
-            proposal = self._next(max(done) + 1 if done else 0, brief, workdir)
+            # The first entry no finished (or in-flight) proposal took or skipped: one after another this is
+            # max + 1; with several candidates in flight, an entry whose run was lost is replayed, not lost.
+            consumed = set(done) | {s["index"] for m in brief.past_meta if isinstance(m, dict)
+                                    for s in (m.get("skipped") or []) if isinstance(s, dict) and isinstance(s.get("index"), int)}
+            proposal = self._next(consumed, brief, workdir)
         proposal.usage = Usage(seconds=time.monotonic() - start)
         return proposal
 
     def observe(self, number: int, status: str, metric: float | None, meta: dict) -> None:
         """The replay plan does not adapt to results."""
 
-    def _next(self, first: int, brief: Brief, workdir: Path) -> Proposal:
+    def _next(self, consumed: set[int], brief: Brief, workdir: Path) -> Proposal:
         skipped: list[dict] = []
-        for entry in self.entries[first:]:
+        for entry in self.entries:
+            if entry.index in consumed:
+                continue
             texts: dict[str, str] = {}
             try:
                 _apply_entry(entry, texts, workdir)

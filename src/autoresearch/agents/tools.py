@@ -70,9 +70,21 @@ _JSON_TYPES = {"string": str, "integer": int, "object": dict}
 
 def rooted(context: AgentContext, workdir: Path) -> AgentContext:
     """``context`` with its root set to ``workdir`` (the engine normally passes the same directory)."""
-    if Path(workdir).resolve() == Path(context.root).resolve():
+    work, old = Path(workdir).resolve(), Path(context.root).resolve()
+    if work == old:
         return context
-    return dataclasses.replace(context, root=Path(workdir))
+    # A candidate's worktree (several in flight) lies inside the tool's state folder: a denied folder that
+    # holds the whole worktree would deny everything, and reads stay inside the root anyway. A denied path
+    # of the repository (the replay plan) is denied at the same place in the worktree too.
+    denied: list[Path] = []
+    for raw in context.denied:
+        path = Path(raw) if Path(raw).is_absolute() else old / raw
+        if work.is_relative_to(path.resolve()):
+            continue
+        denied.append(path)
+        if path.resolve().is_relative_to(old):
+            denied.append(work / path.resolve().relative_to(old))
+    return dataclasses.replace(context, root=Path(workdir), denied=denied)
 
 
 def openai_tools() -> list[dict]:

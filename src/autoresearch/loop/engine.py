@@ -369,6 +369,11 @@ class Engine:
                               on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)))
         except KeyboardInterrupt:
             trial = TrialResult("interrupted", "interrupted by Ctrl-C")
+        else:
+            if trial.status == "interrupted":
+                # The executor lost a run (a Ray worker or node went away): recorded as interrupted by the
+                # caller like any result, and the loop goes on; the agent proposes it again.
+                return trial
         if trial.status == "interrupted":
             self.ledger.finish(number, Status.INTERRUPTED, reason=trial.reason, **trial.ledger_fields())
             row = self.ledger.get(number)
@@ -528,8 +533,8 @@ class Engine:
         return all(self.git.show(commit, rel) == _read(self.config.root / rel)
                    for rel in self.config.task.editable if rel != pad)
 
-    def _bound_scratchpad(self) -> None:
-        path = self.config.root / self.config.task.scratchpad
+    def _bound_scratchpad(self, root: Path | None = None) -> None:
+        path = (root or self.config.root) / self.config.task.scratchpad
         if path.is_file():
             text = path.read_text(encoding="utf-8")
             bounded, cut = scratchpad.bound(text, self.config.loop.scratchpad_max_chars, self.ledger.next_number())
@@ -538,13 +543,14 @@ class Engine:
                 self.notes.append(f"the scratchpad was over {self.config.loop.scratchpad_max_chars} characters; "
                                   f"the oldest {cut} were cut")
 
-    def _changed(self, champion_commit: str) -> str:
+    def _changed(self, champion_commit: str, root: Path | None = None) -> str:
+        """The constants (or files) changed from the champion in the tree at ``root`` (default: the repository)."""
         parts = []
         for rel in self.config.task.editable:
             if not rel.endswith(".py"):
                 continue
             old = self.git.show(champion_commit, rel) or ""
-            new = (self.config.root / rel).read_text(encoding="utf-8")
+            new = ((root or self.config.root) / rel).read_text(encoding="utf-8")
             try:
                 changes = diff_constants(old, new)
             except SyntaxError:

@@ -424,11 +424,13 @@ class Ledger:
         return self._select("WHERE status='running'", ())
 
     def champion(self, tag: str) -> Experiment | None:
-        """The current champion of a tag: the latest (highest number) row of kind baseline or experiment
-        with status 'keep'. The engine finishes its baseline with status 'keep'; confirm, noise and final
-        rows never become champions themselves (a confirmed candidate is its experiment row)."""
+        """The current champion of a tag: the row of kind baseline or experiment most recently finished
+        with status 'keep' (by ``ended_at``, then number: one after another that is the highest number; with
+        several candidates in flight a lower number can be kept later). The engine finishes its baseline
+        with status 'keep'; confirm, noise and final rows never become champions themselves."""
         rows = self._select(
-            "WHERE tag=? AND status='keep' AND kind IN ('baseline', 'experiment') ORDER BY number DESC LIMIT 1",
+            "WHERE tag=? AND status='keep' AND kind IN ('baseline', 'experiment') "
+            "ORDER BY ended_at DESC, number DESC LIMIT 1",
             (tag,), order=False,
         )
         return rows[0] if rows else None

@@ -38,7 +38,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bot
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid #eee;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f6f6} td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tr.keep td{background:#eef8ee} tr.crash td,tr.timeout td,tr.invalid td{background:#fdf0f0}
+tr.keep td{background:#eef8ee} tr.crash td,tr.timeout td,tr.invalid td{background:#fdf0f0} tr.stale td{background:#fff6e0}
 tr.interrupted td,tr.running td{color:#888}
 img{max-width:100%;border:1px solid #eee}
 .test{border:2px solid #b8860b;border-radius:6px;padding:10px 16px;background:#fffaf0}
@@ -112,7 +112,8 @@ def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
     e = html.escape
     trials = [r for r in rows if r.kind in ("baseline", "experiment")]
     base = next((r for r in trials if r.kind == "baseline" and _finite(r.metric_mean)), None)
-    champions = [r for r in trials if r.status == "keep" and _finite(r.metric_mean)]
+    champions = sorted((r for r in trials if r.status == "keep" and _finite(r.metric_mean)),
+                       key=lambda r: (r.ended_at or "", r.number))   # decided last (several may run at once)
     best = champions[-1] if champions else None
     cards = []
     if base is not None and best is not None:
@@ -125,7 +126,7 @@ def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
     elif base is not None:
         cards.append(_card(f"{e(metric_name)}: baseline", _pm(base)))
     counts = Counter(r.status for r in rows if r.kind == "experiment")
-    order = ("keep", "discard", "crash", "timeout", "invalid", "interrupted", "running")
+    order = ("keep", "discard", "crash", "timeout", "invalid", "stale", "interrupted", "running")
     cards.append(_card(f"{sum(counts.values())} experiments",
                        ", ".join(f"{counts[s]} {s}" for s in order if counts[s]) or "none yet"))
     other = Counter(r.kind for r in rows if r.kind in ("confirm", "noise"))
@@ -238,14 +239,35 @@ def _all_table(rows: list[Experiment], metric_name: str) -> str:
     head = ["#", "kind", "status", "attempt", "description", f"{metric_name} mean ± std", "delta", "train s",
             "tokens", "cost $", "reason"]
     body = []
+    marks = parallel_marks(rows)
     for r in rows:
         tokens = f"{(r.tokens_in or 0) + (r.tokens_out or 0):,}" if (r.tokens_in or r.tokens_out) else ""
         attempt = str(r.attempt) if r.kind == "experiment" and r.attempt else ""
-        body.append(_tr(r.status, [str(r.number), e(r.kind or ""), e(r.status or ""), attempt,
+        status = e(r.status or "") + (f" <span class='sub'>{e(marks[r.number])}</span>" if r.number in marks else "")
+        body.append(_tr(r.status, [str(r.number), e(r.kind or ""), status, attempt,
                                    e(r.description or ""), _pm(r), _num(r.delta, signed=True),
                                    _num(r.train_seconds, digits=4), tokens, _usd(r.cost_usd, sign=False),
                                    e(r.reason or "")], numeric={0, 3, 5, 6, 7, 8, 9}))
     return "<h2>All experiments</h2>" + _table(head, body)
+
+
+def parallel_marks(rows: list[Experiment]) -> dict[int, str]:
+    """What the table says about candidates run side by side (docs/parallel.md): "∥ 3, 4" for an
+    experiment whose run overlapped experiments 3 and 4, and what the stale rule did to it."""
+    spans = [(r, _time(r.started_at or ""), _time(r.ended_at or "")) for r in rows if r.kind == "experiment"]
+    out: dict[int, list[str]] = {}
+    for r, a0, a1 in spans:
+        if a0 is None or a1 is None:
+            continue
+        others = [o.number for o, b0, b1 in spans if o is not r and b0 and b1 and a0 < b1 and b0 < a1]
+        if others:
+            out.setdefault(r.number, []).append("∥ " + ", ".join(map(str, others[:6])) + (" …" if len(others) > 6 else ""))
+        stale = (r.decision.get("numbers") or {}).get("stale")
+        if stale and r.status != "stale":
+            out.setdefault(r.number, []).append(
+                "re-run on the new champion" if "re-applied" in stale.get("rule", "")
+                else f"stale: judged against its parent {stale.get('parent')}")
+    return {n: "; ".join(v) for n, v in out.items()}
 
 
 def _hardware(rows: list[Experiment]) -> dict:
