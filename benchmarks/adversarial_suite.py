@@ -2,7 +2,7 @@
 
     python benchmarks/adversarial_suite.py [--keep DIR] [--only KEY ...] [--no-probes]
 
-Builds the suite's repository (200 synthetic prints, the fast honest baseline, 2 folds, timeout 8 s,
+Builds the suite's repository (200 synthetic prints, the fast honest baseline, 2 folds, timeout 15 s,
 grace 1 s, memory ceiling 1 GB) in a temporary folder, runs the baseline, then each attack as one
 sandboxed experiment, and prints: attack, what it tried, the status the ledger recorded, its reason,
 seconds, and whether it was contained (recorded as expected, champion and earlier rows untouched, clean

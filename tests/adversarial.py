@@ -38,7 +38,7 @@ from autoresearch.loop.gitops import Git
 from autoresearch.session import create
 
 TAG = "adv"
-RUN_LIMITS = {"folds": 2, "timeout_s": 8, "time_budget_s": 4, "grace_s": 1, "memory_gb": 1.0}
+RUN_LIMITS = {"folds": 2, "timeout_s": 15, "time_budget_s": 4, "grace_s": 1, "memory_gb": 1.0}
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 # ------------------------------------------------------------------------------------------- the repository

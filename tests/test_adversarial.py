@@ -73,7 +73,7 @@ def test_regeneration_pairs_every_query_when_the_seed_is_public(tmp_path):
     from autoresearch import config as config_mod
 
     config = adversarial.build_repo(tmp_path / "repo", seed=0)
-    toml = config.root / config_mod.CONFIG_NAME       # rebuilding takes longer than the suite's 8 s deadline
+    toml = config.root / config_mod.CONFIG_NAME       # rebuilding takes longer than the suite's 15 s deadline
     toml.write_text(adversarial.set_run_limits(toml.read_text(), {"timeout_s": 120, "time_budget_s": 60}))
     config = config_mod.load(config.root)
     (config.root / "train.py").write_text(adversarial.REGENERATE, encoding="utf-8")
