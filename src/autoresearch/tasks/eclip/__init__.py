@@ -39,8 +39,13 @@ def copy_template(dest: Path) -> list[Path]:
 
 def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int = 0,
                     ukiyoe: Path | None = None, vocab: Path | None = None,
+                    image_weights: str | Path | None = None, text_weights: str | Path | None = None,
                     say: Callable[[str], None] = print) -> dict:
-    """Create a research repository at ``dest`` and prepare its data. Returns facts for the caller."""
+    """Create a research repository at ``dest`` and prepare its data. Returns facts for the caller.
+
+    ``image_weights``/``text_weights`` name pretrained towers (see ``pretrained.py``); the text tower's own
+    vocab.txt then tokenises the data, so ``vocab`` must be that file or absent.
+    """
     from autoresearch import config as config_mod
     from autoresearch.loop import fingerprints
     from autoresearch.loop.gitops import Git
@@ -53,6 +58,7 @@ def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int
         raise UserError(f"{dest} exists and is not empty", hint="choose a new folder for the research repository")
     if ukiyoe is not None and not Path(ukiyoe).is_dir():
         raise UserError(f"--ukiyoe {ukiyoe}: not a folder", hint="point it at the folder holding the three Ukiyo-eVG .jsonl files")
+    overrides, vocab = _pretrained(image_weights, text_weights, vocab, say)
     # Build next to the destination and move it into place at the end, so a failure (bad data, Ctrl-C)
     # leaves no half-made repository behind and the same command can simply be run again.
     partial = dest.with_name(f".{dest.name}.partial")
@@ -62,7 +68,7 @@ def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int
     try:
         copy_template(partial)
         train = partial / "train.py"
-        train.write_text(presets.apply_preset(train.read_text(encoding="utf-8"), preset), encoding="utf-8")
+        train.write_text(presets.apply_preset(train.read_text(encoding="utf-8"), preset, overrides), encoding="utf-8")
         _set_run_limits(partial / "autoresearch.toml", presets.run_settings(preset))
         (partial / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
         git = Git(partial)
@@ -77,6 +83,28 @@ def init_repository(dest: Path, *, preset: str = "cpu", n: int = 3000, seed: int
         raise
     fingerprints.record(config_mod.load(dest))
     return facts
+
+
+def _pretrained(image_weights, text_weights, vocab, say) -> tuple[dict, Path | None]:
+    """train.py constants for the pretrained towers, and the vocabulary the data must be tokenised with."""
+    from autoresearch.tasks.eclip import pretrained
+
+    overrides: dict = {}
+    if image_weights is not None:
+        path = pretrained.resolve_image(image_weights)
+        overrides.update(pretrained.image_constants(path))
+        say(f"image tower: {path} (ViT width {overrides['VIT_WIDTH']}, depth {overrides['VIT_DEPTH']}, "
+            f"patch {overrides['PATCH_SIZE']})")
+    if text_weights is not None:
+        folder = pretrained.resolve_text(text_weights)
+        constants, own_vocab = pretrained.text_constants(folder)
+        if vocab is not None and Path(vocab).resolve() != own_vocab.resolve():
+            raise UserError(f"--vocab {vocab} and --text-weights {text_weights} disagree: a pretrained text tower "
+                            "reads ids of its own vocabulary", hint="drop --vocab; --text-weights implies its vocab.txt")
+        overrides.update(constants)
+        vocab = own_vocab
+        say(f"text tower: {folder} (its vocab.txt tokenises the captions)")
+    return overrides, vocab
 
 
 def _set_run_limits(path: Path, limits: dict[str, float]) -> None:
