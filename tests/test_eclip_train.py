@@ -236,6 +236,9 @@ def test_expert_sampler_draws_distinct_items_and_their_own_phrases(train):
         items, phrases = sampler.sample()
         assert len(set(items.tolist())) == len(items) == 5
         assert torch.equal(phrase_item[phrases], items)
+    sampler = train.ExpertSampler(phrase_item, 2)           # passes over the items, like the seed's loader
+    seen = torch.cat([sampler.sample()[0] for _ in range(2)])
+    assert len(set(seen.tolist())) == 4
 
 
 # -------------------------------------------------------------------------------------------------- presets

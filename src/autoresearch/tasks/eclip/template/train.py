@@ -66,6 +66,7 @@ SEED_PER_FOLD = True      # fold k trains with seed + k (the seed's 42 + k); Fal
 # Speed (these change the numbers only within rounding)
 BF16_CUDA = True          # bf16 autocast on a GPU
 BF16_CPU = False          # bf16 autocast on the CPU (faster on CPUs with bf16 units; see benchmarks/train_speed.py)
+TF32 = True               # TF32 for fp32 matrix products on a GPU (PyTorch's default leaves it off)
 COMPILE = False           # torch.compile the towers (pays off on a GPU for long runs; not on the CPU)
 # Bookkeeping
 LOG_EVERY = 50            # print a progress line every N steps
@@ -412,20 +413,21 @@ class Batches:
 
 
 class ExpertSampler:
-    """Draws distinct items that have phrases, with one random phrase of each."""
+    """Shuffled passes over the items that have phrases (as the seed's own expert loader), with one random
+    phrase of each item every time it is drawn."""
 
     def __init__(self, phrase_item, batch_size):
         order = torch.argsort(phrase_item, stable=True)
         items, counts = torch.unique_consecutive(phrase_item[order], return_counts=True)
         self.order, self.items, self.counts = order, items, counts
         self.starts = torch.cumsum(counts, 0) - counts
-        self.batch_size = min(batch_size, len(items))
+        self.batches = Batches(len(items), batch_size)
 
     def __len__(self):
         return len(self.items)
 
     def sample(self):
-        pick = torch.randperm(len(self.items))[:self.batch_size]
+        pick = self.batches.next()
         offset = (torch.rand(len(pick)) * self.counts[pick]).long()
         return self.items[pick], self.order[self.starts[pick] + offset]
 
@@ -515,8 +517,8 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = BF16_CUDA if device.type == "cuda" else BF16_CPU
     if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")   # TF32 for the fp32 matmuls autocast leaves
-        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high" if TF32 else "highest")   # the fp32 matmuls autocast leaves
+        torch.backends.cudnn.allow_tf32 = TF32
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
