@@ -26,6 +26,7 @@ from autoresearch.tasks.eclip import presets
 
 TEMPLATE = Path(presets.__file__).parent / "template"
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+RUN_ENV: dict[str, str] = {}   # added to every run's environment (a benchmark's --threads)
 
 
 def _texts(gen: torch.Generator, n: int, length: int, low: int, high: int, vocab_size: int) -> torch.Tensor:
@@ -95,7 +96,7 @@ def run_fold(repo: Path, prepared: Path, out: Path, *, fold: int = 0, seed: int 
                "AUTORESEARCH_SEED": str(seed), "AUTORESEARCH_DATA": str(prepared),
                "AUTORESEARCH_TRAIN": os.pathsep.join(train),
                "AUTORESEARCH_QUERIES": str(prepared / "queries" / f"fold_{fold}.pt"),
-               "AUTORESEARCH_OUT": str(out), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+               "AUTORESEARCH_OUT": str(out), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", **RUN_ENV, **(env or {})}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "train.py"], cwd=repo, env=run_env, capture_output=True, text=True,
                           timeout=timeout)

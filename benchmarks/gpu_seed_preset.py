@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bf16-cpu", action="store_true", help="BF16_CPU = True")
     ap.add_argument("--peak-tflops", type=float, help="the device's peak bf16 TFLOP/s, for MFU")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    ap.add_argument("--threads", type=int, help="AUTORESEARCH_CPUS for the run (CPU only; default: all it may use)")
     ap.add_argument("--tiny", action="store_true", help="the cpu preset's sizes instead of the seed's (tests the "
                                                        "code path in seconds; the figures mean nothing)")
     args = ap.parse_args(argv)
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = "cpu" if args.tiny else "seed"
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     env = {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
+    if args.threads:
+        env["AUTORESEARCH_CPUS"] = str(args.threads)
     constants = {"STEPS": args.steps, "BATCH_SIZE": args.batch, "LOG_EVERY": max(1, min(100, args.steps // 4)),
                  "COMPILE": args.compile, "BF16_CUDA": not args.no_bf16, "BF16_CPU": args.bf16_cpu and not args.no_bf16}
 

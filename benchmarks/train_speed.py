@@ -114,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-rev", help="also measure the overhead of train.py at this git revision")
     ap.add_argument("--metric", action="store_true", help="also train fold 0 fully in fp32 and bf16 and score both")
     ap.add_argument("--skip-rates", action="store_true")
+    ap.add_argument("--threads", type=int, help="AUTORESEARCH_CPUS for every run (default: train.py's own choice, "
+                                                "the CPUs it may run on); 1 is steadier on a shared machine")
     args = ap.parse_args(argv)
+    if args.threads:
+        eclip_bench.RUN_ENV["AUTORESEARCH_CPUS"] = str(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="train-speed-") as tmp:
         root = Path(tmp)

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -118,10 +119,7 @@ def test_write_outputs_is_readable_without_pickle_and_strict_json(io, tmp_path):
 def test_train_py_runs_end_to_end_and_writes_valid_outputs(prepared, tmp_path):
     repo, out = tmp_path / "repo", tmp_path / "out"
     out.mkdir()
-    (repo / "eclip").mkdir(parents=True)
-    for name in ("io.py", "weights.py"):
-        (repo / "eclip" / name).write_text((TEMPLATE / "eclip" / name).read_text())
-    (repo / "eclip" / "__init__.py").write_text("")
+    shutil.copytree(TEMPLATE / "eclip", repo / "eclip", ignore=shutil.ignore_patterns("__pycache__"))
     values = {**TINY, "EXPERT_PROB": 1.0, "WISE_FT_ALPHA": 0.5}
     (repo / "train.py").write_text(set_constants(TRAIN_PY.read_text(), values))
     env = {**os.environ, **fold_env(prepared, 1, out, seed=3), "AUTORESEARCH_CPUS": "2"}
@@ -308,3 +306,58 @@ def test_queue_applies_in_order_to_the_template_and_each_step_compiles(tmp_path)
     final = read_constants(source)
     assert (final["LR"], final["MAX_TEMPERATURE"], final["BATCH_SIZE"], final["PROJ_DIM"]) == (1e-3, 100.0, 64, 256)
     assert "label_smoothing=0.1" in source and "average.lerp_" in source
+
+
+# -------------------------------------------------------------------------------------------- eclip/optim.py
+@pytest.fixture(scope="module")
+def optim():
+    return _load_module(TEMPLATE / "eclip" / "optim.py", "eclip_optim_under_test")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_adamw_matches_torch_optim_step_by_step(optim, fused):
+    if fused and not hasattr(torch, "_fused_adamw_"):
+        pytest.skip("this torch has no fused AdamW kernel")
+    torch.manual_seed(0)
+    ours_params = [torch.randn(4, 3, requires_grad=True), torch.randn(3, requires_grad=True), torch.randn(2, requires_grad=True)]
+    ref_params = [p.detach().clone().requires_grad_(True) for p in ours_params]
+    groups = lambda ps: [{"params": ps[:2], "weight_decay": 0.1}, {"params": ps[2:], "weight_decay": 0.0, "lr": 0.05}]
+    ours = optim.AdamW(groups(ours_params), lr=0.01, fused=fused)
+    ref = torch.optim.AdamW(groups(ref_params), lr=0.01, fused=fused)
+    ours_sched, ref_sched = optim.LambdaLR(ours, lambda s: s / 3), torch.optim.lr_scheduler.LambdaLR(ref, lambda s: s / 3)
+    for step in range(6):
+        grads = [torch.randn_like(p) for p in ours_params]
+        for params in (ours_params, ref_params):
+            for i, (p, g) in enumerate(zip(params, grads)):
+                p.grad = None if (i == 1 and step % 2) else g.clone()    # a parameter without a gradient is skipped
+        ours.step()
+        ref.step()
+        ours_sched.step()
+        ref_sched.step()
+        assert ours_sched.get_last_lr() == pytest.approx(ref_sched.get_last_lr())
+        for a, b in zip(ours_params, ref_params):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    ours.zero_grad()
+    assert all(p.grad is None for p in ours_params)
+
+
+def test_a_run_never_imports_torch_dynamo():
+    """torch.optim imports torch._dynamo (1-2 s a fold); the model, the loss and eclip.optim must not."""
+    code = f"""
+import sys, torch
+sys.path.insert(0, {str(TEMPLATE)!r})
+import train
+from eclip.optim import AdamW, LambdaLR
+model = train.build_model(50, 0)
+opt = AdamW(model.parameters(), lr=1e-3)
+sched = LambdaLR(opt, train.lr_factor)
+x = torch.randn(2, 3, 64, 64)
+loss = train.info_nce(model.encode_image(x), model.encode_text(torch.randint(5, 50, (2, 7))), model.temperature())
+loss = loss + model.heatmap(x, torch.rand(2, 1, 64, 64)).sum()
+loss.backward()
+torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+opt.step(); sched.step(); opt.zero_grad()
+assert "torch._dynamo" not in sys.modules and "transformers" not in sys.modules, "a heavy import crept in"
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eclip.io import load_run, write_outputs
+from eclip.optim import AdamW, LambdaLR   # torch.optim's arithmetic without its 1-2 s import of torch._dynamo
 
 # ---------------------------------------------------------------------------------------------------------
 # Hyperparameters
@@ -540,14 +541,13 @@ def main():
     backbones = [model.image_encoder, model.text_encoder]
     initial = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in backbones] if WISE_FT_ALPHA else []
 
-    fused = {"fused": True} if device.type == "cuda" else {}
     if DECAY_ALL:
         groups = [{"params": list(model.parameters()), "weight_decay": WEIGHT_DECAY}]
     else:
         groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": WEIGHT_DECAY},
                   {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=LR, **fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    optimizer = AdamW(groups, lr=LR, fused=device.type == "cuda")
+    scheduler = LambdaLR(optimizer, lr_factor)
     losses = torch.zeros(STEPS, device=device)   # read back only when a line is logged
     print(f"{run.mode} {run.fold}: {len(train)} items, {len(phrases)} phrases, {len(queries.image_ids)} queries, "
           f"{n_params / 1e6:.2f}M parameters, device {device}, seed {seed}, {run.cpus} threads", flush=True)
