@@ -27,6 +27,7 @@ from autoresearch.tasks.eclip import presets
 TEMPLATE = Path(presets.__file__).parent / "template"
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 RUN_ENV: dict[str, str] = {}   # added to every run's environment (a benchmark's --threads)
+PIN: set[int] | None = None    # CPUs every run is pinned to, so that train.py of any version sees that many
 
 
 def _texts(gen: torch.Generator, n: int, length: int, low: int, high: int, vocab_size: int) -> torch.Tensor:
@@ -98,8 +99,9 @@ def run_fold(repo: Path, prepared: Path, out: Path, *, fold: int = 0, seed: int 
                "AUTORESEARCH_QUERIES": str(prepared / "queries" / f"fold_{fold}.pt"),
                "AUTORESEARCH_OUT": str(out), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", **RUN_ENV, **(env or {})}
     t0 = time.perf_counter()
+    pin = (lambda: os.sched_setaffinity(0, PIN)) if PIN else None
     proc = subprocess.run([sys.executable, "train.py"], cwd=repo, env=run_env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, preexec_fn=pin)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"train.py failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -131,3 +133,11 @@ def interpreter_seconds(repeats: int = 3) -> dict:
             times.append(time.perf_counter() - t0)
         return min(times)
     return {"python_s": best("pass"), "imports_s": best("import numpy, torch, torch.nn.functional")}
+
+
+def use_threads(n: int) -> None:
+    """Give every later run ``n`` threads: AUTORESEARCH_CPUS for this train.py, and an affinity mask of the
+    first ``n`` CPUs for versions that count the CPUs they may run on."""
+    RUN_ENV["AUTORESEARCH_CPUS"] = str(n)
+    global PIN
+    PIN = set(sorted(os.sched_getaffinity(0))[:n]) if hasattr(os, "sched_setaffinity") else None

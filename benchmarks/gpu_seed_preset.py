@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     env = {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
     if args.threads:
-        env["AUTORESEARCH_CPUS"] = str(args.threads)
+        eclip_bench.use_threads(args.threads)
     constants = {"STEPS": args.steps, "BATCH_SIZE": args.batch, "LOG_EVERY": max(1, min(100, args.steps // 4)),
                  "COMPILE": args.compile, "BF16_CUDA": not args.no_bf16, "BF16_CPU": args.bf16_cpu and not args.no_bf16}
 

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "the CPUs it may run on); 1 is steadier on a shared machine")
     args = ap.parse_args(argv)
     if args.threads:
-        eclip_bench.RUN_ENV["AUTORESEARCH_CPUS"] = str(args.threads)
+        eclip_bench.use_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="train-speed-") as tmp:
         root = Path(tmp)

@@ -201,6 +201,8 @@ def test_a_vocabulary_that_is_not_the_models_is_refused(train, monkeypatch, tmp_
 def test_hub_names_are_not_fetched_for_local_looking_paths(tmp_path):
     with pytest.raises(UserError, match="not a checkpoint file"):
         pretrained.resolve_image(tmp_path / "missing.safetensors")
+    with pytest.raises(UserError, match="not a checkpoint file"):
+        pretrained.resolve_image("vit_small.pth")                  # a file name, never a hub name
     with pytest.raises(UserError, match="not a folder"):
         pretrained.resolve_text(str(tmp_path / "missing"))
 

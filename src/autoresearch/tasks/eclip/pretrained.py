@@ -54,7 +54,7 @@ def resolve_image(name: str | Path) -> Path:
     path = Path(name).expanduser()
     if path.is_file():
         return path.resolve()
-    if path.exists() or str(name).startswith((".", "/", "~")):
+    if path.exists() or str(name).startswith((".", "/", "~")) or path.suffix in (".pth", ".pt", ".bin", ".safetensors"):
         raise UserError(f"--image-weights {name}: not a checkpoint file",
                         hint="give a timm ViT checkpoint (.safetensors or .pth), e.g. vit_small_patch16_224")
     return _hub_download(str(name), "--image-weights", filename="model.safetensors")
