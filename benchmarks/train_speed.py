@@ -65,17 +65,20 @@ def rates(root: Path, steps: int, seed_steps: int, repeats: int) -> dict[str, li
     return found
 
 
-def overhead(root: Path, steps: int, baseline_rev: str | None) -> list[tuple[str, dict]]:
+def overhead(root: Path, steps: int, baseline_rev: str | None, repeats: int) -> list[tuple[str, dict]]:
+    """Per version of train.py, the median over ``repeats`` alternating runs of each figure."""
     data = eclip_bench.write_prepared(root / "data-overhead", n_items=3000, **presets.data_settings("cpu"))
     runs = [("this train.py", eclip_bench.make_repo(root / "repo-overhead", "cpu", {"STEPS": steps}))]
     if baseline_rev:
         old = set_constants(old_train_source(baseline_rev), {"STEPS": steps})
         runs.append((f"train.py at {baseline_rev}", eclip_bench.make_repo(root / "repo-old", "cpu", train_source=old)))
-    out = []
-    for name, repo in runs:
-        facts = eclip_bench.run_fold(repo, data, root / "out")
-        out.append((name, facts))
-    return out
+    found: dict[str, list[dict]] = {name: [] for name, _ in runs}
+    for _ in range(repeats):
+        for name, repo in runs:
+            found[name].append(eclip_bench.run_fold(repo, data, root / "out"))
+    keys = ("wall_s", "train_seconds", "seconds", "setup_seconds")
+    return [(name, {k: statistics.median(f[k] for f in facts) if all(k in f for f in facts) else None for k in keys})
+            for name, facts in found.items()]
 
 
 def old_train_source(rev: str) -> str:
@@ -132,20 +135,19 @@ def main(argv: list[str] | None = None) -> int:
                 rate = statistics.median(values)
                 print(f"{name:<22} {rate:9.3f} {1 / rate:8.3f} {rate / base:13.4f}x {rate / fp32:12.2f}x")
 
-        print("\nper-fold overhead at the cpu preset (seconds):", flush=True)
-        interp = eclip_bench.interpreter_seconds()
-        runs = overhead(root, args.steps, args.baseline_rev)
-        print(f"{'train.py':<26} {'wall':>6} {'train':>6} {'overhead':>9} {'python+torch':>13} {'set-up':>7} "
-              f"{'eval+write':>11} {'rest':>6}")
+        print(f"\nper-fold overhead at the cpu preset (seconds, median of {args.repeats}):", flush=True)
+        interp = eclip_bench.interpreter_seconds(args.repeats)
+        runs = overhead(root, args.steps, args.baseline_rev, args.repeats)
+        print(f"{'train.py':<24} {'wall':>6} {'train':>6} {'overhead':>9} {'python+torch':>13} {'in main()':>10} "
+              f"{'set-up':>7} {'eval+write':>11}")
         for name, f in runs:
-            over = f["wall_s"] - f["train_seconds"]
-            setup = f.get("setup_seconds")
-            evaluation = f["seconds"] - f["train_seconds"] - (setup or 0.0)
-            rest = over - interp["imports_s"] - (setup or 0.0) - evaluation
-            print(f"{name:<26} {f['wall_s']:6.2f} {f['train_seconds']:6.2f} {over:9.2f} {interp['imports_s']:13.2f} "
-                  f"{setup if setup is not None else float('nan'):7.2f} {evaluation:11.2f} {rest:6.2f}")
-        print(f"(an empty interpreter: {interp['python_s']:.2f} s; with numpy and torch imported: "
-              f"{interp['imports_s']:.2f} s; 'rest' is train.py's other imports and the process exit)")
+            in_main = f["seconds"] - f["train_seconds"]
+            setup = f["setup_seconds"]
+            parts = (f"{setup:7.2f} {in_main - setup:11.2f}" if setup is not None else f"{'-':>7} {'-':>11}")
+            print(f"{name:<24} {f['wall_s']:6.2f} {f['train_seconds']:6.2f} {f['wall_s'] - f['train_seconds']:9.2f} "
+                  f"{interp['imports_s']:13.2f} {in_main:10.2f} {parts}")
+        print(f"(python+torch: an interpreter that imports numpy and torch, measured apart; an empty one takes "
+              f"{interp['python_s']:.2f} s. overhead - python+torch - in main() is train.py's other imports and exit)")
 
         if args.metric:
             print("\nbf16 autocast on the CPU, cpu preset, fold 0 trained in full:", flush=True)

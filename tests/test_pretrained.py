@@ -270,3 +270,16 @@ def test_minilm_tokenises_with_its_own_vocabulary_and_trains(tmp_path, monkeypat
     with np.load(out / "embeddings.npz") as npz:
         assert np.isfinite(npz["caption_emb"]).all()
     assert json.loads((out / "facts.json").read_text())["text_tower"] == str(folder)
+
+
+def test_cli_init_takes_the_weights_options_and_refuses_before_writing(tmp_path):
+    from typer.testing import CliRunner
+
+    from autoresearch.cli import app
+
+    torch.save(timm_vit_state(width=32, depth=1, tokens=5) | {"blocks.0.extra": torch.zeros(1)}, tmp_path / "vit.pth")
+    result = CliRunner().invoke(app, ["init", "eclip", str(tmp_path / "repo"), "--image-weights", str(tmp_path / "vit.pth")])
+    assert result.exit_code != 0 and "blocks.0.extra" in result.output
+    result = CliRunner().invoke(app, ["init", "eclip", str(tmp_path / "repo"), "--text-weights", str(tmp_path / "none")])
+    assert result.exit_code != 0 and "not a folder" in result.output
+    assert not (tmp_path / "repo").exists()

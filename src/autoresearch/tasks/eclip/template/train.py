@@ -446,7 +446,7 @@ def draw_steps(train, caption_lengths, phrase_lengths, device):
     training loop neither waits for the device nor does per-step host work."""
     batches = Batches(len(train), BATCH_SIZE)
     experts = ExpertSampler(train.phrase_item, BATCH_SIZE) if train.phrase_item.numel() else None
-    beta = torch.distributions.Beta(torch.tensor(MIXUP_ALPHA), torch.tensor(MIXUP_ALPHA))
+    beta = torch.distributions.Beta(torch.tensor(MIXUP_ALPHA), torch.tensor(MIXUP_ALPHA)) if MIXUP_ALPHA > 0 else None
     idx, plans = [], []
     for _ in range(STEPS):
         i = batches.next()
@@ -455,7 +455,7 @@ def draw_steps(train, caption_lengths, phrase_lengths, device):
         if experts is not None and len(experts) > 1 and random.random() < EXPERT_PROB:
             items, which = experts.sample()
             plan[1] = (items, which, trimmed(caption_lengths[items], TEXT_LEN),
-                       trimmed(phrase_lengths[which], PHRASE_LEN), beta.sample().item())
+                       trimmed(phrase_lengths[which], PHRASE_LEN), beta.sample().item() if beta else 0.5)
         plans.append(plan)
     idx_dev = torch.stack(idx).to(device) if idx else None
     drawn = [e for _, e in plans if e is not None]
