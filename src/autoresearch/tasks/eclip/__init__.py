@@ -44,6 +44,28 @@ def copy_template(dest: Path) -> list[Path]:
     return copied
 
 
+def _pretrained(image_weights, text_weights, vocab, say) -> tuple[dict, Path | None]:
+    """train.py constants for the pretrained towers, and the vocabulary the data must be tokenised with."""
+    from autoresearch.tasks.eclip import pretrained
+
+    overrides: dict = {}
+    if image_weights is not None:
+        path = pretrained.resolve_image(image_weights)
+        overrides.update(pretrained.image_constants(path))
+        say(f"image tower: {path} (ViT width {overrides['VIT_WIDTH']}, depth {overrides['VIT_DEPTH']}, "
+            f"patch {overrides['PATCH_SIZE']})")
+    if text_weights is not None:
+        folder = pretrained.resolve_text(text_weights)
+        constants, own_vocab = pretrained.text_constants(folder)
+        if vocab is not None and Path(vocab).resolve() != own_vocab.resolve():
+            raise UserError(f"--vocab {vocab} and --text-weights {text_weights} disagree: a pretrained text tower "
+                            "reads ids of its own vocabulary", hint="drop --vocab; --text-weights implies its vocab.txt")
+        overrides.update(constants)
+        vocab = own_vocab
+        say(f"text tower: {folder} (its vocab.txt tokenises the captions)")
+    return overrides, vocab
+
+
 def _set_run_limits(path: Path, limits: dict[str, float]) -> None:
     """Write the preset's time budget and hard timeout into the [run] table of autoresearch.toml."""
     text = path.read_text(encoding="utf-8")
@@ -187,28 +209,34 @@ class EclipTask(Task):
 
     def options(self) -> dict[str, Any]:
         return {"preset": "cpu", "n": 3000, "seed": None, "ukiyoe": None, "vocab": None, "annotations": None,
-                "images": None, "missing_images": "error"}
+                "images": None, "missing_images": "error", "image_weights": None, "text_weights": None}
 
     def write(self, dest: Path, *, preset: str = "cpu", n: int = 3000, ukiyoe: Path | None = None,
               annotations: Path | None = None, images: Path | None = None, missing_images: str = "error",
-              **_: Any) -> None:
+              vocab: Path | None = None, image_weights: str | Path | None = None,
+              text_weights: str | Path | None = None, say: Callable[[str], None] = print, **_: Any) -> None:
+        """The template with the preset's sizes and, for pretrained towers, their constants (every key of
+        the checkpoints is checked here, before any data is prepared)."""
         from autoresearch.tasks.eclip import presets
 
         if preset not in presets.PRESETS:
             raise UserError(f"unknown preset {preset!r}", hint=f"choose one of: {', '.join(presets.PRESETS)}")
         check_data_options(ukiyoe, annotations, images, n=n, missing_images=missing_images)
+        overrides, _ = _pretrained(image_weights, text_weights, vocab, say)
         copy_template(dest)
         train = dest / "train.py"
-        train.write_text(presets.apply_preset(train.read_text(encoding="utf-8"), preset), encoding="utf-8")
+        train.write_text(presets.apply_preset(train.read_text(encoding="utf-8"), preset, overrides), encoding="utf-8")
         _set_run_limits(dest / "autoresearch.toml", presets.run_settings(preset))
         (dest / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
 
     def prepare(self, root: Path, *, say: Callable[[str], None] = print, again: bool = False,
                 preset: str | None = "cpu", n: int = 3000, seed: int | None = None, ukiyoe: Path | None = None,
                 vocab: Path | None = None, annotations: Path | None = None, images: Path | None = None,
-                missing_images: str = "error", **_: Any) -> dict:
+                missing_images: str = "error", text_weights: str | Path | None = None, **_: Any) -> dict:
         """At init: generate (or read) and prepare. ``again`` (`autoresearch data prepare`): prepare the
         existing synthetic data or the real data given, keeping the current preset unless one is given."""
+        if text_weights is not None:   # a pretrained text tower reads ids of its own vocabulary
+            vocab = _pretrained(None, text_weights, vocab, lambda _: None)[1]
         return prepare_data(root, preset=preset, n=0 if again else n, seed=seed, ukiyoe=ukiyoe, vocab=vocab,
                             say=say, annotations=annotations, images=images, missing_images=missing_images,
                             retry="data prepare" if again else "init")

