@@ -11,9 +11,11 @@ import time
 
 from rich.console import Console
 
+from autoresearch.loop.status import ABORTED, CONTENTION
+
 _STEP = re.compile(r"step\s+(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 _STATUS_STYLE = {"keep": "bold green", "discard": "yellow", "crash": "bold red", "timeout": "bold red",
-                 "invalid": "magenta", "interrupted": "dim"}
+                 "invalid": "magenta", "interrupted": "dim", ABORTED: "red", CONTENTION: "dim yellow"}
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -81,6 +83,19 @@ class ConsoleReporter:
         reason = f" — {row.reason}" if row.reason else ""
         self.console.print(f"  → [{style}]{row.status}[/]: {self.metric} {fmt(row.metric_mean)} ± "
                            f"{fmt(row.metric_std)}{delta}{reason}")
+
+    def on_rerun(self, number: int, description: str) -> None:
+        self.close()
+        self.console.print(f"[dim yellow]experiment {number} was starved by other work on the machine; "
+                           f"running the same candidate again[/]")
+
+    def on_contention_pause(self, message: str, seconds: float) -> None:
+        self.close()
+        self.console.print(f"[bold yellow]paused:[/] {message}")
+
+    def on_contention_probe(self, message: str, resumed: bool) -> None:
+        self.close()
+        self.console.print(f"[{'green' if resumed else 'yellow'}]{message}[/]")
 
     def on_interrupted(self, number: int) -> None:
         self.console.print(f"[dim]experiment {number} was cut off by an earlier stop; recorded as interrupted[/]")

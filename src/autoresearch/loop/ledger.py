@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from autoresearch.errors import UserError
+from autoresearch.loop.status import ABORTED, NEW_STATUSES
 
 SCHEMA_VERSION = 1
 LEDGER_RELPATH = Path(".autoresearch") / "ledger.sqlite"
 
 KINDS = ("baseline", "experiment", "confirm", "noise", "final")
-STATUSES = ("running", "keep", "discard", "crash", "timeout", "invalid", "interrupted")
-FAILED = ("crash", "timeout", "invalid")          # no usable metric
+STATUSES = ("running", "keep", "discard", "crash", "timeout", "invalid", "interrupted", *NEW_STATUSES)
+FAILED = ("crash", "timeout", "invalid", ABORTED)  # no usable metric
 CHAMPION_KINDS = ("baseline", "experiment")
 
 
@@ -119,7 +120,7 @@ class Experiment:
 
     @property
     def failed(self) -> bool:
-        """True for crash, timeout and invalid: attempts without a usable metric."""
+        """True for crash, timeout, invalid and aborted: attempts without a usable metric."""
         return self.status in FAILED
 
     def to_dict(self) -> dict:

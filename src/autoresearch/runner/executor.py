@@ -10,7 +10,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from autoresearch.runner.curves import AbortRule
 
 
 class ExitKind(str, enum.Enum):
@@ -19,6 +22,7 @@ class ExitKind(str, enum.Enum):
     TIMEOUT = "timeout"    # killed at the deadline
     MEMORY = "memory"      # killed for exceeding the memory ceiling
     INTERRUPTED = "interrupted"  # the tool was asked to stop while it ran
+    ABORTED = "aborted"    # stopped by the spec's abort rule (its curve was doomed)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class RunSpec:
     sandbox: bool = True
     readonly: tuple[Mount, ...] = ()  # extra read-only paths (prepared data)
     hidden: tuple[Path, ...] = ()     # paths inside cwd that must not be visible (keys, test split)
+    abort: "AbortRule | None" = None  # stop early when the progress lines say the run is doomed
 
 
 @dataclass
