@@ -281,7 +281,7 @@ class Engine:
             except Exception as exc:  # an agent failing (network, bug) is an outcome, not the loop's end
                 proposal = Proposal(description=f"(agent error) {type(exc).__name__}: {exc}")
                 proposal.meta["agent_error"] = True
-        agent_seconds = time.perf_counter() - t0
+        agent_seconds = time.perf_counter() - t0 if rerun is None else 0.0   # a re-run costs no agent time
         proposal.usage.seconds = proposal.usage.seconds or agent_seconds
         self._check_untouched(proposal, base, before)
         if proposal.exhausted:
