@@ -138,3 +138,64 @@ def test_a_busy_machine_charges_no_candidate_a_timeout(tmp_path):
     # Every finished run carries its load figures in the ledger.
     for row in rows:
         assert row.decision["runs"][0]["cpu_seconds"] is not None
+
+
+class _StarvedExecutor:
+    """Runs the baseline for real; every later candidate fold 'reaches the deadline starved' (injected
+    figures), and the champion's probes during a pause are starved on every other call."""
+
+    STARVED = {"wall_seconds": 2.0, "cpu_seconds": 0.3, "cpu_share": 0.15, "wait_seconds": 1.7, "cpu_demand": 1.0,
+               "cpu_got": 0.15, "cores": 1, "machine_busy_other": 0.85}
+
+    def __init__(self):
+        from autoresearch.runner.executor import LocalExecutor
+
+        self.real = LocalExecutor()
+        self.calls: list[str] = []
+        self.probes = 0
+
+    def run(self, specs):
+        from autoresearch.runner.executor import ExitKind, RunOutcome
+
+        spec = specs[0]
+        self.calls.append(spec.log_path.parent.name)
+        if spec.log_path.parent.name == "0000":
+            return self.real.run(specs)
+        if spec.log_path.parent.name.startswith("contention-"):
+            self.probes += 1
+            if self.probes % 2 == 0:
+                return self.real.run(specs)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        spec.log_path.write_text("step 1/2 loss 1.0\n")
+        return [RunOutcome(spec, ExitKind.TIMEOUT, -15, 2.0, reason="killed at the 2 s deadline",
+                           extra=dict(self.STARVED))]
+
+
+def test_starved_again_and_again_backs_off_then_stops_with_a_message(tmp_path):
+    """Injected measurements: the verdict is given, the loop's handling of it is under test."""
+    root = make_toy_repo(tmp_path / "toy", rule="greedy", queue=QUEUE)
+    toml = root / "autoresearch.toml"
+    toml.write_text(toml.read_text() + "\n[contention]\npause_after = 1\npause_s = 0.01\npause_max_s = 0.05\n")
+    subprocess.run(["git", "commit", "-qam", "pause at once"], cwd=root, check=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+    config = config_mod.load(root)
+    events: list[tuple[str, dict]] = []
+    executor = _StarvedExecutor()
+    context = AgentContext(root=config.root, editable=["train.py", "scratchpad.md"], denied=[config.state_dir])
+    engine = Engine(config, tag="t", sandbox=False, ledger=open_ledger(config), executor=executor,
+                    reporter=lambda kind, **data: events.append((kind, data)))
+    engine.agent = make_agent("replay", config, context, tag="t")
+    stop = engine.run(max_experiments=5)
+    assert "3 experiments in a row were starved" in stop.why and "free some cores" in stop.why
+    rows = [r for r in engine.ledger.rows(tag="t") if r.kind == "experiment"]
+    assert [r.status for r in rows] == ["contention"] * 3
+    assert {r.description for r in rows} == {"LR 1e-2 -> 1e-3"} and engine.finished() == []
+    # two pauses (after the 1st and the 2nd), each: a starved probe, a longer pause, a probe that runs fine
+    probes = [d for k, d in events if k == "contention_probe"]
+    assert [p["resumed"] for p in probes] == [False, True, False, True]
+    assert "pausing 0 s more" in probes[0]["message"] and "took" in probes[1]["message"]
+    assert [k for k, _ in events].count("contention_pause") == 2
+    assert engine.ledger.events("contention_probe")[0].payload["status"] == "contention"
+    # a resumed run starts with the starved candidate, without asking the agent
+    assert engine.experiment()[0].meta["rerun_of"] == rows[-1].number

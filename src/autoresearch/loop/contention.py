@@ -8,7 +8,9 @@ When ``[contention] pause_after`` experiments in a row end like this, spending t
 record more of them, so the loop pauses: it sleeps ``pause_s`` (doubling, at most ``pause_max_s``), then
 runs the champion's first fold again and compares its time with the time the champion took when it was
 recorded. It goes on once that run is not starved; each step is a ledger event (``contention_pause``,
-``contention_probe``) and a message through the reporter.
+``contention_probe``) and a message through the reporter. After ``GIVE_UP * pause_after`` starved
+experiments in a row the run stops with a message instead of looping: a resumed run starts with the
+starved candidate.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from autoresearch.loop.engine import Engine
 
 SLEEP_SLICE_S = 1.0   # a pause checks the run's own stop conditions this often
+GIVE_UP = 3           # after GIVE_UP * pause_after starved experiments in a row the run stops: the
+                      # champion ran fine in the pauses, so something keeps starving this candidate
 
 
 def streak(rows: list[Experiment]) -> list[Experiment]:

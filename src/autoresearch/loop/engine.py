@@ -214,6 +214,10 @@ class Engine:
             if row is not None and row.status == CONTENTION:
                 # Not the candidate's verdict: the same candidate runs again; attempt and failure stay.
                 starved = contention.streak(self.ledger.rows(tag=self.tag, kinds=("experiment",)))
+                if len(starved) >= contention.GIVE_UP * self.config.contention.pause_after:
+                    return StopReason(f"{len(starved)} experiments in a row were starved by other work on the "
+                                      f"machine, even after pauses (last: {row.reason}); free some cores and run "
+                                      "again: the starved candidate runs first")
                 if len(starved) >= self.config.contention.pause_after:
                     if why := contention.pause(self, stop_while_paused):
                         return StopReason(why)
@@ -382,6 +386,7 @@ class Engine:
                 for r in range(max(1, cfg.decision.confirm_repeats)):
                     extra = self._trial(number, seed=cfg.run.seed + 1000 * (r + 1), label=f"-confirm{r + 1}")
                     spent += 1
+                    fields["decision_json"].setdefault("confirm_runs_load", []).append(extra.runs)
                     if extra.status == CONTENTION:   # the evidence is incomplete, not bad: run it all again
                         decision.status, decision.reason = CONTENTION, f"confirmation run {r + 1}: {extra.reason}"
                         break
