@@ -199,3 +199,11 @@ def test_starved_again_and_again_backs_off_then_stops_with_a_message(tmp_path):
     assert engine.ledger.events("contention_probe")[0].payload["status"] == "contention"
     # a resumed run starts with the starved candidate, without asking the agent
     assert engine.experiment()[0].meta["rerun_of"] == rows[-1].number
+
+
+def test_starved_and_interrupted_experiments_charge_no_phase_budget_but_aborted_ones_do():
+    from autoresearch.loop.phases import current_phase, parse_program
+
+    program = parse_program("## Phase 1: a\nBudget: 2 experiments.\n\n## Phase 2: b\nBudget: 5 experiments.\n")
+    assert current_phase(program, ["discard", "contention", "interrupted", "contention"])[0].number == 1
+    assert current_phase(program, ["discard", "contention", "aborted"])[0].number == 2
