@@ -332,7 +332,8 @@ class Engine:
     def _restore_candidate(self, row: Experiment) -> Proposal:
         """Put a starved candidate's files back on the base, as its proposal: it runs again as it was."""
         files = list(dict.fromkeys([*self.config.task.editable, self.config.task.scratchpad]))
-        self.git("checkout", row.candidate_commit, "--", *[f for f in files if self.git.show(row.candidate_commit, f) is not None])
+        present = [f for f in files if self.git.show(row.candidate_commit, f) is not None]
+        self.git("checkout", row.candidate_commit, "--", *present)
         self.reporter("rerun", number=row.number, description=row.description or "")
         return Proposal(description=row.description or "", hypothesis=row.hypothesis or "",
                         meta={**row.meta, "rerun_of": row.number})

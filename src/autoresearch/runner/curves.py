@@ -97,7 +97,8 @@ class AbortRule:
     def against(cls, points: list[Point], **settings) -> "AbortRule":
         """The rule with ``points`` (the champion's curve) as the reference."""
         key = settings.get("key", cls.key)
-        ref = sorted({p.step: p.values[key] for p in points if key in p.values and math.isfinite(p.values[key])}.items())
+        finite = {p.step: p.values[key] for p in points if key in p.values and math.isfinite(p.values[key])}
+        ref = sorted(finite.items())
         return cls(reference=tuple(ref), **settings)
 
     def champion_at(self, step: int) -> float | None:
@@ -135,7 +136,8 @@ class AbortWatch:
         if champ is None or champ <= 0 or value <= 0:
             return None
         ratio = value / champ
-        self.compared.append({"step": point.step, "value": value, "champion": round(champ, 6), "ratio": round(ratio, 4)})
+        self.compared.append({"step": point.step, "value": value, "champion": round(champ, 6),
+                              "ratio": round(ratio, 4)})
         self.strikes = self.strikes + 1 if ratio > rule.ratio else 0
         if self.strikes >= rule.patience:
             self.reason = (f"{rule.key} {value:.4g} at {where} is {ratio:.2f}x the champion's {champ:.4g} at the same "
