@@ -132,3 +132,12 @@ def test_a_run_pinned_beside_hogs_is_judged_oversubscribed(tmp_path):
     assert out.kind is ExitKind.TIMEOUT and out.extra["cores"] == 1
     status, reason = _status(out, Score(math.nan, {}, ""), CONFIG)
     assert status == "contention", (reason, out.extra)
+
+
+def test_a_starved_run_too_slow_even_with_its_cpu_is_still_a_timeout():
+    """Steps reached: at this pace the candidate would not have made the deadline even alone."""
+    starved = figures(wall_seconds=100.0, cpu_seconds=20.0, cpu_share=0.2, cpu_got=0.2, machine_busy_other=1.8)
+    assert judge({**starved, "last_step": 300, "total_steps": 400})[0] is True      # needed ~27 s of 100 s
+    over, why = judge({**starved, "last_step": 10, "total_steps": 400})            # needed ~800 s
+    assert over is False and "step 10/400" in why and "needed about 800 s" in why
+    assert judge({**starved, "last_step": 400, "total_steps": 400})[0] is True     # evaluating after training

@@ -18,9 +18,11 @@ are absent and every timeout stays a timeout):
 
 ``judge`` turns the figures into the verdict ``oversubscribed``: other work held at least ``busy_other``
 of the run's cores AND the run got less than ``min_share`` of the CPU it asked for AND it asked for at
-least a quarter of a core (a run that sleeps or waits on I/O is slow on its own). A candidate that starts
-more threads than there are cores starves only itself: the machine's other work stays low and the
-verdict is no. Other work includes anything the run started that escaped its process tree (possible
+least a quarter of a core (a run that sleeps or waits on I/O is slow on its own) AND, when the run printed
+progress (``step N/M``), its pace says it would have finished in time with the CPU it asked for: CPU
+seconds × M / N / demand within the wall time it had (a candidate that doubled its steps is slow on its
+own, however busy the machine). A candidate that starts more threads than there are cores starves only
+itself: the machine's other work stays low and the verdict is no. Other work includes anything the run started that escaped its process tree (possible
 only without a sandbox), which at worst turns a timeout into a re-run.
 """
 
@@ -144,4 +146,11 @@ def judge(figures: dict, *, busy_other: float = 0.5, min_share: float = 0.5) -> 
         return False, f"the machine was not oversubscribed (threshold {busy_other:.0%} of the cores): " + said
     if got >= min_share:
         return False, f"the run got its CPU (threshold {min_share:.0%}): " + said
+    step, total = figures.get("last_step"), figures.get("total_steps")
+    if step and total and step < total:
+        needed = figures.get("cpu_seconds", 0.0) * total / step / demand
+        if needed > figures.get("wall_seconds", 0.0):
+            return False, (f"it was starved, but at its pace (step {step}/{total} after "
+                           f"{figures.get('cpu_seconds', 0.0):.1f} s of CPU) it needed about {needed:.0f} s with all "
+                           f"the CPU it asked for, more than the {figures.get('wall_seconds', 0.0):.0f} s it had: " + said)
     return True, said
