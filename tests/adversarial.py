@@ -124,6 +124,10 @@ def build_repo(dest: Path, seed: int | None = None) -> config_mod.Config:
     (dest / "train.py").write_text(BASELINE, encoding="utf-8")
     toml = dest / config_mod.CONFIG_NAME
     toml.write_text(set_run_limits(toml.read_text(encoding="utf-8"), RUN_LIMITS), encoding="utf-8")
+    # The suite checks containment: its deadline attacks must end `timeout` however busy the machine is,
+    # so the verdict "starved by other work" (docs/contention.md) is off here.
+    with toml.open("a", encoding="utf-8") as fh:
+        fh.write("\n[contention]\nenabled = false\n")
     _git(dest, "add", "train.py", config_mod.CONFIG_NAME)
     _git(dest, "commit", "-q", "-m", "fast honest baseline for the adversarial suite")
     assert _git(dest, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"

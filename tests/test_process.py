@@ -201,3 +201,100 @@ def test_bad_specs_are_user_errors(tmp_path):
         run_spec(make_spec(tmp_path, "", timeout_s=0))
     missing = run_spec(make_spec(tmp_path, "", command=(str(tmp_path / "nope"),)))
     assert missing.kind is ExitKind.ERROR and "could not start" in missing.reason
+
+
+# --- live output ---------------------------------------------------------------------------------------
+
+TICKER = """
+    import os, sys, time
+    out = os.environ["OUT"]
+    open(out + "/run.pid", "w").write(str(os.getpid()))
+    i = 0
+    while not os.path.exists(out + "/release"):
+        print(f"line {i}", flush=True)
+        i += 1
+        time.sleep(0.3)
+    print("released", flush=True)
+"""
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_log_holds_each_line_while_the_run_is_still_running(tmp_path):
+    """Lines printed every 0.3 s are in the log file while the run goes on (not only at its end)."""
+    out_dir = tmp_path / "out"
+    spec = make_spec(tmp_path, TICKER, env={"OUT": str(out_dir)})
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("out", run_spec(spec)), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: spec.log_path.exists() and "line 2\n" in spec.log_path.read_text(), "line 2 in the log")
+        assert runner.is_alive() and "out" not in result   # the run has not ended: the log filled as it printed
+        log = spec.log_path.read_text()
+        assert "line 0\nline 1\nline 2\n" in log and "# outcome" not in log
+    finally:
+        (out_dir / "release").write_text("")
+        runner.join(30)
+    assert result["out"].kind is ExitKind.OK
+    assert spec.log_path.read_text().splitlines()[-2] == "released"
+
+
+TOOL = """
+    import sys
+    from pathlib import Path
+    from autoresearch.runner.spec import RunSpec
+    from autoresearch.runner.process import run_spec
+    script, out = Path(sys.argv[1]), Path(sys.argv[2])
+    acks = open(out / "acks", "a")
+    def ack(spec, line):        # the tool has handed this line on: it must already be in the log
+        acks.write(line + "\\n")
+        acks.flush()
+    spec = RunSpec(name="t", command=(sys.executable, str(script)), cwd=script.parent, env={"OUT": str(out)},
+                   out_dir=out, log_path=out / "log.txt", timeout_s=120.0, grace_s=1.0, sandbox=False)
+    run_spec(spec, on_line=ack)
+"""
+
+
+def test_a_killed_tool_keeps_the_lines_printed_before_the_kill(tmp_path):
+    """SIGKILL of the tool itself (a python running run_spec) mid-run: the log keeps every line it read."""
+    import subprocess
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(TICKER))
+    tool_py = tmp_path / "tool.py"
+    tool_py.write_text(textwrap.dedent(TOOL))
+    tool = subprocess.Popen([sys.executable, str(tool_py), str(script), str(out_dir)])
+    run_pid = None
+    try:
+        def three_acks():
+            acked = (out_dir / "acks").read_text().splitlines() if (out_dir / "acks").exists() else []
+            return len(acked) >= 3
+
+        wait_for(three_acks, "three lines handed on by the tool")
+        tool.kill()
+        tool.wait(10)
+        acks = (out_dir / "acks").read_text().splitlines()
+        assert acks[:3] == ["line 0", "line 1", "line 2"]
+        run_pid = int((out_dir / "run.pid").read_text())
+        log = (out_dir / "log.txt").read_text()
+        assert log.startswith("# autoresearch run t: ")
+        for line in acks:
+            assert f"{line}\n" in log, f"{line!r} was handed on before the kill but is not in the log"
+        assert "# outcome" not in log   # the tool really died mid-run
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+        if run_pid is None and (out_dir / "run.pid").exists():
+            run_pid = int((out_dir / "run.pid").read_text())
+        if run_pid is not None and alive(run_pid):
+            os.kill(run_pid, signal.SIGKILL)

@@ -542,7 +542,7 @@ def test_facts_file_must_be_a_small_regular_file(tmp_path):
 def test_a_trial_with_bad_facts_is_scored_and_notes_what_it_dropped(tmp_path):
     """The crash of issue 9: a string where a number belongs made ``run`` fail on every resume."""
     from autoresearch.loop import trial
-    from autoresearch.runner.executor import ExitKind, RunOutcome, RunSpec
+    from autoresearch.runner.spec import ExitKind, RunOutcome, RunSpec
 
     image_ids, caption_ids, img, txt = make_task(tmp_path)
     out = tmp_path / "out"
@@ -558,4 +558,4 @@ def test_a_trial_with_bad_facts_is_scored_and_notes_what_it_dropped(tmp_path):
     assert result.peak_memory_gb == 0.5
     assert "peak_memory_gb = 'lots' is not a finite number" in fold.notes[0]
     assert "# facts.json: dropped peak_memory_gb" in (tmp_path / "run.log").read_text()
-    assert trial._status(fold.outcome, fold.score) == ("ok", "")
+    assert trial._status(fold.outcome, fold.score, cfg) == ("ok", "")

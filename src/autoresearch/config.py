@@ -70,6 +70,27 @@ class DecisionSection:
 
 
 @dataclass(frozen=True)
+class AbortSection:
+    """Early abort of doomed runs (docs/early-abort.md); the defaults come from benchmarks/early_abort.py."""
+    enabled: bool = True
+    key: str = "loss"            # the progress-line value compared with the champion's
+    ratio: float = 1.5           # abort above this many times the champion's value at the same step...
+    patience: int = 2            # ...on this many progress lines in a row...
+    min_fraction: float = 0.25   # ...from this fraction of the run's steps on (NaN/inf aborts at any step)
+
+
+@dataclass(frozen=True)
+class ContentionSection:
+    """A deadline hit on a busy machine is not the candidate's fault (runner/load.py)."""
+    enabled: bool = True
+    busy_other: float = 0.5      # other work kept at least this fraction of the run's cores busy...
+    min_share: float = 0.5       # ...and the run got less than this fraction of the CPU it asked for
+    pause_after: int = 3         # this many such runs in a row: pause instead of spending the budget
+    pause_s: float = 60.0        # first pause; doubles each time the champion is still starved
+    pause_max_s: float = 1800.0  # longest single pause
+
+
+@dataclass(frozen=True)
 class AgentSection:
     name: str = "replay"
     queue: str = "queue.toml"
@@ -137,6 +158,8 @@ class Config:
     agent: AgentSection = field(default_factory=AgentSection)
     resources: ResourcesSection = field(default_factory=ResourcesSection)
     search_space: tuple[SearchParam, ...] = ()
+    abort: AbortSection = field(default_factory=AbortSection)
+    contention: ContentionSection = field(default_factory=ContentionSection)
 
     @property
     def path(self) -> Path:
@@ -235,7 +258,8 @@ def _search_space(file: Path, table: Any) -> tuple[SearchParam, ...]:
 def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     """Validate a parsed TOML document into a Config; every error names the key."""
     file = file or root / CONFIG_NAME
-    known = {"task", "run", "metric", "loop", "decision", "agent", "resources", "search_space"}
+    known = {"task", "run", "metric", "loop", "decision", "agent", "resources", "search_space", "abort",
+             "contention"}
     for key in data:
         if key not in known:
             raise UserError(f"{file}: [{key}] is not a known section (known: {', '.join(sorted(known))})")
@@ -339,7 +363,8 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
 
     space = _search_space(file, data["search_space"]) if "search_space" in data else ()
     return Config(root=root, task=task, run=run, metric=metric, loop=loop, decision=decision,
-                  agent=agent, resources=resources, search_space=space)
+                  agent=agent, resources=resources, search_space=space, abort=_abort(file, data),
+                  contention=_contention(file, data))
 
 
 def _resources(s: _Section) -> ResourcesSection:
@@ -366,6 +391,46 @@ def _resources(s: _Section) -> ResourcesSection:
         raise s.error("gpu_ids", "is set but gpus (GPUs per fold run) is 0; set gpus = 1 (or more)")
     if section.gpu_ids and section.gpus > len(section.gpu_ids):
         raise s.error("gpus", f"({section.gpus}) is more than the {len(section.gpu_ids)} GPUs in gpu_ids")
+    return section
+
+
+def _fraction(s: _Section, key: str, default: float, allow_zero: bool = False) -> float:
+    value = s.positive(key, default, allow_zero=allow_zero)
+    if value > 1:
+        raise s.error(key, f"is a fraction and must be at most 1, got {value!r}")
+    return value
+
+
+def _abort(file: Path, data: dict[str, Any]) -> AbortSection:
+    s = _Section(file, "abort", data.get("abort", {}))
+    section = AbortSection(
+        enabled=s.get("enabled", AbortSection.enabled, "bool"),
+        key=s.get("key", AbortSection.key, "str"),
+        ratio=s.positive("ratio", AbortSection.ratio),
+        patience=s.positive("patience", AbortSection.patience, "int"),
+        min_fraction=_fraction(s, "min_fraction", AbortSection.min_fraction, allow_zero=True),
+    )
+    s.finish()
+    if not re.fullmatch(r"[A-Za-z_]\w*", section.key):
+        raise s.error("key", f"must be the name a progress line gives the value (like \"loss\"), got {section.key!r}")
+    if section.ratio <= 1:
+        raise s.error("ratio", f"must be above 1 (1 would abort every run worse than the champion), got {section.ratio!r}")
+    return section
+
+
+def _contention(file: Path, data: dict[str, Any]) -> ContentionSection:
+    s = _Section(file, "contention", data.get("contention", {}))
+    section = ContentionSection(
+        enabled=s.get("enabled", ContentionSection.enabled, "bool"),
+        busy_other=_fraction(s, "busy_other", ContentionSection.busy_other),
+        min_share=_fraction(s, "min_share", ContentionSection.min_share),
+        pause_after=s.positive("pause_after", ContentionSection.pause_after, "int"),
+        pause_s=s.positive("pause_s", ContentionSection.pause_s, allow_zero=True),
+        pause_max_s=s.positive("pause_max_s", ContentionSection.pause_max_s, allow_zero=True),
+    )
+    s.finish()
+    if section.pause_max_s < section.pause_s:
+        raise s.error("pause_max_s", f"({section.pause_max_s:g}) must be at least pause_s ({section.pause_s:g})")
     return section
 
 

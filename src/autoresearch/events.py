@@ -61,6 +61,22 @@ class Paused:
 
 
 @dataclass(frozen=True)
+class ContentionPause:
+    """Runs keep being starved by other work on the machine: the loop waits before spending more budget."""
+
+    message: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ContentionProbe:
+    """The champion timed again during a contention pause; ``resumed`` when it was not starved."""
+
+    message: str
+    resumed: bool
+
+
+@dataclass(frozen=True)
 class Notice:
     """Something the person watching should read (a pause lifted, a note delivered to the agent)."""
 
@@ -68,7 +84,7 @@ class Notice:
 
 
 EVENTS: tuple[type, ...] = (AgentStarted, ExperimentStarted, RunLine, FoldFinished, ExperimentFinished,
-                            Interrupted, Remeasure, Paused, Notice)
+                            Interrupted, Remeasure, Paused, ContentionPause, ContentionProbe, Notice)
 Listener = Callable[[Any], None]
 
 

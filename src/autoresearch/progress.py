@@ -16,9 +16,11 @@ from rich.markup import escape
 
 from autoresearch import events as ev
 
+from autoresearch.loop.status import ABORTED, CONTENTION
+
 _STEP = re.compile(r"step\s+(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 _STATUS_STYLE = {"keep": "bold green", "discard": "yellow", "crash": "bold red", "timeout": "bold red",
-                 "invalid": "magenta", "interrupted": "dim"}
+                 "invalid": "magenta", "interrupted": "dim", ABORTED: "red", CONTENTION: "dim yellow"}
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -94,7 +96,16 @@ class ConsoleReporter(ev.Dispatcher):
                            f"(σ {e.noise.sigma:.3g}); measuring the noise floor again[/]")
 
     def on_paused(self, e: ev.Paused) -> None:
-        self._live(f"[yellow]paused[/]: {escape(e.why)}")
+        self.close()
+        self.console.print(f"[bold yellow]paused:[/] {escape(e.why)}")
+
+    def on_contention_pause(self, e: ev.ContentionPause) -> None:
+        self.close()
+        self.console.print(f"[bold yellow]paused:[/] {escape(e.message)}")
+
+    def on_contention_probe(self, e: ev.ContentionProbe) -> None:
+        self.close()
+        self.console.print(f"[{'green' if e.resumed else 'yellow'}]{escape(e.message)}[/]")
 
     def on_notice(self, e: ev.Notice) -> None:
         self.close()

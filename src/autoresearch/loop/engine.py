@@ -25,12 +25,15 @@ from autoresearch.hyperparams import describe_changes, diff_constants
 from autoresearch.config import Config
 from autoresearch.errors import UserError
 from autoresearch.vocab import Kind, Status, rerun_seed
+from autoresearch.loop import abort as abort_mod
+from autoresearch.loop import contention
 from autoresearch.loop import decide as decide_mod
 from autoresearch.loop import editpolicy, fingerprints, scratchpad
 from autoresearch.loop.gitops import Git, archive_ref, branch_name, format_message
 from autoresearch.loop.ledger import Experiment, Ledger, utc_now
 from autoresearch.loop.phases import Phase, current_phase, load_program
-from autoresearch.loop.trial import TrialResult, nan_to_none, run_trial
+from autoresearch.loop.status import ABORTED, CONTENTION, NOT_CHARGED
+from autoresearch.loop.trial import TrialResult, fold_ids, nan_to_none, run_trial
 from autoresearch.runner.executor import Executor, LocalExecutor
 from autoresearch import tasks
 
@@ -173,11 +176,20 @@ class Engine:
         if champ is not None:
             return champ
         head = self.git.head()
-        number = self._start_row(kind=Kind.BASELINE, number=0 if self.ledger.next_number() == 0 else None,
-                                 phase=0, phase_title="baseline", parent_commit=head, candidate_commit=head,
-                                 agent="", description="baseline")
-        self.reporter(ev.ExperimentStarted(number, "baseline", "baseline"))
-        trial = self._trial(number, seed=self.config.run.seed)
+        for starved in range(1, self.config.contention.pause_after + 1):
+            number = self._start_row(kind=Kind.BASELINE, number=0 if self.ledger.next_number() == 0 else None,
+                                     phase=0, phase_title="baseline", parent_commit=head, candidate_commit=head,
+                                     agent="", description="baseline")
+            self.reporter(ev.ExperimentStarted(number, "baseline", "baseline"))
+            trial = self._trial(number, seed=self.config.run.seed)
+            if trial.status != CONTENTION or starved == self.config.contention.pause_after:
+                break
+            self.ledger.finish(number, CONTENTION, reason=trial.reason, **trial.ledger_fields())
+            contention.baseline_retry(self, starved, trial.reason)
+        if trial.status == CONTENTION:
+            self.ledger.finish(number, CONTENTION, reason=trial.reason, **trial.ledger_fields())
+            raise UserError(f"the machine is too busy to measure the baseline: {trial.reason}",
+                            hint="free some cores (or raise [run] timeout_s in autoresearch.toml) and run again")
         if trial.status != "ok":
             self.ledger.finish(number, trial.status, reason=trial.reason, **trial.ledger_fields())
             raise UserError(f"the baseline did not run: {trial.reason}\n--- log tail ---\n{trial.log_tail()}",
@@ -242,6 +254,12 @@ class Engine:
         deadline = time.monotonic() + hours * 3600 if hours else None
         attempt, failure = 1, ""
         agent_failures = 0
+
+        def stop_while_paused() -> str | None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return f"reached the {hours} h limit"
+            return should_stop() if should_stop else None
+
         while True:
             done = len(self.finished())
             if max_experiments is not None and done >= max_experiments:
@@ -258,6 +276,17 @@ class Engine:
             if outcome is None:
                 return StopReason("the agent has nothing more to propose")
             row, trial = outcome
+            if row is not None and row.status == CONTENTION:
+                # Not the candidate's verdict: the same candidate runs again; attempt and failure stay.
+                starved = contention.streak(self.ledger.rows(tag=self.tag, kinds=("experiment",)))
+                if len(starved) >= contention.GIVE_UP * self.config.contention.pause_after:
+                    return StopReason(f"{len(starved)} experiments in a row were starved by other work on the "
+                                      f"machine, even after pauses (last: {row.reason}); free some cores and run "
+                                      "again: the starved candidate runs first")
+                if len(starved) >= self.config.contention.pause_after:
+                    if why := contention.pause(self, stop_while_paused):
+                        return StopReason(why)
+                continue
             agent_failures = agent_failures + 1 if row is not None and row.meta.get("agent_error") else 0
             if agent_failures >= MAX_AGENT_FAILURES:
                 return StopReason(f"the agent failed {agent_failures} times in a row (last: {row.reason})")
@@ -296,28 +325,33 @@ class Engine:
         base = self.base()
         self.fingerprints = fingerprints.verify(self.config)
         phase, used = self.phase()
-        if used == 0 and attempt == 1:
+        rerun = contention.pending(self.ledger.rows(tag=self.tag, kinds=("experiment",)))
+        if used == 0 and attempt == 1 and rerun is None:
             self.notes.append(f"this experiment opens phase {phase.label}: first write a ranked plan of hypotheses "
                               f"for this phase into {self.config.task.scratchpad} (under '## Plan: phase "
                               f"{phase.number}'), then make the first change of that plan")
-        brief = self.brief(phase, attempt=attempt, failure=failure)
-        self.notes = []
-        for note in self.pending_notes():
-            self.ledger.event("note_delivered", number=brief.experiment, note=note["id"], tag=self.tag)
+        if rerun is not None:   # starved by other work last time: the same candidate, no agent turn
+            proposal = self._restore_candidate(rerun)   # (the tool's own checkout: before the .git snapshot)
+            attempt = rerun.attempt or attempt
         before = editpolicy.Snapshot.take(self.git)
         failed = self._failed_candidate if attempt > 1 else None
-        self.reporter(ev.AgentStarted(self.agent.name, phase.label, attempt))
         started = utc_now()
         t0 = time.perf_counter()
-        try:
-            proposal = self.agent.propose(brief, self.config.root)
-        except (KeyboardInterrupt, UserError):   # Ctrl-C, or a setting only the user can fix (an API key)
-            editpolicy.restore(self.git, base, before)
-            raise
-        except Exception as exc:  # an agent failing (network, bug) is an outcome, not the loop's end
-            proposal = Proposal(description=f"(agent error) {type(exc).__name__}: {exc}")
-            proposal.meta["agent_error"] = True
-        agent_seconds = time.perf_counter() - t0
+        if rerun is None:
+            brief = self.brief(phase, attempt=attempt, failure=failure)
+            self.notes = []
+            for note in self.pending_notes():
+                self.ledger.event("note_delivered", number=brief.experiment, note=note["id"], tag=self.tag)
+            self.reporter(ev.AgentStarted(self.agent.name, phase.label, attempt))
+            try:
+                proposal = self.agent.propose(brief, self.config.root)
+            except (KeyboardInterrupt, UserError):   # Ctrl-C, or a setting only the user can fix (an API key)
+                editpolicy.restore(self.git, base, before)
+                raise
+            except Exception as exc:  # an agent failing (network, bug) is an outcome, not the loop's end
+                proposal = Proposal(description=f"(agent error) {type(exc).__name__}: {exc}")
+                proposal.meta["agent_error"] = True
+        agent_seconds = time.perf_counter() - t0 if rerun is None else 0.0   # a re-run costs no agent time
         proposal.usage.seconds = proposal.usage.seconds or agent_seconds
         self._check_untouched(proposal, base, before)
         if proposal.exhausted:
@@ -355,18 +389,30 @@ class Engine:
                                     f"experiment {number} (running): {proposal.description}\n")
         self.git.update_ref(archive_ref(number), candidate)
         self.ledger.update(number, candidate_commit=candidate)
-        trial = self._trial(number, seed=self.config.run.seed)
+        trial = self._trial(number, seed=self.config.run.seed, curves=abort_mod.champion_curves(self.config, champ))
         row = self._decide_and_record(number, trial, champ, base, candidate, proposal, phase, changed)
         return row, trial
 
+    def _restore_candidate(self, row: Experiment) -> Proposal:
+        """Put a starved candidate's files back on the base, as its proposal: it runs again as it was."""
+        files = list(dict.fromkeys([*self.config.task.editable, self.config.task.scratchpad]))
+        present = [f for f in files if self.git.show(row.candidate_commit, f) is not None]
+        self.git("checkout", row.candidate_commit, "--", *present)
+        self.reporter(ev.Notice(f"experiment {row.number} was starved by other work on the machine; "
+                                f"running the same candidate again: {row.description or ''}"))
+        return Proposal(description=row.description or "", hypothesis=row.hypothesis or "",
+                        meta={**row.meta, "rerun_of": row.number})
+
     # --- pieces ------------------------------------------------------------------------------------
-    def _trial(self, number: int, *, seed: int, label: str = "", mode: str = "fold") -> TrialResult:
-        """Run a trial for ledger row ``number``. Ctrl-C (after the runner has killed every child)
-        records the row as interrupted, puts the tree back at the base, and is raised again."""
+    def _trial(self, number: int, *, seed: int, label: str = "", mode: str = "fold", curves=None) -> TrialResult:
+        """Run a trial for ledger row ``number`` (``curves``: the champion's, for the abort rule). Ctrl-C
+        (after the runner has killed every child) records the row as interrupted, puts the tree back at
+        the base, and is raised again."""
         run_dir = self.config.state_dir / "runs" / (f"{number:04d}{label}")
         try:
             trial = run_trial(self.config, run_dir, seed=seed, mode=mode, sandbox=self.sandbox, executor=self.executor,
-                              on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)))
+                              on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)),
+                              champion_curves=curves)
         except KeyboardInterrupt:
             trial = TrialResult("interrupted", "interrupted by Ctrl-C")
         else:
@@ -456,13 +502,18 @@ class Engine:
                 for r in range(max(1, cfg.decision.confirm_repeats)):
                     extra = self._trial(number, seed=rerun_seed(cfg.run.seed, r + 1), label=f"-confirm{r + 1}")
                     spent += 1
+                    fields["decision_json"].setdefault("confirm_runs_load", []).append(extra.runs)
+                    if extra.status == CONTENTION:   # the evidence is incomplete, not bad: run it all again
+                        decision.status, decision.reason = CONTENTION, f"confirmation run {r + 1}: {extra.reason}"
+                        break
                     if extra.status != "ok":
                         runs.append([math.nan] * len(trial.values))   # a failed confirmation discards
                         break
                     runs.append(extra.values)
-                decision = decide_mod.decide_confirmed(runs, champion_runs, direction=cfg.metric.direction,
-                                                       settings=cfg.decision, noise=self.noise())
-                decision.numbers["confirm_runs"] = runs[1:]
+                if decision.status != CONTENTION:
+                    decision = decide_mod.decide_confirmed(runs, champion_runs, direction=cfg.metric.direction,
+                                                           settings=cfg.decision, noise=self.noise())
+                    decision.numbers["confirm_runs"] = runs[1:]
             status, reason = decision.status, decision.reason
             decision.numbers["confirmation_runs"] = spent
         delta = None
@@ -474,10 +525,13 @@ class Engine:
                                  peak_memory_gb=trial.peak_memory_gb, phase=phase.label, changed=changed,
                                  status=status, hypothesis=proposal.hypothesis, reason=reason)
         result = self.git.commit_tree(self.git.tree_of(candidate), base, message)
-        decision_json = None if decision is None else {"status": decision.status, "reason": decision.reason,
-                                                       "numbers": decision.numbers}
-        self.ledger.finish(number, status, reason=reason, commit=result, delta=delta, decision_json=decision_json,
-                           **fields)
+        if decision is not None:
+            fields["decision_json"].update(status=decision.status, reason=decision.reason, numbers=decision.numbers)
+        found = abort_mod.evidence(trial) if status == ABORTED else None
+        if found:
+            fields["decision_json"]["abort"] = found
+            self.notes.append(abort_mod.note(number, found, len(fold_ids(cfg, "fold"))))
+        self.ledger.finish(number, status, reason=reason, commit=result, delta=delta, **fields)
         self.git.update_ref(archive_ref(number), result)
         if status == "keep":
             new_base = result
@@ -486,7 +540,8 @@ class Engine:
         else:
             new_base = self._carry_notes(base, candidate, number)
         self.ledger.set_meta(f"base:{self.tag}", new_base)
-        self.agent.observe(number, status, nan_to_none(trial.mean), proposal.meta)
+        if status != CONTENTION:   # the agent hears the candidate's verdict once, after its re-run
+            self.agent.observe(number, status, nan_to_none(trial.mean), proposal.meta)
         row = self.ledger.get(number)
         self.reporter(ev.ExperimentFinished(row))
         return row

@@ -121,7 +121,7 @@ class Experiment:
 
     @property
     def failed(self) -> bool:
-        """True for crash, timeout and invalid: attempts without a usable metric."""
+        """True for crash, timeout, invalid and aborted: attempts without a usable metric."""
         return self.status in FAILED
 
     def to_dict(self) -> dict:

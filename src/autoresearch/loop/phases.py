@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch.errors import UserError
+from autoresearch.loop.status import NOT_CHARGED
 
 _HEADING = re.compile(r"^##\s+Phase\s+(\d+)\s*[:.\-–]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 _BUDGET = re.compile(r"budget:\s*(\d+)\s*experiments?", re.IGNORECASE)
@@ -72,11 +73,13 @@ def load_program(path: Path) -> Program:
 def current_phase(program: Program, outcomes: list[str]) -> tuple[Phase, int]:
     """The phase for the next experiment, and how many experiments that phase has used.
 
-    ``outcomes`` are the statuses of finished experiments in order (interrupted ones excluded);
-    a ``keep`` resets the patience counter.
+    ``outcomes`` are the statuses of finished experiments in order; those that charge nothing
+    (``status.NOT_CHARGED``: interrupted, contention) are skipped. A ``keep`` resets the patience counter.
     """
     index, used, since_keep = 0, 0, 0
     for status in outcomes:
+        if status in NOT_CHARGED:
+            continue
         used += 1
         since_keep = 0 if status == "keep" else since_keep + 1
         phase = program.phases[index]

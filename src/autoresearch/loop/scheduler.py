@@ -451,9 +451,9 @@ class Scheduler:
         message = (f"experiment {flight.number}: {flight.proposal.description}\n\nstatus: stale\nreason: {reason}\n")
         result = self.git.commit_tree(self.git.tree_of(effective), base, message)
         delta = trial.mean - flight.champion.metric_mean if flight.champion.metric_mean is not None else None
-        self.ledger.finish(flight.number, Status.STALE, reason=reason, commit=result, delta=delta,
-                           decision_json={"status": "stale", "reason": reason, "numbers": {"stale": flight.stale}},
-                           **trial.ledger_fields())
+        fields = trial.ledger_fields()
+        fields["decision_json"].update(status="stale", reason=reason, numbers={"stale": flight.stale})
+        self.ledger.finish(flight.number, Status.STALE, reason=reason, commit=result, delta=delta, **fields)
         self.git.update_ref(archive_ref(flight.number), result)
         new_base = eng._carry_notes(base, effective, flight.number)
         self.ledger.set_meta(f"base:{eng.tag}", new_base)

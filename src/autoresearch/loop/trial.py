@@ -1,8 +1,12 @@
 """One trial: the editable script run once per fold under the hard limit, each fold scored by the tool.
 
 A trial never raises for a bad run. It ends in a named status with a reason: ``ok``, ``crash`` (non-zero
-exit, memory ceiling, missing or non-finite metric), ``timeout``, or ``interrupted`` (Ctrl-C, after the
-children are dead and the partial result is returned).
+exit, memory ceiling, missing or non-finite metric), ``timeout`` (the run reached the deadline while it
+got the CPU it asked for: slow on its own), ``contention`` (it reached the deadline while other work held
+the machine and starved it: see ``runner/load.py``; not the candidate's verdict), ``aborted`` (its
+progress lines showed a doomed run: see ``runner/curves.py``), or ``interrupted`` (Ctrl-C, after the
+children are dead and the partial result is returned). The first fold that does not end ``ok`` ends the
+trial: the later folds are not run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from autoresearch.runner.spec import ExitKind, RunOutcome, RunSpec
 from autoresearch.scoring.facts import number, read_facts
 from autoresearch.scoring.safeio import UnsafeOutput, read_tail
 from autoresearch.scoring.sources import RunRecord, Score
+from autoresearch.loop.status import ABORTED, CONTENTION
+from autoresearch.runner import load
+from autoresearch.runner.curves import AbortRule, Point
 
 
 @dataclass
@@ -36,7 +43,7 @@ class FoldResult:
 
 @dataclass
 class TrialResult:
-    status: str                      # ok | crash | timeout | interrupted
+    status: str                      # ok | crash | timeout | contention | aborted | interrupted
     reason: str
     folds: list[FoldResult] = field(default_factory=list)
 
@@ -78,8 +85,18 @@ class TrialResult:
         return dict(folds_json=[nan_to_none(v) for v in self.values], metrics_json=self.metrics,
                     metric_mean=nan_to_none(self.mean), metric_std=nan_to_none(self.std),
                     train_seconds=self.train_seconds, score_seconds=self.score_seconds,
-                    peak_memory_gb=self.peak_memory_gb,
+                    peak_memory_gb=self.peak_memory_gb, decision_json={"runs": self.runs},
                     log_path=str(self.folds[-1].outcome.spec.log_path) if self.folds else None)
+
+    @property
+    def runs(self) -> list[dict]:
+        """Per fold: how it ended, its CPU and load figures, the contention verdict and its curve (for the ledger)."""
+        out = []
+        for f in self.folds:
+            extra = {k: v for k, v in f.outcome.extra.items() if k != "sandboxed"}
+            out.append({"fold": f.fold, "name": f.outcome.spec.name, "kind": f.outcome.kind.value,
+                        "seconds": round(f.outcome.seconds, 3), **extra})
+        return out
 
     def log_tail(self, lines: int = 40) -> str:
         for f in reversed(self.folds):
@@ -105,34 +122,42 @@ def fold_ids(config: Config, mode: str) -> list[int | None]:
     return [None] if mode == "final" else list(range(config.run.folds))
 
 
-def fold_specs(config: Config, run_dir: Path, *, seed: int, mode: str = "fold",
-               sandbox: bool = True) -> list[tuple[int | None, RunSpec]]:
-    """Every run of one trial: (fold, spec), in fold order (one spec, fold None, in final mode)."""
+def fold_specs(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", sandbox: bool = True,
+               champion_curves: dict[int | None, list[Point]] | None = None,
+               folds: list[int | None] | None = None) -> list[tuple[int | None, RunSpec]]:
+    """Every run of one trial: (fold, spec), in fold order (one spec, fold None, in final mode). In fold mode
+    each spec carries the abort rule of ``[abort]``, armed with the champion's curve of that fold."""
     task = tasks.for_config(config)
     specs = []
-    for fold in fold_ids(config, mode):
+    for fold in (fold_ids(config, mode) if folds is None else folds):
         name = "final" if fold is None else f"fold{fold}"
         out_dir = run_dir / name
         plan = task.plan(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir)
+        rule = abort_rule(config, (champion_curves or {}).get(fold, [])) if mode == "fold" else None
         specs.append((fold, RunSpec(name=name, command=tasks.command(config), cwd=config.root, env=plan.env,
                                     out_dir=out_dir, log_path=run_dir / f"{name}.log", timeout_s=config.run.timeout_s,
                                     grace_s=config.run.grace_s, memory_gb=config.run.memory_gb, sandbox=sandbox,
-                                    readonly=plan.readonly, hidden=plan.hidden)))
+                                    readonly=plan.readonly, hidden=plan.hidden, abort=rule)))
     return specs
 
 
 def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", sandbox: bool = True,
               executor: Executor | None = None,
-              on_fold: Callable[[FoldResult], None] | None = None) -> TrialResult:
-    """Run every fold (or the final run) and score it.
+              on_fold: Callable[[FoldResult], None] | None = None,
+              champion_curves: dict[int | None, list[Point]] | None = None,
+              folds: list[int | None] | None = None) -> TrialResult:
+    """Run every fold (or the final run, or only ``folds``) and score it.
 
     The executor gets the whole batch and decides whether the folds run one after another or side by
     side. Each finished run is scored at once; once one fails, runs not yet started are skipped (a
     failing candidate does not spend the other folds' time). The trial's status is that of the first
-    failing fold in fold order."""
+    failing fold in fold order. ``champion_curves`` (fold -> the champion's progress points) arms the abort
+    rule of ``[abort]``; with None no run is compared (a NaN loss still stops a fold-mode run when the rule
+    is enabled)."""
     executor = executor or LocalExecutor()
     task = tasks.for_config(config)
-    batch = fold_specs(config, run_dir, seed=seed, mode=mode, sandbox=sandbox)
+    batch = fold_specs(config, run_dir, seed=seed, mode=mode, sandbox=sandbox, champion_curves=champion_curves,
+                       folds=folds)
     fold_of = {spec.name: fold for fold, spec in batch}
     scored: dict[str, FoldResult] = {}
 
@@ -141,7 +166,7 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
         scored[outcome.spec.name] = fold_result
         if on_fold:
             on_fold(fold_result)
-        return _status(outcome, fold_result.score)[0] == "ok"
+        return _status(outcome, fold_result.score, config)[0] == "ok"
 
     executor.run([spec for _, spec in batch], keep_going=keep_going)
     result = TrialResult("ok", "")
@@ -150,7 +175,7 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
         if fold_result is None:   # skipped after an earlier failure
             continue
         result.folds.append(fold_result)
-        status, reason = _status(fold_result.outcome, fold_result.score)
+        status, reason = _status(fold_result.outcome, fold_result.score, config)
         if status != "ok" and result.status == "ok":
             result.status, result.reason = status, f"{spec.name}: {reason}"
     return result
@@ -189,11 +214,35 @@ def _last_line(log: Path) -> str:
     return lines[-1].strip()[:200] if lines else ""
 
 
-def _status(outcome: RunOutcome, sc: Score) -> tuple[str, str]:
+def abort_rule(config: Config, champion: list[Point]) -> AbortRule | None:
+    """The ``[abort]`` rule against the champion's curve for one fold; None when the rule is off."""
+    a = config.abort
+    if not a.enabled:
+        return None
+    return AbortRule.against(champion, key=a.key, ratio=a.ratio, patience=a.patience, min_fraction=a.min_fraction)
+
+
+def judge_load(outcome: RunOutcome, config: Config) -> tuple[bool, str]:
+    """Whether the run was starved by other work (``[contention]`` thresholds); stored in ``outcome.extra``."""
+    c = config.contention
+    over, why = load.judge(outcome.extra, busy_other=c.busy_other, min_share=c.min_share)
+    over = over and c.enabled
+    outcome.extra["oversubscribed"] = over
+    return over, why
+
+
+def _status(outcome: RunOutcome, sc: Score, config: Config) -> tuple[str, str]:
+    over, why = judge_load(outcome, config)
     if outcome.kind == ExitKind.INTERRUPTED:
         return "interrupted", outcome.reason or "interrupted"
+    if outcome.kind == ExitKind.ABORTED:
+        return ABORTED, outcome.reason or "stopped early by the abort rule"
     if outcome.kind == ExitKind.TIMEOUT:
-        return "timeout", outcome.reason or "killed at the deadline"
+        reason = outcome.reason or "killed at the deadline"
+        if over:
+            return CONTENTION, f"{reason} while the machine was oversubscribed: {why}"
+        measured = outcome.extra.get("machine_busy_other") is not None
+        return "timeout", f"{reason}; {why}" if measured else reason   # the agent learns it was its own slowness
     if outcome.kind != ExitKind.OK:
         cause = _last_line(outcome.spec.log_path)
         reason = outcome.reason or outcome.kind.value

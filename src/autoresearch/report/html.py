@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from autoresearch.loop.ledger import Experiment, Ledger
+from autoresearch.loop.status import ABORTED, CONTENTION
 from autoresearch.report.plot import direction_label, progress_png
 from autoresearch.vocab import Direction
 
@@ -38,8 +39,8 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bot
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid #eee;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f6f6} td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tr.keep td{background:#eef8ee} tr.crash td,tr.timeout td,tr.invalid td{background:#fdf0f0} tr.stale td{background:#fff6e0}
-tr.interrupted td,tr.running td{color:#888}
+tr.keep td{background:#eef8ee} tr.crash td,tr.timeout td,tr.invalid td,tr.aborted td{background:#fdf0f0} tr.stale td{background:#fff6e0}
+tr.interrupted td,tr.running td,tr.contention td{color:#888}
 img{max-width:100%;border:1px solid #eee}
 .test{border:2px solid #b8860b;border-radius:6px;padding:10px 16px;background:#fffaf0}
 .good{color:#1a7f37} .bad{color:#b42318}
@@ -126,7 +127,7 @@ def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
     elif base is not None:
         cards.append(_card(f"{e(metric_name)}: baseline", _pm(base)))
     counts = Counter(r.status for r in rows if r.kind == "experiment")
-    order = ("keep", "discard", "crash", "timeout", "invalid", "stale", "interrupted", "running")
+    order = ("keep", "discard", "crash", "timeout", ABORTED, "invalid", "stale", "interrupted", CONTENTION, "running")
     cards.append(_card(f"{sum(counts.values())} experiments",
                        ", ".join(f"{counts[s]} {s}" for s in order if counts[s]) or "none yet"))
     other = Counter(r.kind for r in rows if r.kind in ("confirm", "noise"))

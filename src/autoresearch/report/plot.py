@@ -15,6 +15,7 @@ from typing import Sequence
 
 from autoresearch.loop.ledger import CHAMPION_KINDS, Experiment
 from autoresearch.vocab import Direction
+from autoresearch.loop.status import ABORTED, NOT_CHARGED
 
 LABEL_CHARS = 42
 
@@ -22,6 +23,7 @@ _FAIL_STYLE = {  # status -> (colour, legend label)
     "crash": ("#d62728", "crash"),
     "timeout": ("#ff7f0e", "timeout"),
     "invalid": ("#9467bd", "invalid"),
+    ABORTED: ("#8c564b", "aborted early"),
 }
 _KEEP_COLOUR = "#2ca02c"
 _CHAMPION_COLOUR = "#1f77b4"
@@ -55,7 +57,7 @@ def progress_png(rows: Sequence[Experiment], path: Path | str, *, metric_name: s
     minimize = Direction.parse(direction) is Direction.MINIMIZE
     n_exp = sum(1 for r in rows if r.kind == "experiment")
     # Only the search itself: noise-floor re-runs, confirmations and the one-time test are not experiments.
-    rows = sorted((r for r in rows if r.kind in CHAMPION_KINDS and r.status not in ("interrupted", "running")),
+    rows = sorted((r for r in rows if r.kind in CHAMPION_KINDS and r.status not in NOT_CHARGED),
                   key=lambda r: r.number)
     steps = champion_steps(rows)
     measured = [r for r in rows if _finite(r.metric_mean) and not r.failed]

@@ -2,7 +2,15 @@
 
 The command (wrapped by bubblewrap when ``spec.sandbox`` is true) starts in its own session and process
 group. Its stdout and stderr are merged and streamed line by line to ``spec.log_path`` (between a header
-and a footer line written by the tool) and to ``on_line(spec, line)``.
+and a footer line written by the tool) and to ``on_line(spec, line)``. The log is line-buffered, so each
+line is in the file as soon as the tool has read it (within a poll of the run printing it) and survives a
+hard stop of the tool; a line the run has not ended with a newline yet stays in its buffer or ours.
+
+Progress lines (``step N/M name value ...``, see ``curves.py``) become the run's curve, returned in
+``RunOutcome.extra["curve"]``; when ``spec.abort`` is set, the curve is checked against it line by line
+and a doomed run is stopped like at a deadline (SIGTERM, grace, SIGKILL) and ends ``ABORTED``. Every run
+is also measured against the machine's load (``load.py``): the figures are in ``RunOutcome.extra``,
+taken at the deadline for a run that reached it.
 
 Every ~0.2 s the runner reads ``/proc`` and sums the resident memory of the run's processes: members of its
 process group or session, their descendants, and any process seen so far that is still alive. That sum is
@@ -38,6 +46,8 @@ from typing import Callable, Optional
 
 from autoresearch.errors import UserError
 from autoresearch.runner import sandbox
+from autoresearch.runner.curves import MAX_POINTS, AbortWatch, Point, parse_progress, thin
+from autoresearch.runner.load import CLK_TCK, LoadMeter
 from autoresearch.runner.spec import ExitKind, RunOutcome, RunSpec
 
 GB = 2**30
@@ -80,6 +90,7 @@ class _Proc:
     rss: int    # bytes
     start: int  # start time in clock ticks since boot: tells a live process from a reused pid
     zombie: bool
+    cpu: float = 0.0  # user + system seconds so far
 
 
 def _scan() -> dict[int, _Proc]:
@@ -96,7 +107,7 @@ def _scan() -> dict[int, _Proc]:
         rest = raw[raw.rfind(b")") + 2:].split()  # the command name may contain spaces and parentheses
         try:
             table[int(name)] = _Proc(int(rest[1]), int(rest[2]), int(rest[3]), int(rest[21]) * _PAGE, int(rest[19]),
-                                     rest[0] == b"Z")
+                                     rest[0] == b"Z", (int(rest[11]) + int(rest[12])) / CLK_TCK)
         except (IndexError, ValueError):
             continue
     return table
@@ -134,6 +145,10 @@ class _Supervisor:
         self.peak = 0
         self.last_sample = 0.0
         self.done = False
+        self.meter = LoadMeter(proc.pid)
+        self.points: list[Point] = []
+        self.watch = AbortWatch(spec.abort) if spec.abort is not None else None
+        self.abort_reason = ""
 
     # -- output
     def pump(self, timeout: float) -> None:
@@ -146,7 +161,7 @@ class _Supervisor:
             left = end - time.monotonic()
             ready, _, _ = select.select([self.fd], [], [], max(left, 0.0))
             if not ready:
-                return
+                break
             chunk = os.read(self.fd, 65536)
             if not chunk:
                 self.eof = True
@@ -172,12 +187,21 @@ class _Supervisor:
     def _emit(self, line: str) -> None:
         line = line.rstrip("\r")
         self.log.write(line + "\n")
+        shown = line.rsplit("\r", 1)[-1]
         if self.on_line is not None:
             try:
-                self.on_line(self.spec, line.rsplit("\r", 1)[-1])
+                self.on_line(self.spec, shown)
             except Exception as exc:  # a broken progress display must not stop the supervision
                 self.log.write(f"# autoresearch: progress callback failed ({exc!r}); no longer called\n")
                 self.on_line = None
+        point = parse_progress(shown)
+        if point is None:
+            return
+        self.points.append(point)
+        if len(self.points) > 2 * MAX_POINTS:   # a run printing every step: keep the curve's shape, bounded
+            self.points = thin(self.points)
+        if self.watch is not None and not self.abort_reason:
+            self.abort_reason = self.watch.feed(point) or ""
 
     # -- processes
     def sample(self) -> int:
@@ -187,6 +211,7 @@ class _Supervisor:
         members |= {pid for pid, start in self.seen.items() if pid in table and table[pid].start == start}
         for pid in members:
             self.seen.setdefault(pid, table[pid].start)
+        self.meter.sample({pid: (table[pid].start, table[pid].cpu) for pid in members})
         total = sum(table[pid].rss for pid in members)
         self.peak = max(self.peak, total)
         self.last_sample = time.monotonic()
@@ -285,7 +310,9 @@ def run_spec(spec: RunSpec, on_line: OnLine = None) -> RunOutcome:
     else:
         argv = list(spec.command)
 
-    with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+    # Line-buffered: each line is written to the file before anyone (on_line, the abort rule) sees it, so
+    # a hard stop of the tool loses nothing the run printed and the tool read.
+    with open(log_path, "w", encoding="utf-8", errors="replace", buffering=1) as log:
         ceiling = f"{spec.memory_gb:g} GB" if spec.memory_gb > 0 else "none"
         log.write(f"# autoresearch run {spec.name}: {shlex.join(spec.command)}\n"
                   f"# cwd {spec.cwd}; sandbox {'on' if spec.sandbox else 'off'}; deadline {spec.timeout_s:g} s; "
@@ -307,21 +334,27 @@ def run_spec(spec: RunSpec, on_line: OnLine = None) -> RunOutcome:
             deadline = start + spec.timeout_s
             while proc.poll() is None:
                 now = time.monotonic()
-                if now >= deadline:
+                if now >= deadline or sup.abort_reason:
+                    sup.sample()
+                    sup.meter.freeze()   # the load figures of the run up to now, not of its grace period
                     exited = sup.stop(spec.grace_s)
-                    kind = ExitKind.TIMEOUT
                     how = (f"exited on SIGTERM within the {spec.grace_s:g} s grace" if exited
                            else f"SIGKILL after the {spec.grace_s:g} s grace")
-                    reason = f"killed at the {spec.timeout_s:g} s deadline ({how})"
+                    if now >= deadline:
+                        kind, reason = ExitKind.TIMEOUT, f"killed at the {spec.timeout_s:g} s deadline ({how})"
+                    else:
+                        kind, reason = ExitKind.ABORTED, f"stopped early: {sup.abort_reason} ({how})"
                     break
                 if now - sup.last_sample >= POLL_S:
                     rss = sup.sample()
                     if spec.memory_gb > 0 and rss > spec.memory_gb * GB:
+                        sup.meter.freeze()
                         sup.signal_all(signal.SIGKILL)
                         kind = ExitKind.MEMORY
                         reason = f"exceeded the {spec.memory_gb:g} GB memory ceiling ({rss / GB:.2f} GB)"
                         break
                 sup.pump(min(POLL_S, max(deadline - now, 0.0), max(sup.last_sample + POLL_S - now, 0.0)))
+            figures = sup.meter.figures(reaped=proc.returncode is not None)
             sup.finish()
         except KeyboardInterrupt:
             sup.stop(min(spec.grace_s, INTERRUPT_GRACE_S))
@@ -332,6 +365,19 @@ def run_spec(spec: RunSpec, on_line: OnLine = None) -> RunOutcome:
         seconds = time.monotonic() - start
         if kind is None:
             kind, reason = _exit_reason(proc.returncode, spec.sandbox)
-        log.write(f"# outcome: {kind.value}: {reason}; {seconds:.1f} s; peak RSS {sup.peak / GB:.2f} GB\n")
+        log.write(f"# outcome: {kind.value}: {reason}; {seconds:.1f} s; peak RSS {sup.peak / GB:.2f} GB; "
+                  f"CPU {figures['cpu_seconds']:.1f} s\n")
     return RunOutcome(spec, kind, proc.returncode, seconds, peak_rss_gb=sup.peak / GB, reason=reason,
-                      extra={"sandboxed": spec.sandbox})
+                      extra=_extra(spec, sup, figures))
+
+
+def _extra(spec: RunSpec, sup: _Supervisor, figures: dict) -> dict:
+    """What the outcome carries besides its kind: load figures, the curve, the abort evidence."""
+    extra: dict = {"sandboxed": spec.sandbox, **figures, "curve": [p.to_dict() for p in thin(sup.points)]}
+    if sup.points:
+        extra["last_step"], extra["total_steps"] = sup.points[-1].step, sup.points[-1].total
+    if sup.watch is not None and sup.abort_reason:
+        extra["abort"] = {"reason": sup.abort_reason, "key": sup.watch.rule.key,
+                          "champion": [list(p) for p in sup.watch.rule.reference],
+                          "compared": sup.watch.compared}
+    return extra

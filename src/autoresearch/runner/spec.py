@@ -7,6 +7,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autoresearch.runner.curves import AbortRule
 
 
 class ExitKind(str, enum.Enum):
@@ -16,6 +20,7 @@ class ExitKind(str, enum.Enum):
     MEMORY = "memory"      # killed for exceeding the memory ceiling
     INTERRUPTED = "interrupted"  # the tool was asked to stop while it ran
     SKIPPED = "skipped"    # never started: an earlier run of its batch failed
+    ABORTED = "aborted"    # stopped by the spec's abort rule (its curve was doomed)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class RunSpec:
     sandbox: bool = True
     readonly: tuple[Mount, ...] = ()  # extra read-only paths (prepared data)
     hidden: tuple[Path, ...] = ()     # paths inside cwd that must not be visible (keys, test split)
+    abort: "AbortRule | None" = None  # stop early when the progress lines say the run is doomed
 
 
 @dataclass

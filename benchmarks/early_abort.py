@@ -1,0 +1,152 @@
+"""Replay recorded training curves through the early-abort rule: time saved, and kept candidates lost.
+
+    python benchmarks/early_abort.py [--data benchmarks/data/curves] [--all]
+
+The curves are real fold logs of the eCLIP cpu preset (``benchmarks/record_curves.py``: the replay queue
+on a 1200-image synthetic repository, one fold per experiment, the loop's own keep/discard decisions; the
+machine was shared with other work while they were recorded, so the seconds are noisy, the steps are
+not). Each candidate's curve is fed, line by line, to the real ``AbortWatch`` against the curve of the
+champion it was compared with, as the runner would have done.
+
+Columns, for each setting (ratio, patience, min_fraction):
+- discarded aborted: how many discarded candidates the rule would have stopped;
+- saved (time): training seconds those aborts save, as a share of all the seconds spent on discarded
+  candidates (the seconds from the abort point to the end of the run, from the logs' ``elapsed`` and
+  ``done in`` lines); saved (steps): the same as a share of steps, which does not depend on the load;
+- kept aborted: kept candidates the rule would have stopped (false aborts: the goal is none);
+- goal: at least 30% of the discarded candidates' time saved with no kept candidate aborted.
+``--all`` prints every setting of the grid instead of the best few and the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoresearch.config import AbortSection
+from autoresearch.runner.curves import AbortRule, AbortWatch, Point, curve_from_log
+
+DATA = Path(__file__).resolve().parent / "data" / "curves"
+RATIOS = (1.02, 1.05, 1.1, 1.15, 1.2, 1.3, 1.5, 2.0)
+PATIENCES = (1, 2, 3)
+MIN_FRACTIONS = (0.1, 0.25, 0.5)
+GOAL = 0.30
+_DONE = re.compile(r"^done in ([0-9.]+)s", re.MULTILINE)
+
+
+@dataclass
+class Run:
+    session: str
+    number: int
+    description: str
+    status: str
+    champion: int | None
+    curve: list[Point]
+    seconds: float        # training and evaluation: the "done in" line (elapsed since the script's start)
+
+    def elapsed_at(self, step: int) -> float:
+        for p in self.curve:
+            if p.step >= step:
+                return p.values.get("elapsed", self.seconds * step / max(p.total, 1))
+        return self.seconds
+
+
+def load(data: Path) -> tuple[dict[tuple[str, int], Run], list[Run]]:
+    runs: dict[tuple[str, int], Run] = {}
+    for manifest in sorted(data.glob("*/runs.json")):
+        session = manifest.parent.name
+        for row in json.loads(manifest.read_text(encoding="utf-8")):
+            log = manifest.parent / f"{row['number']:04d}.log"
+            text = log.read_text(encoding="utf-8", errors="replace")
+            done = _DONE.search(text)
+            curve = curve_from_log(log)
+            if not curve:
+                continue
+            seconds = float(done.group(1)) if done else curve[-1].values.get("elapsed", 0.0)
+            runs[(session, row["number"])] = Run(session, row["number"], row["description"], row["status"],
+                                                 row["champion"], curve, seconds)
+    candidates = [r for r in runs.values() if r.champion is not None and r.status in ("keep", "discard")
+                  and (r.session, r.champion) in runs]
+    return runs, candidates
+
+
+def replay(run: Run, champion: Run, ratio: float, patience: int, min_fraction: float) -> Point | None:
+    """The point at which the rule would have stopped ``run``, or None."""
+    watch = AbortWatch(AbortRule.against(champion.curve, ratio=ratio, patience=patience, min_fraction=min_fraction))
+    for point in run.curve:
+        if watch.feed(point):
+            return point
+    return None
+
+
+def evaluate(runs, candidates, ratio, patience, min_fraction) -> dict:
+    discarded = [r for r in candidates if r.status == "discard"]
+    kept = [r for r in candidates if r.status == "keep"]
+    total_s = sum(r.seconds for r in discarded)
+    total_steps = sum(r.curve[-1].total for r in discarded)
+    saved_s = saved_steps = 0.0
+    hits, false = [], []
+    for r in candidates:
+        stop = replay(r, runs[(r.session, r.champion)], ratio, patience, min_fraction)
+        if stop is None:
+            continue
+        if r.status == "keep":
+            false.append(r)
+        else:
+            hits.append(r)
+            saved_s += max(0.0, r.seconds - r.elapsed_at(stop.step))
+            saved_steps += stop.total - stop.step
+    return {"ratio": ratio, "patience": patience, "min_fraction": min_fraction, "hits": hits, "false": false,
+            "n_discarded": len(discarded), "n_kept": len(kept),
+            "saved_time": saved_s / total_s if total_s else 0.0, "saved_s": saved_s, "total_s": total_s,
+            "saved_steps": saved_steps / total_steps if total_steps else 0.0}
+
+
+def _line(res: dict, mark: str = "") -> str:
+    goal = "yes" if res["saved_time"] >= GOAL and not res["false"] else "no"
+    return (f"{res['ratio']:>6g} {res['patience']:>8d} {res['min_fraction']:>12g}  "
+            f"{len(res['hits']):>3d}/{res['n_discarded']:<3d}      {100 * res['saved_time']:>5.1f}%  "
+            f"({res['saved_s']:>5.0f} of {res['total_s']:>5.0f} s)  {100 * res['saved_steps']:>5.1f}%  "
+            f"{len(res['false']):>3d}/{res['n_kept']:<3d}     {goal:<4} {mark}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--all", action="store_true", help="print every setting of the grid")
+    args = ap.parse_args()
+    runs, candidates = load(args.data)
+    sessions = sorted({r.session for r in runs.values()})
+    print(f"{len(candidates)} candidates ({sum(r.status == 'keep' for r in candidates)} kept, "
+          f"{sum(r.status == 'discard' for r in candidates)} discarded) from {len(sessions)} recorded session(s): "
+          f"{', '.join(sessions)}")
+    grid = [evaluate(runs, candidates, *s) for s in itertools.product(RATIOS, PATIENCES, MIN_FRACTIONS)]
+    default = evaluate(runs, candidates, AbortSection.ratio, AbortSection.patience, AbortSection.min_fraction)
+    print(f"\n{'ratio':>6} {'patience':>8} {'min_fraction':>12}  discarded   saved (time)              "
+          f"(steps)  kept       goal")
+    print(f"{'':>6} {'':>8} {'':>12}  aborted                                         aborted")
+    print("-" * 104)
+    shown = grid if args.all else sorted(
+        grid, key=lambda g: (bool(g["false"]), -g["saved_time"], -g["ratio"], -g["patience"]))[:8]
+    for res in shown:
+        print(_line(res))
+    print("-" * 104)
+    print(_line(default, "<- the default ([abort] in config.py)"))
+    print("\ncandidates the default stops:")
+    for r in default["hits"] + default["false"]:
+        stop = replay(r, runs[(r.session, r.champion)], default["ratio"], default["patience"], default["min_fraction"])
+        print(f"  {r.session}/{r.number:<3d} {r.status:<8} step {stop.step}/{stop.total}  {r.description}")
+    print("\nnever stopped by any setting without a false abort (their loss tracks the champion's):")
+    safe = [g for g in grid if not g["false"]]
+    caught = {(r.session, r.number) for g in safe for r in g["hits"]}
+    for r in candidates:
+        if r.status == "discard" and (r.session, r.number) not in caught:
+            print(f"  {r.session}/{r.number:<3d} {r.description}")
+
+
+if __name__ == "__main__":
+    main()

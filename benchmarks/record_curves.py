@@ -1,0 +1,84 @@
+"""Record real training curves for ``benchmarks/early_abort.py``: the replay queue on the eCLIP cpu preset.
+
+    python benchmarks/record_curves.py DIR [--n 1200] [--name SESSION]      # create, run, export
+    python benchmarks/record_curves.py DIR --export-only [--name SESSION]   # export a repository already run
+
+Creates an eCLIP research repository (``autoresearch init eclip DIR --n N``, synthetic data, cpu preset),
+sets one fold, a 1200 s deadline (so that a busy machine does not cut a curve short) and the greedy rule,
+commits that, then runs the replay agent through the whole ``queue.toml`` (the baseline and each entry on
+top of the champion of its time, kept or discarded by the loop itself). The export copies each run's fold
+log to ``benchmarks/data/curves/SESSION/NNNN.log`` and writes ``runs.json``: for every row its number,
+description, status, metric, seconds and the number of the champion it was compared against.
+Takes about 13 runs of 30-60 s on two idle cores; much longer on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from autoresearch.loop.ledger import Ledger
+
+OUT = Path(__file__).resolve().parent / "data" / "curves"
+
+
+def _cli(*args: str, cwd: Path | None = None) -> None:
+    subprocess.run([sys.executable, "-m", "autoresearch", *args], cwd=cwd, check=True)
+
+
+def create_and_run(repo: Path, n: int) -> None:
+    _cli("init", "eclip", str(repo), "--n", str(n))
+    toml = repo / "autoresearch.toml"
+    text = toml.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^timeout_s = .*$", "timeout_s = 1200       # long: the machine may be shared", text)
+    text = re.sub(r"(?m)^folds = \d+", "folds = 1", text)
+    text = text.replace("[agent]", '[decision]\nrule = "greedy"\n\n[agent]')
+    toml.write_text(text, encoding="utf-8")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "r", "GIT_AUTHOR_EMAIL": "r@r", "GIT_COMMITTER_NAME": "r",
+           "GIT_COMMITTER_EMAIL": "r@r"}
+    subprocess.run(["git", "commit", "-qam", "one fold, long deadline, greedy (curve recording)"], cwd=repo,
+                   check=True, env=env)
+    _cli("rehash", cwd=repo)
+    _cli("run", "--agent", "replay", "--tag", "curves", cwd=repo)
+
+
+def export(repo: Path, name: str) -> Path:
+    ledger = Ledger.for_repo(repo, create=False)
+    rows = ledger.rows(tag="curves", kinds=("baseline", "experiment"))
+    by_commit = {r.commit: r.number for r in rows if r.status == "keep" and r.commit}
+    dest = OUT / name
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest = []
+    for r in rows:
+        log = repo / ".autoresearch" / "runs" / f"{r.number:04d}" / "fold0.log"
+        if not log.is_file() or r.status in ("running",):
+            continue
+        shutil.copyfile(log, dest / f"{r.number:04d}.log")
+        manifest.append({"number": r.number, "kind": r.kind, "description": r.description, "status": r.status,
+                         "metric": r.metric_mean, "seconds": r.train_seconds,
+                         "champion": None if r.kind == "baseline" else by_commit.get(r.parent_commit)})
+    (dest / "runs.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    ledger.close()
+    return dest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("repo", type=Path)
+    ap.add_argument("--n", type=int, default=1200)
+    ap.add_argument("--name", default="")
+    ap.add_argument("--export-only", action="store_true")
+    args = ap.parse_args()
+    if not args.export_only:
+        create_and_run(args.repo, args.n)
+    print(f"exported to {export(args.repo, args.name or args.repo.name)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The engine's side of early abort: the champion's curves, and the evidence of an aborted candidate.
+
+The rule itself is in ``runner/curves.py`` (it runs inside the supervisor, line by line); this module
+finds what to compare against and what to tell the agent and the ledger. See ``docs/early-abort.md``.
+"""
+
+from __future__ import annotations
+
+from autoresearch.config import Config
+from autoresearch.loop.ledger import Experiment
+from autoresearch.loop.trial import TrialResult, fold_ids
+from autoresearch.runner.curves import Point, curve_from_log, points_from_dicts
+from autoresearch.runner.spec import ExitKind
+
+
+def champion_curves(config: Config, champ: Experiment | None) -> dict[int | None, list[Point]]:
+    """fold -> the champion's progress points: from the curves its row recorded (``decision_json["runs"]``)
+    or, for a row recorded before curves were stored, parsed from its fold logs."""
+    if champ is None:
+        return {}
+    out: dict[int | None, list[Point]] = {}
+    runs = champ.decision.get("runs")
+    for run in runs if isinstance(runs, list) else ():
+        if isinstance(run, dict) and isinstance(run.get("curve"), list):
+            out[run.get("fold")] = points_from_dicts(run["curve"])
+    if out:
+        return out
+    run_dir = config.state_dir / "runs" / f"{champ.number:04d}"
+    for fold in fold_ids(config, "fold"):
+        points = curve_from_log(run_dir / f"fold{fold}.log")
+        if points:
+            out[fold] = points
+    return out
+
+
+def evidence(trial: TrialResult) -> dict | None:
+    """For an aborted trial: the fold, the reason, and both curves (candidate and champion) of the key."""
+    for f in trial.folds:
+        if f.outcome.kind != ExitKind.ABORTED:
+            continue
+        extra = f.outcome.extra
+        found = extra.get("abort") or {}
+        key = found.get("key", "loss")
+        candidate = [[p["step"], p.get(key)] for p in extra.get("curve", []) if key in p]
+        return {"fold": f.fold, "reason": found.get("reason", f.outcome.reason), "key": key,
+                "candidate": candidate, "champion": found.get("champion", []),
+                "compared": found.get("compared", []), "last_step": extra.get("last_step"),
+                "total_steps": extra.get("total_steps"), "seconds": round(f.outcome.seconds, 3)}
+    return None
+
+
+def note(number: int, found: dict, folds_total: int) -> str:
+    """The line the next brief carries about an aborted experiment."""
+    skipped = folds_total - 1 - (found["fold"] or 0)
+    later = f"; its {skipped} later fold(s) were not run" if skipped > 0 else ""
+    return (f"experiment {number} was stopped early at fold {found['fold']} and discarded after "
+            f"{found['seconds']:.0f} s: {found['reason']}{later}")
