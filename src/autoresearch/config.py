@@ -59,6 +59,22 @@ class LoopSection:
 
 
 @dataclass(frozen=True)
+class SmokeSection:
+    """A few steps of each candidate on a small slice before its folds, so a crash costs seconds."""
+
+    enabled: bool = True
+    timeout_s: float = 0.0       # a run still alive here got past start-up and passes; 0 = automatic
+    steps: int = 3               # AUTORESEARCH_SMOKE_STEPS: a task that honours it stops after this many
+
+    def deadline(self, run: "RunSection") -> float:
+        """The smoke test's deadline: ``timeout_s``, or 10% of the fold's time budget within 10..60 s,
+        never past the fold's own hard deadline. A script that ignores the smoke variables runs until
+        this deadline, so it is what the smoke test costs a Karpathy-style script per candidate."""
+        chosen = self.timeout_s or min(60.0, max(10.0, 0.1 * run.time_budget_s))
+        return min(chosen, run.timeout_s)
+
+
+@dataclass(frozen=True)
 class DecisionSection:
     rule: str = "noise"
     min_delta: float = 0.0
@@ -116,6 +132,7 @@ class Config:
     run: RunSection = field(default_factory=RunSection)
     metric: MetricSection = field(default_factory=MetricSection)
     loop: LoopSection = field(default_factory=LoopSection)
+    smoke: SmokeSection = field(default_factory=SmokeSection)
     decision: DecisionSection = field(default_factory=DecisionSection)
     agent: AgentSection = field(default_factory=AgentSection)
     search_space: tuple[SearchParam, ...] = ()
@@ -215,7 +232,7 @@ def _search_space(file: Path, table: Any) -> tuple[SearchParam, ...]:
 def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     """Validate a parsed TOML document into a Config; every error names the key."""
     file = file or root / CONFIG_NAME
-    known = {"task", "run", "metric", "loop", "decision", "agent", "search_space"}
+    known = {"task", "run", "metric", "loop", "smoke", "decision", "agent", "search_space"}
     for key in data:
         if key not in known:
             raise UserError(f"{file}: [{key}] is not a known section (known: {', '.join(sorted(known))})")
@@ -283,6 +300,14 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     )
     s.finish()
 
+    s = _Section(file, "smoke", data.get("smoke", {}))
+    smoke = SmokeSection(
+        enabled=s.get("enabled", SmokeSection.enabled, "bool"),
+        timeout_s=s.positive("timeout_s", SmokeSection.timeout_s, allow_zero=True),
+        steps=s.positive("steps", SmokeSection.steps, "int"),
+    )
+    s.finish()
+
     s = _Section(file, "decision", data.get("decision", {}))
     decision = DecisionSection(
         rule=s.choice("rule", DecisionSection.rule, DECISION_RULES),
@@ -316,7 +341,7 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     s.finish()
 
     space = _search_space(file, data["search_space"]) if "search_space" in data else ()
-    return Config(root=root, task=task, run=run, metric=metric, loop=loop, decision=decision,
+    return Config(root=root, task=task, run=run, metric=metric, loop=loop, smoke=smoke, decision=decision,
                   agent=agent, search_space=space)
 
 

@@ -30,7 +30,7 @@ from autoresearch.loop import editpolicy, fingerprints, scratchpad
 from autoresearch.loop.gitops import Git, archive_ref, branch_name, format_message
 from autoresearch.loop.ledger import Experiment, Ledger, utc_now
 from autoresearch.loop.phases import Phase, current_phase, load_program
-from autoresearch.loop.trial import TrialResult, nan_to_none, run_trial
+from autoresearch.loop.trial import TrialResult, nan_to_none, run_trial, smoke_trial
 from autoresearch.runner.executor import Executor, LocalExecutor
 from autoresearch import tasks
 
@@ -355,18 +355,24 @@ class Engine:
                                     f"experiment {number} (running): {proposal.description}\n")
         self.git.update_ref(archive_ref(number), candidate)
         self.ledger.update(number, candidate_commit=candidate)
-        trial = self._trial(number, seed=self.config.run.seed)
+        trial = self._trial(number, seed=self.config.run.seed, smoke=True) if self.config.smoke.enabled else None
+        if trial is None or trial.status == "ok":     # a smoke-test crash is the trial's result: no fold runs
+            trial = self._trial(number, seed=self.config.run.seed)
         row = self._decide_and_record(number, trial, champ, base, candidate, proposal, phase, changed)
         return row, trial
 
     # --- pieces ------------------------------------------------------------------------------------
-    def _trial(self, number: int, *, seed: int, label: str = "", mode: str = "fold") -> TrialResult:
-        """Run a trial for ledger row ``number``. Ctrl-C (after the runner has killed every child)
-        records the row as interrupted, puts the tree back at the base, and is raised again."""
+    def _trial(self, number: int, *, seed: int, label: str = "", mode: str = "fold", smoke: bool = False) -> TrialResult:
+        """Run a trial for ledger row ``number`` (with ``smoke``, only its smoke test). Ctrl-C (after the
+        runner has killed every child) records the row as interrupted, puts the tree back at the base,
+        and is raised again."""
         run_dir = self.config.state_dir / "runs" / (f"{number:04d}{label}")
         try:
-            trial = run_trial(self.config, run_dir, seed=seed, mode=mode, sandbox=self.sandbox, executor=self.executor,
-                              on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)))
+            if smoke:
+                trial = smoke_trial(self.config, run_dir, seed=seed, sandbox=self.sandbox, executor=self.executor)
+            else:
+                trial = run_trial(self.config, run_dir, seed=seed, mode=mode, sandbox=self.sandbox, executor=self.executor,
+                                  on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)))
         except KeyboardInterrupt:
             trial = TrialResult("interrupted", "interrupted by Ctrl-C")
         if trial.status == "interrupted":

@@ -3,10 +3,16 @@
 A trial never raises for a bad run. It ends in a named status with a reason: ``ok``, ``crash`` (non-zero
 exit, memory ceiling, missing or non-finite metric), ``timeout``, or ``interrupted`` (Ctrl-C, after the
 children are dead and the partial result is returned).
+
+``smoke_trial`` runs before the folds: the candidate once, as fold 0 in the same sandbox, told
+``AUTORESEARCH_SMOKE=1`` and ``AUTORESEARCH_SMOKE_STEPS=N`` (a task that honours them loads a small slice and
+stops after N steps), under a short deadline. A crash there is the candidate's crash, found in seconds
+instead of after a fold's time; a run still alive at the deadline got past start-up and passes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -36,6 +42,7 @@ class TrialResult:
     status: str                      # ok | crash | timeout | interrupted
     reason: str
     folds: list[FoldResult] = field(default_factory=list)
+    smoke: RunOutcome | None = None  # the smoke test's run, when it stopped the trial before any fold
 
     @property
     def values(self) -> list[float]:
@@ -75,10 +82,13 @@ class TrialResult:
         return dict(folds_json=[nan_to_none(v) for v in self.values], metrics_json=self.metrics,
                     metric_mean=nan_to_none(self.mean), metric_std=nan_to_none(self.std),
                     train_seconds=self.train_seconds, score_seconds=self.score_seconds,
-                    peak_memory_gb=self.peak_memory_gb,
-                    log_path=str(self.folds[-1].outcome.spec.log_path) if self.folds else None)
+                    peak_memory_gb=max(self.peak_memory_gb, self.smoke.peak_rss_gb if self.smoke else 0.0),
+                    log_path=str(self.folds[-1].outcome.spec.log_path) if self.folds
+                    else str(self.smoke.spec.log_path) if self.smoke else None)
 
     def log_tail(self, lines: int = 40) -> str:
+        if self.smoke is not None and not self.folds:
+            return tail(self.smoke.spec.log_path, lines)
         for f in reversed(self.folds):
             if f.outcome.kind != ExitKind.OK or not math.isfinite(f.score.value):
                 return tail(f.outcome.spec.log_path, lines)
@@ -115,6 +125,40 @@ def fold_specs(config: Config, run_dir: Path, *, seed: int, mode: str = "fold",
                                     grace_s=config.run.grace_s, memory_gb=config.run.memory_gb, sandbox=sandbox,
                                     readonly=plan.readonly, hidden=plan.hidden)))
     return specs
+
+
+SMOKE_LABEL = "smoke test"
+
+
+def smoke_spec(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True, steps: int | None = None,
+               name: str = "smoke") -> RunSpec:
+    """Fold 0's run with the smoke variables, its own output folder and log, and the smoke deadline."""
+    fold, spec = fold_specs(config, run_dir, seed=seed, sandbox=sandbox)[0]
+    env = {**spec.env, "AUTORESEARCH_SMOKE": "1",
+           "AUTORESEARCH_SMOKE_STEPS": str(steps if steps is not None else config.smoke.steps)}
+    out_dir = run_dir / name
+    env["AUTORESEARCH_OUT"] = env["HOME"] = str(out_dir)
+    return dataclasses.replace(spec, name=name, env=env, out_dir=out_dir, log_path=run_dir / f"{name}.log",
+                               timeout_s=config.smoke.deadline(config.run), grace_s=min(spec.grace_s, 2.0))
+
+
+def smoke_passed(outcome: RunOutcome) -> tuple[str, str]:
+    """(status, reason) of a smoke run: ``ok`` when it exited 0 or was still alive at its deadline."""
+    if outcome.kind in (ExitKind.OK, ExitKind.TIMEOUT):
+        return "ok", ""
+    status, reason = _status(outcome, Score(math.nan, {}, ""))
+    return status, reason if status == "interrupted" else f"{SMOKE_LABEL}: {reason}"
+
+
+def smoke_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True,
+                executor: Executor | None = None) -> TrialResult:
+    """The smoke test before a candidate's folds: ``ok`` (go on with ``run_trial``), or the crash (or
+    interruption) that ends the trial with no fold run. Nothing is scored."""
+    executor = executor or LocalExecutor()
+    spec = smoke_spec(config, run_dir, seed=seed, sandbox=sandbox)
+    outcome = executor.run([spec])[0]
+    status, reason = smoke_passed(outcome)
+    return TrialResult(status, reason, smoke=outcome)
 
 
 def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", sandbox: bool = True,

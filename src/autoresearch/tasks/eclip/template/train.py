@@ -450,7 +450,7 @@ def main():
     model.train()
     losses = []
     t_train = time.time()
-    for step in range(STEPS):
+    for step in range(run.steps(STEPS)):   # fewer only in the tool's smoke test
         idx = batches.next()
         with autocast():
             image_emb = model.encode_image(image_batch(train.images[idx], device))
