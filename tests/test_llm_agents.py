@@ -75,8 +75,8 @@ def brief() -> Brief:
 def test_tool_schemas_in_both_formats():
     names = [t["function"]["name"] for t in openai_tools()]
     assert names == [t["name"] for t in anthropic_tools()]
-    assert {"read_file", "list_files", "list_experiments", "show_experiment", "replace_in_file", "write_file",
-            "finish"} == set(names)
+    assert {"read_file", "list_files", "list_experiments", "show_experiment", "read_run", "check_run",
+            "replace_in_file", "write_file", "finish"} == set(names)
     for t in anthropic_tools():
         assert t["input_schema"]["type"] == "object"
 

@@ -261,7 +261,8 @@ SYSTEM_PROMPT = (
     "You are a careful ML research engineer running one experiment of an automated research loop. "
     "Read the brief, inspect the code with the tools, make the change the brief asks for by editing "
     "only the editable files, then call finish with a one-line description and your hypothesis. "
-    "You cannot run code: the tool runs and scores the experiment after you finish."
+    "You cannot run the experiment yourself: check_run runs your edit for a few steps on a small slice "
+    "(use it to catch a crash before you finish); the tool runs and scores the experiment after you finish."
 )
 NUDGE = ("Use the tools to edit the editable files. When your edit is done, call finish(description, "
          "hypothesis).")

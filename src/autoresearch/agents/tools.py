@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoresearch.agents import runview
 from autoresearch.agents.base import AgentContext
 
 HIDDEN_DIRS = frozenset({".git", ".autoresearch"})
@@ -50,6 +51,18 @@ SPECS: list[dict[str, Any]] = [
     {"name": "show_experiment",
      "description": "One past experiment in detail: its diff, metrics and log tail.",
      "parameters": _obj({"number": {"type": "integer", "minimum": 0}}, ["number"])},
+    {"name": "read_run",
+     "description": "The logs and each fold's facts.json (steps, time, memory, final loss, temperature) of a "
+                    "past experiment; with file (a name it lists, e.g. 0003/fold0.log), that file in full.",
+     "parameters": _obj({"number": {"type": "integer", "minimum": 0},
+                         "file": {"type": "string", "description": "optional: one file of that experiment"}},
+                        ["number"])},
+    {"name": "check_run",
+     "description": "Run the editable script as it is now for a few training steps on a small slice of "
+                    "the data, in the same sandbox as the real runs, and see its log: a crash shows up here "
+                    "in seconds. Not scored. Use it before finish when you changed code.",
+     "parameters": _obj({"steps": {"type": "integer", "minimum": 1,
+                                   "description": "training steps to run (1 to 50; 3 is usually enough)"}}, [])},
     {"name": "replace_in_file",
      "description": "Replace one exact occurrence of old with new in an editable file. old must occur "
                     "exactly once (copy it from read_file, whitespace included).",
@@ -245,6 +258,12 @@ class Toolbox:
     def _show_experiment(self, number: int) -> str:
         return self.context.show_experiment(number) or f"(no experiment {number})"
 
+    def _read_run(self, number: int, file: str = "") -> str:
+        return runview.read_run(self.root, number, file)
+
+    def _check_run(self, steps: int = 3) -> str:
+        return self.context.check_run(steps) or "(check_run is not available in this session)"
+
     def _replace_in_file(self, path: str, old: str, new: str) -> str:
         target = self._resolve(path, for_write=True)
         if not target.is_file():
@@ -293,7 +312,8 @@ def _squash(text: str) -> str:
 
 def _example(name: str) -> str:
     examples = {"read_file": {"path": "train.py"}, "list_files": {"dir": "."}, "list_experiments": {},
-                "show_experiment": {"number": 3},
+                "show_experiment": {"number": 3}, "check_run": {"steps": 3},
+                "read_run": {"number": 3},
                 "replace_in_file": {"path": "train.py", "old": "LR = 3e-4", "new": "LR = 1e-4"},
                 "write_file": {"path": "scratchpad.md", "content": "..."},
                 "finish": {"description": "LR 3e-4 -> 1e-4", "hypothesis": "training is unstable"}}

@@ -21,12 +21,13 @@ from typing import Any, Callable
 from autoresearch import events as ev
 from autoresearch import hardware
 from autoresearch.agents.base import Agent, Brief, HistoryRow, Proposal
+from autoresearch.agents.brief import RECENT_RUNS
 from autoresearch.agents.constants import describe_changes, diff_constants
 from autoresearch.config import Config
 from autoresearch.errors import UserError
 from autoresearch.vocab import Kind, Status, rerun_seed
 from autoresearch.loop import decide as decide_mod
-from autoresearch.loop import editpolicy, fingerprints, scratchpad
+from autoresearch.loop import editpolicy, fingerprints, runfacts, scratchpad
 from autoresearch.loop.gitops import Git, archive_ref, branch_name, format_message
 from autoresearch.loop.ledger import Experiment, Ledger, utc_now
 from autoresearch.loop.phases import Phase, current_phase, load_program
@@ -295,11 +296,7 @@ class Engine:
         assert champ is not None, "ensure_baseline() first"
         base = self.base()
         self.fingerprints = fingerprints.verify(self.config)
-        phase, used = self.phase()
-        if used == 0 and attempt == 1:
-            self.notes.append(f"this experiment opens phase {phase.label}: first write a ranked plan of hypotheses "
-                              f"for this phase into {self.config.task.scratchpad} (under '## Plan: phase "
-                              f"{phase.number}'), then make the first change of that plan")
+        phase, _ = self.phase()
         brief = self.brief(phase, attempt=attempt, failure=failure)
         self.notes = []
         for note in self.pending_notes():
@@ -572,9 +569,21 @@ class Engine:
         history = [HistoryRow(r.number, r.status, r.description or "", r.metric_mean, r.metric_std, r.delta,
                               r.reason or "") for r in rows]
         pad = cfg.root / cfg.task.scratchpad
-        past_meta = [r.meta for r in self.finished() if agent_name and r.agent == agent_name]
-        notes = [*self.notes, *(f"a note from the researcher: {n['text']}" for n in self.pending_notes())]
-        return Brief(experiment=self.ledger.next_number(), task=cfg.task.name, metric_name=cfg.metric.name,
+        finished = self.finished()
+        past_meta = [r.meta for r in finished if agent_name and r.agent == agent_name]
+        notes = list(self.notes)
+        if attempt == 1 and current_phase(self.program, [r.status for r in finished])[1] == 0:
+            notes.append(f"this experiment opens phase {phase.label}: first write a ranked plan of hypotheses "
+                         f"for this phase into {cfg.task.scratchpad} (under '## Plan: phase {phase.number}'), "
+                         f"then make the first change of that plan")
+        notes += [f"a note from the researcher: {n['text']}" for n in self.pending_notes()]
+        champion_run = runfacts.summarize(cfg, champ) if champ else None
+        recent = [runfacts.summarize(cfg, r) for r in finished[-RECENT_RUNS:][::-1]
+                  if champ is None or r.number != champ.number]
+        limits = runfacts.limits(cfg, tasks.for_config(cfg).brief_facts(cfg), champion_run)
+        # With no champion, the loop runs the baseline (taking the next number) before the agent's first turn.
+        number = self.ledger.next_number() + (1 if champ is None else 0)
+        return Brief(experiment=number, task=cfg.task.name, metric_name=cfg.metric.name,
                      direction=cfg.metric.direction, phase_title=phase.label, phase_text=phase.text,
                      program_rules=self.program.preamble, scratchpad=pad.read_text(encoding="utf-8") if pad.is_file() else "",
                      editable=list(dict.fromkeys([*cfg.task.editable, cfg.task.scratchpad])),
@@ -582,7 +591,8 @@ class Engine:
                      champion_std=champ.metric_std if champ else None,
                      noise_sigma=noise.sigma if noise else None, history=history,
                      multi_change=phase.multi_change, failure=failure, attempt=attempt, notes=notes,
-                     past_meta=past_meta)
+                     past_meta=past_meta, limits=limits, champion_run=champion_run, recent_runs=recent,
+                     baseline_pending=champ is None, folds=cfg.run.folds)
 
 
 def _read(path: Path) -> str | None:

@@ -161,6 +161,30 @@ def smoke_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = Tru
     return TrialResult(status, reason, smoke=outcome)
 
 
+CHECK_MAX_STEPS = 50
+
+
+def check_run(config: Config, run_dir: Path, steps: int, *, seed: int, sandbox: bool = True,
+              executor: Executor | None = None, lines: int = 40) -> str:
+    """An agent's ``check_run`` tool: the working tree as it is now, run like a smoke test with ``steps``
+    steps (at most ``CHECK_MAX_STEPS``), in the same sandbox; the verdict and the log tail as text.
+    Nothing is scored or recorded: the metric stays the tool's, measured on the folds after ``finish``."""
+    steps = max(1, min(int(steps), CHECK_MAX_STEPS))
+    executor = executor or LocalExecutor()
+    spec = smoke_spec(config, run_dir, seed=seed, sandbox=sandbox, steps=steps, name="check")
+    outcome = executor.run([spec])[0]
+    status, reason = smoke_passed(outcome)
+    if outcome.kind == ExitKind.TIMEOUT:
+        verdict = (f"still running at the {spec.timeout_s:.0f} s smoke deadline (it got past start-up; "
+                   f"a script that ignores AUTORESEARCH_SMOKE_STEPS runs until then): passed")
+    elif status == "ok":
+        verdict = f"passed: exit 0 after {outcome.seconds:.1f} s"
+    else:
+        verdict = f"FAILED after {outcome.seconds:.1f} s: {reason.removeprefix(SMOKE_LABEL + ': ')}"
+    return (f"check_run ({steps} step{'s' * (steps != 1)} on a small slice of the data, in the sandbox; "
+            f"not scored): {verdict}\n--- log tail ---\n{tail(spec.log_path, lines) or '(the run printed nothing)'}")
+
+
 def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", sandbox: bool = True,
               executor: Executor | None = None,
               on_fold: Callable[[FoldResult], None] | None = None) -> TrialResult:
