@@ -18,6 +18,8 @@ from autoresearch.vocab import Direction
 
 CONFIG_NAME = "autoresearch.toml"
 DECISION_RULES = ("noise", "greedy")
+TOOL_CHOICES = ("auto", "required", "none", "omit")
+MAX_TOKENS_PARAMS = ("auto", "max_tokens", "max_completion_tokens", "omit")
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,15 @@ class AgentSection:
     max_cost_usd: float = 0.0    # stop the run once the agent has cost this much (0 = no limit)
     max_total_tokens: int = 0    # stop the run once the agent has used this many tokens (0 = no limit)
     max_budget_usd: float = 0.0  # Claude Code only: the CLI's own cap per invocation (0 = none)
+    tool_choice: str = "auto"    # openai: sent with the tools ("omit": not sent; llama.cpp's server needs "auto")
+    max_tokens_param: str = "auto"   # openai: max_tokens | max_completion_tokens | omit; auto: by base_url
+    context_tokens: int = 0      # API agents: fit the conversation into this many tokens (0 = no limit)
 
     def options(self) -> dict:
         """The settings LLM agents read from ``AgentContext.options``."""
-        out: dict = {"retries": self.retries, "backoff_s": self.backoff_s, "max_tokens": self.max_tokens}
+        out: dict = {"retries": self.retries, "backoff_s": self.backoff_s, "max_tokens": self.max_tokens,
+                     "tool_choice": self.tool_choice, "max_tokens_param": self.max_tokens_param,
+                     "context_tokens": self.context_tokens}
         if self.timeout_s:
             out["timeout_s"] = self.timeout_s
         if self.prices:
@@ -335,6 +342,9 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
         max_cost_usd=s.positive("max_cost_usd", 0.0, allow_zero=True),
         max_total_tokens=s.positive("max_total_tokens", 0, "int", allow_zero=True),
         max_budget_usd=s.positive("max_budget_usd", 0.0, allow_zero=True),
+        tool_choice=s.choice("tool_choice", AgentSection.tool_choice, TOOL_CHOICES),
+        max_tokens_param=s.choice("max_tokens_param", AgentSection.max_tokens_param, MAX_TOKENS_PARAMS),
+        context_tokens=s.positive("context_tokens", 0, "int", allow_zero=True),
     )
     if agent.prices and not Path(agent.prices).is_absolute():
         agent = dataclasses.replace(agent, prices=str(root / agent.prices))

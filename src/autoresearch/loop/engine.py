@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from autoresearch import events as ev
 from autoresearch import hardware
-from autoresearch.agents.base import Agent, Brief, HistoryRow, Proposal
+from autoresearch.agents.base import Agent, Brief, HistoryRow, Proposal, Usage
 from autoresearch.agents.brief import RECENT_RUNS
 from autoresearch.agents.constants import describe_changes, diff_constants
 from autoresearch.config import Config
@@ -259,9 +259,14 @@ class Engine:
             if outcome is None:
                 return StopReason("the agent has nothing more to propose")
             row, trial = outcome
-            agent_failures = agent_failures + 1 if row is not None and row.meta.get("agent_error") else 0
+            agent_failures = agent_failures + 1 if row is not None and row.status == Status.AGENT_ERROR else 0
             if agent_failures >= MAX_AGENT_FAILURES:
                 return StopReason(f"the agent failed {agent_failures} times in a row (last: {row.reason})")
+            if agent_failures:
+                # not an experiment: the same one is asked again, a crash fix with the same failure and files
+                if attempt > 1 and self._failed_candidate:
+                    self.git("checkout", self._failed_candidate, "--", *self.config.task.editable)
+                continue
             if row is not None and row.status == "keep":
                 self._maybe_remeasure()
             if row is not None and row.status in ("crash", "timeout") and attempt <= self.config.loop.max_crash_fixes:
@@ -312,7 +317,9 @@ class Engine:
             editpolicy.restore(self.git, base, before)
             raise
         except Exception as exc:  # an agent failing (network, bug) is an outcome, not the loop's end
-            proposal = Proposal(description=f"(agent error) {type(exc).__name__}: {exc}")
+            proposal = Proposal(description=f"(agent error) {type(exc).__name__}: {exc}",
+                                usage=getattr(exc, "usage", None) or Usage())   # failed calls' tokens count too
+            proposal.meta.update(getattr(exc, "meta", None) or {})
             proposal.meta["agent_error"] = True
         agent_seconds = time.perf_counter() - t0
         proposal.usage.seconds = proposal.usage.seconds or agent_seconds
@@ -328,7 +335,7 @@ class Engine:
         verdict = editpolicy.check(self.git, base, list(self.config.task.editable), self.config.task.scratchpad, before)
         bad_status = "invalid"
         if proposal.meta.get("agent_error"):
-            verdict, bad_status = editpolicy.Verdict(False, proposal.description), "crash"
+            verdict, bad_status = editpolicy.Verdict(False, proposal.description), Status.AGENT_ERROR
         fields = dict(kind=Kind.EXPERIMENT, phase=phase.number, phase_title=phase.title,
                       attempt=attempt, parent_commit=champ.commit, agent=self.agent.name,
                       description=proposal.description, hypothesis=proposal.hypothesis, started_at=started,
@@ -339,7 +346,8 @@ class Engine:
             number = self._start_row(**fields)
             editpolicy.restore(self.git, base, before)
             self.ledger.finish(number, bad_status, reason=verdict.reason)
-            self.notes.append(f"experiment {number} was {bad_status} and undone: {verdict.reason}")
+            if bad_status != Status.AGENT_ERROR:    # an agent failure is no news for the agent's next brief
+                self.notes.append(f"experiment {number} was {bad_status} and undone: {verdict.reason}")
             row = self.ledger.get(number)
             self.agent.observe(number, bad_status, None, proposal.meta)
             self.reporter(ev.ExperimentFinished(row))
@@ -565,7 +573,8 @@ class Engine:
         agent_name = agent_name or (self.agent.name if self.agent is not None else "")
         champ = self.champion()
         noise = self.noise()
-        rows = [r for r in self.ledger.rows(tag=self.tag, kinds=("baseline", "experiment"))]
+        rows = [r for r in self.ledger.rows(tag=self.tag, kinds=("baseline", "experiment"))
+                if r.status != Status.AGENT_ERROR]
         history = [HistoryRow(r.number, r.status, r.description or "", r.metric_mean, r.metric_std, r.delta,
                               r.reason or "") for r in rows]
         pad = cfg.root / cfg.task.scratchpad
