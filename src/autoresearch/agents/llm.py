@@ -379,7 +379,7 @@ class ApiAgent(abc.ABC):
         client = self.client()
         messages = self.first_messages(brief.render())
         head, fitted = len(messages), context_budget.Fitted()
-        turns = 0
+        turns = text_turns = 0
 
         def failed(exc: BaseException) -> None:
             usage = error_usage(exc)
@@ -401,6 +401,7 @@ class ApiAgent(abc.ABC):
                 meter.add(turn.input_tokens, turn.output_tokens)
             messages.append(turn.message)
             if not turn.calls:
+                text_turns += 1
                 answer = parse_final_text(turn.text)
                 if answer:
                     toolbox.finished = answer
@@ -416,7 +417,7 @@ class ApiAgent(abc.ABC):
         description, hypothesis = toolbox.finished or (NOT_FINISHED, "")
         meta = {"model": self.model, "turns": turns, **meter.meta(),
                 "tool_calls": toolbox.calls, "tool_errors": toolbox.errors, "edited": list(toolbox.edited),
-                "finished": toolbox.finished is not None, "context_trimmed": fitted.trimmed,
+                "finished": toolbox.finished is not None, "text_turns": text_turns, "context_trimmed": fitted.trimmed,
                 "context_dropped_turns": fitted.dropped}
         return Proposal(description, hypothesis, meter.usage(), meta=meta)
 
