@@ -6,8 +6,11 @@ as docs/agents.md says, and runs the loop for a few experiments. Prints what a w
 loop recorded it: statuses, tool calls and their errors, turns without a tool call, edits made through the
 tools, experiments trained and scored, tokens, seconds per API call.
 
-    python benchmarks/local_llm.py [--model smollm2|gemma3-270m] [--experiments 4] [--n-ctx 8192]
-                                   [--max-tokens 384] [--max-turns 6] [--no-sandbox] [--keep DIR]
+    python benchmarks/local_llm.py [--model smollm2|gemma3-270m] [--experiments 4] [--n-ctx 4096]
+                                   [--max-tokens 384] [--max-turns 6] [--timeout-s 120] [--no-sandbox] [--keep DIR]
+
+llama.cpp's `chatml-function-calling` ignores max_tokens while it generates a tool call's arguments, so a
+weak model's runaway argument runs until the context is full; the per-call timeout bounds what it costs.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import autoresearch  # noqa: E402
 from autoresearch import config as config_mod  # noqa: E402
 from autoresearch.loop import fingerprints  # noqa: E402
+from autoresearch.progress import ConsoleReporter  # noqa: E402
+from rich.console import Console  # noqa: E402
 from autoresearch.runner import sandbox  # noqa: E402
 from llama_server import MODELS, LlamaServer, available  # noqa: E402
 
 
-def agent_section(base_url: str, *, max_tokens: int, n_ctx: int, max_turns: int) -> str:
+def agent_section(base_url: str, *, max_tokens: int, n_ctx: int, max_turns: int, timeout_s: float = 120) -> str:
     return (f'[agent]\nname = "openai"\nmodel = "local"\nbase_url = "{base_url}"\nmax_turns = {max_turns}\n'
-            f"max_tokens = {max_tokens}\ncontext_tokens = {n_ctx}\ntimeout_s = 600\nretries = 2\n"
+            f"max_tokens = {max_tokens}\ncontext_tokens = {n_ctx}\ntimeout_s = {timeout_s:g}\nretries = 1\n"
             'tool_choice = "auto"\nqueue = "queue.toml"\n')
 
 
@@ -50,7 +55,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=list(MODELS), default="smollm2")
     ap.add_argument("--experiments", type=int, default=4)
-    ap.add_argument("--n-ctx", type=int, default=8192)
+    ap.add_argument("--n-ctx", type=int, default=4096)
+    ap.add_argument("--timeout-s", type=float, default=120, help="one API call ([agent] timeout_s)")
     ap.add_argument("--max-tokens", type=int, default=384)
     ap.add_argument("--max-turns", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
@@ -69,11 +75,13 @@ def main() -> int:
             print("server: " + " ".join(server.command[1:]).replace(str(gguf), gguf.name))
             print(f"server up in {time.monotonic() - t0:.0f} s; model {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB)")
             make_repo(root, agent_section(server.base_url, max_tokens=args.max_tokens, n_ctx=args.n_ctx,
-                                          max_turns=args.max_turns))
+                                          max_turns=args.max_turns, timeout_s=args.timeout_s))
             session = autoresearch.open(root, tag="local")
             t1 = time.monotonic()
-            stop = session.run(experiments=args.experiments,
+            reporter = ConsoleReporter(Console(), metric="val_bpb")
+            stop = session.run(experiments=args.experiments, reporter=reporter,
                                no_sandbox=args.no_sandbox or not sandbox.available())
+            reporter.close()
             loop_s = time.monotonic() - t1
             rows = session.rows(kinds=("experiment",))
         report(rows, stop.why, loop_s)

@@ -34,7 +34,10 @@ def _obj(props: dict[str, dict], required: list[str]) -> dict:
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
-_PATH = {"type": "string", "description": "path relative to the repository root, e.g. train.py"}
+# maxLength on the short fields: llama.cpp's server generates tool arguments under a grammar made from this
+# schema and ignores max_tokens there, so a weak model's runaway path or description would run to the end
+# of the context; the bound keeps such a call short.
+_PATH = {"type": "string", "maxLength": 300, "description": "path relative to the repository root, e.g. train.py"}
 
 SPECS: list[dict[str, Any]] = [
     {"name": "read_file",
@@ -43,8 +46,8 @@ SPECS: list[dict[str, Any]] = [
      "parameters": _obj({"path": _PATH, "offset": {"type": "integer", "minimum": 0}}, ["path"])},
     {"name": "list_files",
      "description": "List the files under a directory of the repository (recursively, with sizes).",
-     "parameters": _obj({"dir": {"type": "string", "description": "directory relative to the root; "
-                                 "'.' for the root"}}, ["dir"])},
+     "parameters": _obj({"dir": {"type": "string", "maxLength": 300, "description": "directory relative to "
+                                 "the root; '.' for the root"}}, ["dir"])},
     {"name": "list_experiments",
      "description": "A table of all past experiments: number, status, metric, delta, description.",
      "parameters": _obj({}, [])},
@@ -55,7 +58,8 @@ SPECS: list[dict[str, Any]] = [
      "description": "The logs and each fold's facts.json (steps, time, memory, final loss, temperature) of a "
                     "past experiment; with file (a name it lists, e.g. 0003/fold0.log), that file in full.",
      "parameters": _obj({"number": {"type": "integer", "minimum": 0},
-                         "file": {"type": "string", "description": "optional: one file of that experiment"}},
+                         "file": {"type": "string", "maxLength": 200,
+                                  "description": "optional: one file of that experiment"}},
                         ["number"])},
     {"name": "check_run",
      "description": "Run the editable script as it is now for a few training steps on a small slice of "
@@ -74,7 +78,8 @@ SPECS: list[dict[str, Any]] = [
     {"name": "finish",
      "description": "Call once your edits are done: a one-line description of the change and the "
                     "hypothesis why it should improve the metric. Ends your turn.",
-     "parameters": _obj({"description": {"type": "string"}, "hypothesis": {"type": "string"}},
+     "parameters": _obj({"description": {"type": "string", "maxLength": MAX_FIELD_CHARS["description"]},
+                         "hypothesis": {"type": "string", "maxLength": MAX_FIELD_CHARS["hypothesis"]}},
                         ["description", "hypothesis"])},
 ]
 _BY_NAME = {s["name"]: s for s in SPECS}
