@@ -16,6 +16,7 @@ weak model's runaway argument runs until the context is full; the per-call timeo
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import shutil
 import subprocess
@@ -68,6 +69,10 @@ def main() -> int:
         return 2
     tmp = Path(tempfile.mkdtemp())
     root = args.keep or tmp / "toy"
+    calls_log = tmp / "agent.log"      # every tool call and the start of its result (llm logs them at INFO)
+    handler = logging.FileHandler(calls_log, encoding="utf-8")
+    logging.getLogger("autoresearch.agents").addHandler(handler)
+    logging.getLogger("autoresearch.agents").setLevel(logging.INFO)
     gguf = MODELS[args.model]()
     t0 = time.monotonic()
     try:
@@ -85,10 +90,29 @@ def main() -> int:
             loop_s = time.monotonic() - t1
             rows = session.rows(kinds=("experiment",))
         report(rows, stop.why, loop_s)
+        handler.close()
+        tool_summary(calls_log.read_text(encoding="utf-8"))
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def tool_summary(log: str) -> None:
+    """Which tools the model called, and why the refused calls were refused (first words of the error)."""
+    calls = re.findall(r"^openai tool (\S+) -> (.*)$", log, re.MULTILINE)
+    by_tool: dict[str, list[int]] = {}
+    reasons: dict[str, int] = {}
+    for name, result in calls:
+        ok = not result.startswith("error")
+        by_tool.setdefault(name, [0, 0])[0 if ok else 1] += 1
+        if not ok:
+            key = re.sub(r"\d+", "N", " ".join(result.split()[:7]))
+            reasons[key] = reasons.get(key, 0) + 1
+    print("tool calls by name (accepted/refused): "
+          + ", ".join(f"{n} {a}/{r}" for n, (a, r) in sorted(by_tool.items())))
+    for key, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  refused x{n}: {key}")
 
 
 def report(rows, why: str, loop_s: float) -> None:

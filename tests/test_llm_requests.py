@@ -116,3 +116,11 @@ def test_a_usage_in_an_error_body_is_taken_as_given(context, repo):
         with pytest.raises(llm.AgentError) as err:
             OpenAIAgent(context, model="m", base_url=server.base_url).propose(brief(), repo)
     assert err.value.usage.input_tokens == 4321 and err.value.meta["tokens_estimated"] == 0
+
+
+def test_a_huge_read_offset_is_refused_not_allocated(context, repo):
+    """SmolLM2 sent one through llama.cpp: reading offset + 160,000 bytes raised MemoryError."""
+    from autoresearch.agents.tools import Toolbox
+
+    result = Toolbox(context).call("read_file", {"path": "train.py", "offset": 10 ** 18})
+    assert result.is_error and "past the end of train.py" in result.text

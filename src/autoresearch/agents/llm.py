@@ -369,7 +369,7 @@ class ApiAgent(abc.ABC):
         toolbox = Toolbox(rooted(self.context, workdir))
         try:
             return self._propose(brief, toolbox, meter)
-        except AgentError as exc:     # the tokens spent before the failure still count
+        except Exception as exc:      # the tokens spent before the failure still count
             exc.usage = meter.usage()
             exc.meta = {"model": self.model, **meter.meta(), "tool_calls": toolbox.calls,
                         "edited": list(toolbox.edited)}

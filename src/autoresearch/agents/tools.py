@@ -224,8 +224,10 @@ class Toolbox:
         if not target.is_file():
             raise ToolCallError(f"{path} is not a file" + ("" if target.exists() else " (it does not exist)"))
         size = target.stat().st_size
+        if offset > size:      # a character offset is never past the byte size (and a huge one must not allocate)
+            raise ToolCallError(f"offset {offset} is past the end of {path} ({size} bytes)")
         with open(target, "rb") as fh:
-            raw = fh.read(offset + self.max_read_chars * 4 + 4)   # utf-8: at most 4 bytes a character
+            raw = fh.read(min(size, (offset + self.max_read_chars) * 4 + 4))   # utf-8: at most 4 bytes a character
         if b"\x00" in raw[:8192]:
             raise ToolCallError(f"{path} is a binary file ({size} bytes); only text files can be read")
         text = raw.decode("utf-8", errors="replace")
