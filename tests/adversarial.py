@@ -121,7 +121,11 @@ def build_repo(dest: Path) -> config_mod.Config:
     create("eclip", dest, preset="cpu", n=200, seed=0, say=lambda s: None)
     (dest / "train.py").write_text(BASELINE, encoding="utf-8")
     toml = dest / config_mod.CONFIG_NAME
-    toml.write_text(set_run_limits(toml.read_text(encoding="utf-8"), RUN_LIMITS), encoding="utf-8")
+    text = set_run_limits(toml.read_text(encoding="utf-8"), RUN_LIMITS)
+    # The attacks are on the fold runs; the smoke test before them runs fold 0's spec in the same sandbox
+    # (tests/test_smoke.py) and would catch most attacks first, under another reason.
+    toml.write_text(text.replace("\nenabled = true\n", "\nenabled = false\n"), encoding="utf-8")
+    assert config_mod.load(dest).smoke.enabled is False
     _git(dest, "add", "train.py", config_mod.CONFIG_NAME)
     _git(dest, "commit", "-q", "-m", "fast honest baseline for the adversarial suite")
     assert _git(dest, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"

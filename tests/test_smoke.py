@@ -13,7 +13,7 @@ from autoresearch import config as config_mod
 from autoresearch.agents import make_agent
 from autoresearch.loop import fingerprints
 from autoresearch.loop.engine import Engine, open_ledger
-from autoresearch.loop.trial import smoke_spec
+from autoresearch.loop.trial import fold_specs, smoke_spec
 from autoresearch.runner import sandbox
 
 SANDBOX = sandbox.available()
@@ -112,6 +112,12 @@ def test_the_smoke_spec_is_fold_zero_with_the_smoke_environment(tmp_path):
     assert spec.env["AUTORESEARCH_SMOKE"] == "1" and spec.env["AUTORESEARCH_SMOKE_STEPS"] == "7"
     assert spec.env["AUTORESEARCH_FOLD"] == "0" and spec.env["AUTORESEARCH_SEED"] == "3"
     assert spec.out_dir == tmp_path / "run" / "smoke" == Path(spec.env["AUTORESEARCH_OUT"])
+    # the same sandbox as fold 0: command, working folder, mounts, hidden paths, memory ceiling
+    fold0 = fold_specs(config, tmp_path / "run", seed=3)[0][1]
+    assert (spec.command, spec.cwd, spec.sandbox, spec.readonly, spec.hidden, spec.memory_gb) == \
+        (fold0.command, fold0.cwd, fold0.sandbox, fold0.readonly, fold0.hidden, fold0.memory_gb)
+    assert {k: v for k, v in spec.env.items() if not k.startswith(("AUTORESEARCH_SMOKE", "AUTORESEARCH_OUT", "HOME"))} \
+        == {k: v for k, v in fold0.env.items() if not k.startswith(("AUTORESEARCH_OUT", "HOME"))}
     # automatic deadline: 10% of the 10 s time budget, at least 10 s, within the fold's 30 s timeout
     assert spec.timeout_s == 10.0
     with pytest.raises(autoresearch.errors.UserError, match=r"\[smoke\] steps"):
