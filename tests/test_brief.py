@@ -200,3 +200,17 @@ def test_brief_shows_the_champion_and_recent_runs_as_a_researcher_reads_them(ecl
     assert f"Champion speed: {speed / 3:.3g} training steps/s" in text and "Champion peak memory: 0.63 GB" in text
     recent = text[text.index("## Recent experiments in detail"):text.index("## History")]
     assert "### Experiment 1 [discard]: LR 3e-4 -> 1e-3" in recent and "| 1 | 16 |" in recent
+
+
+def test_a_script_without_facts_gets_its_speed_from_its_log(tmp_path):
+    from autoresearch.agents.brief import CurvePoint, FoldSummary, RunSummary
+    from autoresearch.loop.runfacts import limits
+
+    config = config_mod.parse(tmp_path, {"metric": {"source": "json", "key": "m"}, "run": {"folds": 2}})
+    champ = RunSummary(0, "keep", "baseline", 1.0, 0.1, folds=[FoldSummary(0, 1.0), FoldSummary(1, 1.1)],
+                       curve=[CurvePoint(100, 400, 2.0), CurvePoint(400, 400, 1.0)], train_seconds=200.0)
+    lines = limits(config, [], champ)
+    assert any("Champion time: 100 s a fold, about 4 steps/s counting start-up (step 400 of 400" in x
+               for x in lines), lines
+    assert "No fold ran: nothing changed." in render(make_brief(recent_runs=[
+        RunSummary(3, "invalid", "x", None, None, reason="nothing changed")]))

@@ -208,6 +208,8 @@ def _curve(run: RunSummary) -> str:
 def run_detail(run: RunSummary, metric_name: str, heading: str) -> list[str]:
     """One experiment as a researcher reads it: metric per fold, curve, time and memory."""
     out = [heading]
+    if not run.folds and not run.curve and run.metric is None:      # refused before any run, or no fold ran
+        return out + [f"No fold ran: {one_line(run.reason, 300) or run.status}.", ""]
     summary = f"{metric_name} {mean_std(run.metric, run.std)}"
     if run.train_seconds:
         summary += f"; {run.train_seconds:.0f} s of training runs in all"

@@ -122,7 +122,12 @@ def limits(config: Config, task_facts: list[str], champion: RunSummary | None) -
                        f"{run.time_budget_s:g} s budget holds at most about {int(rate * run.time_budget_s)} steps "
                        f"at this speed.")
         elif champion.train_seconds:
-            out.append(f"Champion time: {champion.train_seconds / max(1, len(champion.folds)):.0f} s a fold.")
+            per_fold = champion.train_seconds / max(1, len(champion.folds))
+            line = f"Champion time: {per_fold:.0f} s a fold"
+            if champion.curve and per_fold > 0:    # no facts.json: the log's last step over the whole run
+                line += (f", about {champion.curve[-1].step / per_fold:.3g} steps/s counting start-up "
+                         f"(step {champion.curve[-1].step} of {champion.curve[-1].total} in its log)")
+            out.append(line + ".")
         if champion.peak_memory_gb:
             out.append(f"Champion peak memory: {champion.peak_memory_gb:.2f} GB.")
     return out
