@@ -3,6 +3,7 @@ queries) and ``run.steps(STEPS)`` caps the template's training loop."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,3 +55,35 @@ def test_train_py_stops_after_the_smoke_steps_and_writes_outputs(prepared, tmp_p
     assert "step     2/6" in proc.stdout and "step     3/6" not in proc.stdout
     with np.load(out / "embeddings.npz", allow_pickle=False) as npz:
         assert npz["image_emb"].shape == (10, 16)
+
+
+def test_an_eclip_candidate_that_crashes_after_loading_runs_no_fold(tmp_path):
+    """The real eCLIP repository of the adversarial suite (its fast baseline), with the smoke test on: a
+    candidate that crashes right after loading its data is caught by the smoke run on the slice."""
+    from adversarial import BASELINE, Attacker, build_repo, write_train
+    from autoresearch import config as config_mod
+    from autoresearch.loop import fingerprints
+    from autoresearch.loop.engine import Engine, open_ledger
+    from autoresearch.runner import sandbox
+
+    config = build_repo(tmp_path / "eclip")
+    toml = config.path
+    toml.write_text(toml.read_text().replace("\nenabled = false\n", "\nenabled = true\n"))
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "smoke on"],
+                   cwd=config.root, check=True)
+    config = config_mod.load(config.root)
+    fingerprints.record(config)
+    assert config.smoke.enabled
+    crashing = BASELINE.replace("V = int(run.meta", "print('train items', len(run.train), 'queries', "
+                                "len(run.queries.image_ids), 'smoke', run.smoke, flush=True)\n"
+                                "raise RuntimeError('eclip smoke marker 3b7e')\nV = int(run.meta")
+    engine = Engine(config, tag="s", sandbox=sandbox.available(), ledger=open_ledger(config),
+                    agent=Attacker(write_train(crashing), "crash after loading"))
+    engine.run(max_experiments=1)
+    row = engine.ledger.rows(tag="s", kinds=("experiment",))[0]
+    assert row.status == "crash" and row.reason.startswith("smoke test: ") and "eclip smoke marker 3b7e" in row.reason
+    run_dir = config.state_dir / "runs" / f"{row.number:04d}"
+    assert sorted(p.name for p in run_dir.glob("*.log")) == ["smoke.log"] and row.folds == []
+    log = (run_dir / "smoke.log").read_text()
+    chunk = int(json.loads((config.state_dir / "prepared" / "meta.json").read_text())["counts"]["chunks"][1])
+    assert f"train items {min(chunk, 256)} queries" in log and "smoke True" in log   # the first chunk only
