@@ -90,8 +90,7 @@ def test_fit_drops_whole_old_turns_when_trimming_is_not_enough():
     assert fitted.trimmed > 0 and context_budget.estimate_tokens(anthropic) <= 1500
     assert anthropic[-1]["content"][0]["content"] == "z" * 2000 and anthropic[1]["content"][0]["input"] != \
         {"content": "y" * 2000}
-    assert [m["role"] for m in anthropic] == ["user", "assistant", "user"] * (len(anthropic) // 2) + ["user"] * 0 \
-        or all(a["role"] != b["role"] for a, b in zip(anthropic, anthropic[1:]))
+    assert all(a["role"] != b["role"] for a, b in zip(anthropic, anthropic[1:]))   # user/assistant alternate
 
 
 def test_a_failed_call_counts_its_tokens_and_the_error_keeps_them(context, repo):
