@@ -218,7 +218,7 @@ def test_the_api_key_is_never_written(openai_run):
 
 
 def test_a_key_echoed_by_the_api_is_redacted(tmp_path):
-    """A 401 whose message repeats the key (as OpenAI's does) becomes a crashed experiment with the key
+    """A 401 whose message repeats the key (as OpenAI's does) is recorded as an agent failure with the key
     masked; three agent failures in a row end the run."""
     root = toy_repo(tmp_path / "toy")
     env = {"OPENAI_API_KEY": OPENAI_KEY}
@@ -231,7 +231,7 @@ def test_a_key_echoed_by_the_api_is_redacted(tmp_path):
     assert result.exit_code == 0, result.output
     assert "the agent failed 3 times in a row" in result.output
     rows = open_ledger(config_mod.load(root)).rows(tag="denied", kinds=("experiment",))
-    assert [r.status for r in rows] == ["crash"] * 3 and len(server.requests) == 3
+    assert [r.status for r in rows] == ["agent_error"] * 3 and len(server.requests) == 3
     assert all("HTTP 401" in r.reason and "[redacted]" in r.reason for r in rows), rows[0].reason
     for name, data in all_text(root, result.output + report.output, root / "report"):
         assert OPENAI_KEY.encode() not in data, name

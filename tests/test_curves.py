@@ -168,11 +168,13 @@ def test_an_aborted_candidate_is_recorded_with_its_evidence_and_briefed(tmp_path
     assert found["fold"] == 0 and found["key"] == "loss"
     assert found["candidate"] == [[1, 10.0], [2, 5.0]] and found["champion"] == [[1, 1.0], [2, 0.5]]
     assert "10.00x the champion's" in diverge.reason
-    assert nan.reason.startswith("fold0: stopped early: loss is nan at step 1/2")
-    for row in (diverge, nan):   # the later fold of an aborted candidate never ran
-        run_dir = config.state_dir / "runs" / f"{row.number:04d}"
-        assert (run_dir / "fold0.log").is_file() and not (run_dir / "fold1.log").exists()
-        assert [r["fold"] for r in row.decision["runs"]] == [0] and row.failed
+    # A NaN at the first step is caught by the smoke test, before any fold runs.
+    assert nan.reason.startswith("smoke test: stopped early: loss is nan at step 1/2")
+    nan_dir = config.state_dir / "runs" / f"{nan.number:04d}"
+    assert (nan_dir / "smoke.log").is_file() and not (nan_dir / "fold0.log").exists() and nan.failed
+    run_dir = config.state_dir / "runs" / f"{diverge.number:04d}"   # the later fold of an aborted candidate never ran
+    assert (run_dir / "fold0.log").is_file() and not (run_dir / "fold1.log").exists()
+    assert [r["fold"] for r in diverge.decision["runs"]] == [0] and diverge.failed
     # aborted counts as a spent experiment (unlike contention) and is not a crash to fix
     assert len(engine.finished()) == 3
     assert any("stopped early" in h.reason for h in engine.brief(engine.phase()[0]).history)

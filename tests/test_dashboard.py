@@ -88,7 +88,7 @@ def test_one_experiment_has_diff_folds_decision_logs_curves_and_scratchpad(loope
     assert len(e["folds"]) == 2 and e["status"] == "keep"
     assert e["decision"]["numbers"]["threshold"] is not None
     assert e["git"]["archive_ref"] == "refs/autoresearch/archive/1" and e["git"]["commit"]
-    assert set(e["logs"]) == {"fold0", "fold1"} and "val_bpb:" in e["logs"]["fold0"]
+    assert set(e["logs"]) == {"smoke", "fold0", "fold1"} and "val_bpb:" in e["logs"]["fold0"]   # the smoke test too
     assert [p["step"] for p in e["curves"]["fold0"]] == [1, 2] and e["curves"]["fold0"][0]["loss"] == 1.0
     assert e["scratchpad"] is not None and e["scratchpad"].startswith("# Scratchpad")
     assert missing.status_code == 404

@@ -75,8 +75,8 @@ def brief() -> Brief:
 def test_tool_schemas_in_both_formats():
     names = [t["function"]["name"] for t in openai_tools()]
     assert names == [t["name"] for t in anthropic_tools()]
-    assert {"read_file", "list_files", "list_experiments", "show_experiment", "replace_in_file", "write_file",
-            "finish"} == set(names)
+    assert {"read_file", "list_files", "list_experiments", "show_experiment", "read_run", "check_run",
+            "replace_in_file", "write_file", "finish"} == set(names)
     for t in anthropic_tools():
         assert t["input_schema"]["type"] == "object"
 
@@ -248,10 +248,13 @@ def test_openai_agent_full_conversation(context, repo, sleeps, caplog):
     assert "old text found 0 times" in third[1]["content"]
     assert server.requests[3].body == server.requests[4].body            # the 429 was retried as is
     assert server.requests[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"   # key from the environment
-    # usage: four successful calls, the retried one counted once
-    assert proposal.meta["retries"] == 1 and len(sleeps) == 1 and proposal.meta["api_calls"] == 4
-    assert proposal.usage.input_tokens == 4600 and proposal.usage.output_tokens == 220
-    assert proposal.usage.cost_usd == pytest.approx((4600 * 2.5 + 220 * 10.0) / 1e6)
+    # usage: four successful calls and the failed one (the 429 carried no usage: its prompt is estimated)
+    assert proposal.meta["retries"] == 1 and len(sleeps) == 1 and proposal.meta["api_calls"] == 5
+    assert proposal.meta["failed_calls"] == 1
+    estimated = proposal.meta["tokens_estimated"]
+    assert estimated == pytest.approx(len(json.dumps(server.requests[3].body)) / 4, rel=0.2)
+    assert proposal.usage.input_tokens == 4600 + estimated and proposal.usage.output_tokens == 220
+    assert proposal.usage.cost_usd == pytest.approx(((4600 + estimated) * 2.5 + 220 * 10.0) / 1e6)
     assert proposal.usage.seconds > 0
     assert proposal.meta["tool_errors"] == 3 and proposal.meta["edited"] == ["train.py"]
     assert OPENAI_KEY not in caplog.text and "openai tool" in caplog.text
@@ -339,8 +342,10 @@ def test_anthropic_agent_full_conversation(context, repo, sleeps, caplog):
     assert bad[0]["is_error"] and "missing the field(s) new" in bad[0]["content"]
     assert bad[1]["is_error"] and "not editable" in bad[1]["content"]
     assert proposal.meta["retries"] == 1 and len(sleeps) == 1
-    assert (proposal.usage.input_tokens, proposal.usage.output_tokens) == (3000, 120)
-    assert proposal.usage.cost_usd == pytest.approx((3000 * 3 + 120 * 15) / 1e6)
+    estimated = proposal.meta["tokens_estimated"]          # the 529's prompt, estimated: it had no usage
+    assert proposal.meta["failed_calls"] == 1 and estimated > 1000
+    assert (proposal.usage.input_tokens, proposal.usage.output_tokens) == (3000 + estimated, 120)
+    assert proposal.usage.cost_usd == pytest.approx(((3000 + estimated) * 3 + 120 * 15) / 1e6)
     assert ANTHROPIC_KEY not in caplog.text
 
 

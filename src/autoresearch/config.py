@@ -19,6 +19,8 @@ from autoresearch.vocab import Direction
 CONFIG_NAME = "autoresearch.toml"
 DECISION_RULES = ("noise", "greedy")
 EXECUTORS = ("local", "ray")
+TOOL_CHOICES = ("auto", "required", "none", "omit")
+MAX_TOKENS_PARAMS = ("auto", "max_tokens", "max_completion_tokens", "omit")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,22 @@ class LoopSection:
     max_crash_fixes: int = 2
     scratchpad_max_chars: int = 8000
     log_tail_lines: int = 40
+
+
+@dataclass(frozen=True)
+class SmokeSection:
+    """A few steps of each candidate on a small slice before its folds, so a crash costs seconds."""
+
+    enabled: bool = True
+    timeout_s: float = 0.0       # a run still alive here got past start-up and passes; 0 = automatic
+    steps: int = 3               # AUTORESEARCH_SMOKE_STEPS: a task that honours it stops after this many
+
+    def deadline(self, run: "RunSection") -> float:
+        """The smoke test's deadline: ``timeout_s``, or 10% of the fold's time budget within 10..60 s,
+        never past the fold's own hard deadline. A script that ignores the smoke variables runs until
+        this deadline, so it is what the smoke test costs a Karpathy-style script per candidate."""
+        chosen = self.timeout_s or min(60.0, max(10.0, 0.1 * run.time_budget_s))
+        return min(chosen, run.timeout_s)
 
 
 @dataclass(frozen=True)
@@ -106,10 +124,15 @@ class AgentSection:
     max_cost_usd: float = 0.0    # stop the run once the agent has cost this much (0 = no limit)
     max_total_tokens: int = 0    # stop the run once the agent has used this many tokens (0 = no limit)
     max_budget_usd: float = 0.0  # Claude Code only: the CLI's own cap per invocation (0 = none)
+    tool_choice: str = "auto"    # openai: sent with the tools ("omit": not sent; llama.cpp's server needs "auto")
+    max_tokens_param: str = "auto"   # openai: max_tokens | max_completion_tokens | omit; auto: by base_url
+    context_tokens: int = 0      # API agents: fit the conversation into this many tokens (0 = no limit)
 
     def options(self) -> dict:
         """The settings LLM agents read from ``AgentContext.options``."""
-        out: dict = {"retries": self.retries, "backoff_s": self.backoff_s, "max_tokens": self.max_tokens}
+        out: dict = {"retries": self.retries, "backoff_s": self.backoff_s, "max_tokens": self.max_tokens,
+                     "tool_choice": self.tool_choice, "max_tokens_param": self.max_tokens_param,
+                     "context_tokens": self.context_tokens}
         if self.timeout_s:
             out["timeout_s"] = self.timeout_s
         if self.prices:
@@ -154,6 +177,7 @@ class Config:
     run: RunSection = field(default_factory=RunSection)
     metric: MetricSection = field(default_factory=MetricSection)
     loop: LoopSection = field(default_factory=LoopSection)
+    smoke: SmokeSection = field(default_factory=SmokeSection)
     decision: DecisionSection = field(default_factory=DecisionSection)
     agent: AgentSection = field(default_factory=AgentSection)
     resources: ResourcesSection = field(default_factory=ResourcesSection)
@@ -258,7 +282,7 @@ def _search_space(file: Path, table: Any) -> tuple[SearchParam, ...]:
 def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     """Validate a parsed TOML document into a Config; every error names the key."""
     file = file or root / CONFIG_NAME
-    known = {"task", "run", "metric", "loop", "decision", "agent", "resources", "search_space", "abort",
+    known = {"task", "run", "metric", "loop", "smoke", "decision", "agent", "resources", "search_space", "abort",
              "contention"}
     for key in data:
         if key not in known:
@@ -327,6 +351,14 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     )
     s.finish()
 
+    s = _Section(file, "smoke", data.get("smoke", {}))
+    smoke = SmokeSection(
+        enabled=s.get("enabled", SmokeSection.enabled, "bool"),
+        timeout_s=s.positive("timeout_s", SmokeSection.timeout_s, allow_zero=True),
+        steps=s.positive("steps", SmokeSection.steps, "int"),
+    )
+    s.finish()
+
     s = _Section(file, "decision", data.get("decision", {}))
     decision = DecisionSection(
         rule=s.choice("rule", DecisionSection.rule, DECISION_RULES),
@@ -354,6 +386,9 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
         max_cost_usd=s.positive("max_cost_usd", 0.0, allow_zero=True),
         max_total_tokens=s.positive("max_total_tokens", 0, "int", allow_zero=True),
         max_budget_usd=s.positive("max_budget_usd", 0.0, allow_zero=True),
+        tool_choice=s.choice("tool_choice", AgentSection.tool_choice, TOOL_CHOICES),
+        max_tokens_param=s.choice("max_tokens_param", AgentSection.max_tokens_param, MAX_TOKENS_PARAMS),
+        context_tokens=s.positive("context_tokens", 0, "int", allow_zero=True),
     )
     if agent.prices and not Path(agent.prices).is_absolute():
         agent = dataclasses.replace(agent, prices=str(root / agent.prices))
@@ -362,7 +397,7 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     resources = _resources(_Section(file, "resources", data.get("resources", {})))
 
     space = _search_space(file, data["search_space"]) if "search_space" in data else ()
-    return Config(root=root, task=task, run=run, metric=metric, loop=loop, decision=decision,
+    return Config(root=root, task=task, run=run, metric=metric, loop=loop, smoke=smoke, decision=decision,
                   agent=agent, resources=resources, search_space=space, abort=_abort(file, data),
                   contention=_contention(file, data))
 

@@ -20,7 +20,7 @@ from autoresearch.loop.status import ABORTED, CONTENTION
 
 _STEP = re.compile(r"step\s+(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 _STATUS_STYLE = {"keep": "bold green", "discard": "yellow", "crash": "bold red", "timeout": "bold red",
-                 "invalid": "magenta", "interrupted": "dim", ABORTED: "red", CONTENTION: "dim yellow"}
+                 "invalid": "magenta", "interrupted": "dim", ABORTED: "red", CONTENTION: "dim yellow", "agent_error": "dim red"}
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -84,7 +84,8 @@ class ConsoleReporter(ev.Dispatcher):
         style = _STATUS_STYLE.get(row.status, "")
         delta = "" if row.delta is None else f" (delta {row.delta:+.2f})"
         reason = f" — {escape(row.reason)}" if row.reason else ""
-        self.console.print(f"  → [{style}]{row.status}[/]: {self.metric} {fmt(row.metric_mean)} ± "
+        status = f"[{style}]{row.status}[/]" if style else escape(row.status)
+        self.console.print(f"  → {status}: {self.metric} {fmt(row.metric_mean)} ± "
                            f"{fmt(row.metric_std)}{delta}{reason}")
 
     def on_interrupted(self, e: ev.Interrupted) -> None:

@@ -32,7 +32,7 @@ from autoresearch.loop.engine import Engine, StopReason, open_ledger
 from autoresearch.loop.gitops import Git, validate_tag
 from autoresearch.loop.ledger import Experiment, Ledger
 from autoresearch.loop.phases import Phase
-from autoresearch.loop.trial import TrialResult, run_trial, tail
+from autoresearch.loop.trial import TrialResult, check_run, run_trial, tail
 from autoresearch.runner import sandbox as sandbox_mod
 from autoresearch.runner.executor import LocalExecutor
 from autoresearch.runviews import RunViews
@@ -103,7 +103,7 @@ class Session(RunViews):
             root=cfg.root, editable=list(dict.fromkeys([*cfg.task.editable, cfg.task.scratchpad])),
             # the tool's state (keys, raw data) and the replay plan, which would give the answers away
             denied=[*self.task.agent_denied(cfg), cfg.root / cfg.agent.queue],
-            list_experiments=self.history_text, show_experiment=self.show_text,
+            list_experiments=self.history_text, show_experiment=self.show_text, check_run=self.check_run,
             options={**cfg.agent.options(), "queue": str(queue) if queue else None})
 
     def agent(self, name: str | None = None, *, model: str = "", base_url: str = "",
@@ -120,6 +120,7 @@ class Session(RunViews):
         from autoresearch.loop.scheduler import Locked
 
         self.ledger.set_meta("tag", self.tag)
+        self._no_sandbox = no_sandbox     # the agent's check_run runs as the engine's runs do
         listen = Locked(reporter or ev.ignore)   # runs' lines may come from several threads
         chosen, where = make_executor(self.config, kind=executor, address=ray_address, parallel=parallel,
                                       on_line=lambda spec, line: listen(ev.RunLine(spec, line)))
@@ -164,6 +165,16 @@ class Session(RunViews):
                          sandbox=sandboxed,
                          executor=LocalExecutor(on_line=lambda spec, line: listen(ev.RunLine(spec, line))),
                          on_fold=lambda f: listen(ev.FoldFinished(0, f)))
+
+    def check_run(self, steps: int) -> str:
+        """The agent's ``check_run`` tool: the working tree's train.py for a few steps, sandboxed like a trial."""
+        runs, stamp = self.config.state_dir / "runs", time.strftime("check-%Y%m%d-%H%M%S")
+        run_dir, n = runs / stamp, 1
+        while run_dir.exists():      # two checks within one second keep their own logs
+            n += 1
+            run_dir = runs / f"{stamp}-{n}"
+        return check_run(self.config, run_dir, steps, seed=self.config.run.seed,
+                         sandbox=self.sandboxed(getattr(self, "_no_sandbox", False)))
 
     def measure_noise(self, repeats: int = 3, *, reporter: ev.Listener | None = None,
                       no_sandbox: bool = False) -> decide.NoiseFloor:

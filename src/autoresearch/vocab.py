@@ -59,11 +59,12 @@ class Status(enum.StrEnum):
     ABORTED = "aborted"          # stopped early: clearly worse than the champion at the same step
     CONTENTION = "contention"    # cut off while the machine was oversubscribed; proposed again
     STALE = "stale"              # beat its parent, but its change no longer applies to the newer champion
+    AGENT_ERROR = "agent_error"  # the agent failed before any edit (an API error): not an experiment; asked again
 
     @property
     def finished(self) -> bool:
         """A final outcome of the candidate (counts for phases and budgets)."""
-        return self not in (Status.RUNNING, Status.INTERRUPTED, Status.CONTENTION)
+        return self not in (Status.RUNNING, Status.INTERRUPTED, Status.CONTENTION, Status.AGENT_ERROR)
 
     @property
     def failed(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autoresearch.agents import llm
+from autoresearch.agents import context_budget, llm
 from autoresearch.agents.tools import anthropic_tools
 
 
@@ -37,6 +37,10 @@ class AnthropicAgent(llm.ApiAgent):
     def request(self, client: Any, messages: list[dict[str, Any]]) -> Any:
         return client.messages.create(model=self.model, max_tokens=self.max_tokens, system=llm.SYSTEM_PROMPT,
                                       tools=anthropic_tools(), messages=messages)
+
+    def request_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return context_budget.estimate_tokens({"system": llm.SYSTEM_PROMPT, "tools": anthropic_tools(),
+                                               "messages": messages})
 
     def read(self, response: Any) -> llm.Turn:
         blocks = [b for b in map(_block_param, response.content) if b.get("text", "x")]

@@ -3,10 +3,11 @@
 The CLI gets the brief on stdin and only these built-in tools: Read, Glob, Grep (reading) and Edit, Write
 (editing), with permission rules that allow reads inside the repository and edits of the editable files
 alone, and deny reads of ``.git``, ``.autoresearch`` and the context's denied paths (absolute: the raw
-dataset folder may be anywhere). ``--permission-mode dontAsk`` refuses anything not allowed up front, so a
-shell call, a read outside the repository or an edit elsewhere comes back to the model as an error.
-Project settings and MCP servers of the repository are ignored (``--setting-sources user``,
-``--strict-mcp-config``).
+dataset folder may be anywhere). Past runs' logs and facts.json are readable as copies in a temporary
+folder outside the repository (``--add-dir``; a deny rule cannot have an allowed exception).
+``--permission-mode dontAsk`` refuses anything not allowed up front, so a shell call, a read outside the
+repository or an edit elsewhere comes back to the model as an error. Project settings and MCP servers of
+the repository are ignored (``--setting-sources user``, ``--strict-mcp-config``).
 
 Why reads are allowed as ``Read(./**)``, ``Glob(./**)``, ``Grep(./**)`` and not as bare tool names: with a
 bare ``Grep`` allowed, a Grep whose path is a *parent* of a denied folder searches the denied folder too
@@ -24,11 +25,12 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from autoresearch.agents import llm
+from autoresearch.agents import llm, runview
 from autoresearch.agents.base import AgentContext, Brief, Proposal, Usage
 from autoresearch.agents.tools import HIDDEN_DIRS, parse_final_text, rooted
 from autoresearch.errors import UserError
@@ -49,6 +51,10 @@ APPEND_PROMPT = (
     "two lines: 'DESCRIPTION: <one line>' and 'HYPOTHESIS: <why it should improve the metric>'."
 )
 
+RUNS_NOTE = ("\n(For Claude Code: the tools `read_run`, `show_experiment`, `list_experiments` and `check_run` "
+             "named above are not yours. The logs and facts.json of past experiments are copied to {dir} as "
+             "<nnnn>/<name>, e.g. {example}: open them with Read.)\n")
+
 
 class ClaudeCodeAgent:
     """``claude -p`` with a restricted tool set; usage and cost come from its JSON result."""
@@ -67,8 +73,9 @@ class ClaudeCodeAgent:
         self.max_budget_usd = context.options.get("max_budget_usd")
         self.retries = max(0, int(context.options.get("retries", llm.RetryPolicy.tries)) - 1)
 
-    def command(self, root: Path) -> list[str]:
-        """The command line (the brief goes to stdin)."""
+    def command(self, root: Path, runs_view: Path | None = None) -> list[str]:
+        """The command line (the brief goes to stdin). ``runs_view``: a folder outside the repository with
+        copies of the past runs' logs and facts (``runview.copy_runs``), which Read may open."""
         exe = shutil.which(self.executable)
         if exe is None:
             raise UserError(f"the Claude Code CLI ({self.executable!r}) is not on PATH",
@@ -77,6 +84,8 @@ class ClaudeCodeAgent:
         ctx = rooted(self.context, root)
         root = Path(ctx.root).resolve()
         allowed = ["Read(./**)", "Glob(./**)", "Grep(./**)"] + [f"Edit(./{Path(p).as_posix()})" for p in ctx.editable]
+        if runs_view is not None:   # deny beats allow, so the runs are read from copies, not .autoresearch
+            allowed.append(f"Read(//{Path(runs_view).resolve().as_posix().lstrip('/')}/**)")
         denied = list(REFUSED)
         for hidden in sorted(HIDDEN_DIRS):
             denied += [f"Read(./{hidden}/**)", f"Edit(./{hidden}/**)"]
@@ -97,6 +106,8 @@ class ClaudeCodeAgent:
                "--append-system-prompt", APPEND_PROMPT]
         if self.max_budget_usd is not None:
             cmd += ["--max-budget-usd", str(float(self.max_budget_usd))]
+        if runs_view is not None:
+            cmd += ["--add-dir", str(Path(runs_view).resolve())]
         return cmd
 
     def environment(self) -> dict[str, str]:
@@ -108,10 +119,14 @@ class ClaudeCodeAgent:
 
     def propose(self, brief: Brief, workdir: Path) -> Proposal:
         root = Path(workdir)
-        cmd = self.command(root)
-        started = time.monotonic()
-        stdout, stderr, code = _run(cmd, root, self.environment(), brief.render(), self.timeout_s)
-        seconds = time.monotonic() - started
+        with tempfile.TemporaryDirectory(prefix="autoresearch-runs-") as view:
+            copied = runview.copy_runs(root, Path(view))
+            cmd = self.command(root, Path(view))
+            started = time.monotonic()
+            stdin = brief.render() + RUNS_NOTE.format(dir=Path(view).resolve(), example=copied[0] if copied
+                                                      else "0001/fold0.log")
+            stdout, stderr, code = _run(cmd, root, self.environment(), stdin, self.timeout_s)
+            seconds = time.monotonic() - started
         result = parse_result(stdout)
         if result is None:
             tail = llm.redact((stderr or stdout)[-1500:])

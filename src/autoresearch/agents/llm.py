@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from autoresearch.agents import context_budget
 from autoresearch.agents.base import Proposal, Usage
 from autoresearch.agents.tools import Toolbox, parse_final_text, rooted
 from autoresearch.errors import UserError
@@ -153,12 +154,25 @@ class Meter:
     output_tokens: int = 0
     calls: int = 0
     retries: int = 0
+    failed_calls: int = 0          # calls that got an error; their tokens count too
+    estimated_tokens: int = 0      # of the tokens above, those estimated (no usage came back)
     started: float = field(default_factory=time.monotonic)
 
-    def add(self, input_tokens: int | None, output_tokens: int | None) -> None:
+    def add(self, input_tokens: int | None, output_tokens: int | None, *, estimated: bool = False) -> None:
         self.calls += 1
         self.input_tokens += int(input_tokens or 0)
         self.output_tokens += int(output_tokens or 0)
+        if estimated:
+            self.estimated_tokens += int(input_tokens or 0) + int(output_tokens or 0)
+
+    def add_failed(self, input_tokens: int, output_tokens: int = 0, *, estimated: bool = True) -> None:
+        """A call that failed: the server may still have read (and billed) the whole prompt."""
+        self.add(input_tokens, output_tokens, estimated=estimated)
+        self.failed_calls += 1
+
+    def meta(self) -> dict:
+        return {"api_calls": self.calls, "retries": self.retries, "failed_calls": self.failed_calls,
+                "tokens_estimated": self.estimated_tokens}
 
     def usage(self) -> Usage:
         return Usage(self.input_tokens, self.output_tokens,
@@ -220,14 +234,36 @@ def describe(exc: BaseException) -> str:
     return redact(f"{head}: {exc}")[:500]
 
 
+def error_usage(exc: BaseException) -> tuple[int, int] | None:
+    """The usage an error response carries, if any (input, output tokens)."""
+    body = getattr(exc, "body", None)          # the clients keep only the "error" part here
+    response = getattr(exc, "response", None)
+    try:
+        whole = response.json() if response is not None else None
+    except Exception:  # noqa: BLE001 - not JSON, or no body: no usage
+        whole = None
+    usage = next((b["usage"] for b in (whole, body) if isinstance(b, dict) and "usage" in b), None)
+    if not isinstance(usage, dict):
+        return None
+    inp = usage.get("prompt_tokens", usage.get("input_tokens"))
+    out = usage.get("completion_tokens", usage.get("output_tokens"))
+    if not isinstance(inp, int):
+        return None
+    return inp, out if isinstance(out, int) else 0
+
+
 def call_with_retries(fn: Callable[[], T], *, policy: RetryPolicy, meter: Meter, what: str,
-                      connection_errors: tuple[type[BaseException], ...]) -> T:
-    """``fn()``, retried on transient failures; ``AgentError`` when it cannot succeed."""
+                      connection_errors: tuple[type[BaseException], ...],
+                      on_failure: Callable[[BaseException], None] | None = None) -> T:
+    """``fn()``, retried on transient failures; ``AgentError`` when it cannot succeed. ``on_failure`` is
+    told of every failed attempt (to count its tokens)."""
     slept = 0.0
     for attempt in range(1, policy.tries + 1):
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - classified below; anything else is not ours to retry
+            if on_failure is not None:
+                on_failure(exc)
             transient = is_transient(exc, connection_errors)
             if not transient:
                 hint = " (check the API key in the environment)" if status_of(exc) in (401, 403) else ""
@@ -261,7 +297,8 @@ SYSTEM_PROMPT = (
     "You are a careful ML research engineer running one experiment of an automated research loop. "
     "Read the brief, inspect the code with the tools, make the change the brief asks for by editing "
     "only the editable files, then call finish with a one-line description and your hypothesis. "
-    "You cannot run code: the tool runs and scores the experiment after you finish."
+    "You cannot run the experiment yourself: check_run runs your edit for a few steps on a small slice "
+    "(use it to catch a crash before you finish); the tool runs and scores the experiment after you finish."
 )
 NUDGE = ("Use the tools to edit the editable files. When your edit is done, call finish(description, "
          "hypothesis).")
@@ -284,6 +321,7 @@ class ApiAgent(abc.ABC):
         self.prices = load_prices(prices if prices is not None else context.options.get("prices"))
         self.timeout_s = float(context.options.get("timeout_s", 300.0))
         self.max_tokens = int(context.options.get("max_tokens", 8192))
+        self.context_tokens = int(context.options.get("context_tokens", 0) or 0)
         self.policy = options_policy(context.options)
         self._client: Any = None
 
@@ -311,21 +349,59 @@ class ApiAgent(abc.ABC):
     def answers(self, results: list[tuple["ToolCall", Any]]) -> list[dict[str, Any]]:
         """The messages that carry the tools' results back to the model."""
 
+    def request_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """The estimated input tokens of one request with ``messages`` (a failed call's count)."""
+        return context_budget.estimate_tokens(messages)
+
+    def fit_context(self, messages: list[dict[str, Any]], head: int, fitted: "context_budget.Fitted") -> None:
+        """Trim the conversation to ``[agent] context_tokens``, keeping room for the answer (the output cap,
+        at most a quarter of the context) and the tool schemas."""
+        if not self.context_tokens:
+            return
+        room = self.context_tokens - min(self.max_tokens, self.context_tokens // 4) \
+            - (self.request_tokens([]) - context_budget.estimate_tokens([]))
+        got = context_budget.fit(messages, head, room)
+        fitted.trimmed += got.trimmed
+        fitted.dropped += got.dropped
+
     def propose(self, brief: Any, workdir: Path) -> Any:
-        toolbox = Toolbox(rooted(self.context, workdir))
         meter = Meter(self.model, self.prices)
+        toolbox = Toolbox(rooted(self.context, workdir))
+        try:
+            return self._propose(brief, toolbox, meter)
+        except Exception as exc:      # the tokens spent before the failure still count
+            exc.usage = meter.usage()
+            exc.meta = {"model": self.model, **meter.meta(), "tool_calls": toolbox.calls,
+                        "edited": list(toolbox.edited)}
+            raise
+
+    def _propose(self, brief: Any, toolbox: Toolbox, meter: Meter) -> Any:
         client = self.client()
         messages = self.first_messages(brief.render())
-        turns = 0
+        head, fitted = len(messages), context_budget.Fitted()
+        turns = text_turns = 0
+
+        def failed(exc: BaseException) -> None:
+            usage = error_usage(exc)
+            if usage is not None:
+                meter.add_failed(*usage, estimated=False)
+            else:
+                meter.add_failed(self.request_tokens(messages))
+
         while turns < self.max_turns and toolbox.finished is None:
             turns += 1
+            self.fit_context(messages, head, fitted)
             response = call_with_retries(lambda: self.request(client, messages), policy=self.policy, meter=meter,
                                          what=f"{self.provider} {self.model} turn {turns}",
-                                         connection_errors=self.connection_errors)
+                                         connection_errors=self.connection_errors, on_failure=failed)
             turn = self.read(response)
-            meter.add(turn.input_tokens, turn.output_tokens)
+            if turn.estimated:    # the server sent no usage: estimate from what went and came back
+                meter.add(self.request_tokens(messages), context_budget.estimate_tokens(turn.message), estimated=True)
+            else:
+                meter.add(turn.input_tokens, turn.output_tokens)
             messages.append(turn.message)
             if not turn.calls:
+                text_turns += 1
                 answer = parse_final_text(turn.text)
                 if answer:
                     toolbox.finished = answer
@@ -339,9 +415,10 @@ class ApiAgent(abc.ABC):
                 results.append((call, result))
             messages.extend(self.answers(results))
         description, hypothesis = toolbox.finished or (NOT_FINISHED, "")
-        meta = {"model": self.model, "turns": turns, "api_calls": meter.calls, "retries": meter.retries,
+        meta = {"model": self.model, "turns": turns, **meter.meta(),
                 "tool_calls": toolbox.calls, "tool_errors": toolbox.errors, "edited": list(toolbox.edited),
-                "finished": toolbox.finished is not None}
+                "finished": toolbox.finished is not None, "text_turns": text_turns, "context_trimmed": fitted.trimmed,
+                "context_dropped_turns": fitted.dropped}
         return Proposal(description, hypothesis, meter.usage(), meta=meta)
 
     def observe(self, number: int, status: str, metric: float | None, meta: dict) -> None:
@@ -362,3 +439,4 @@ class Turn:
     text: str
     calls: list[ToolCall]
     message: dict[str, Any]  # the assistant's message, as the provider wants it echoed back
+    estimated: bool = False  # the response carried no usage

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from autoresearch.agents import llm
+from autoresearch.agents import context_budget, llm
 from autoresearch.agents.tools import openai_tools
 
 
@@ -37,7 +37,26 @@ class OpenAIAgent(llm.ApiAgent):
         return [{"role": "system", "content": llm.SYSTEM_PROMPT}, {"role": "user", "content": brief_text}]
 
     def request(self, client: Any, messages: list[dict[str, Any]]) -> Any:
-        return client.chat.completions.create(model=self.model, messages=messages, tools=openai_tools())
+        return client.chat.completions.create(**self.body(messages))
+
+    def body(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The request's fields. ``tool_choice`` is sent with the tools: llama.cpp's server leaves the tools
+        out of the prompt without it. The output cap goes in the field the server accepts: the hosted API
+        wants ``max_completion_tokens`` (its newer models refuse ``max_tokens``), compatible servers
+        (llama.cpp, vLLM, Ollama) read ``max_tokens``."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "tools": openai_tools()}
+        choice = self.context.options.get("tool_choice", "auto")
+        if choice != "omit":
+            body["tool_choice"] = choice
+        param = self.context.options.get("max_tokens_param", "auto")
+        if param == "auto":
+            param = "max_completion_tokens" if self.base_url is None else "max_tokens"
+        if param != "omit" and self.max_tokens:
+            body[param] = self.max_tokens
+        return body
+
+    def request_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return context_budget.estimate_tokens({"messages": messages, "tools": openai_tools()})
 
     def read(self, response: Any) -> llm.Turn:
         usage = getattr(response, "usage", None)
@@ -50,7 +69,7 @@ class OpenAIAgent(llm.ApiAgent):
             echoed["tool_calls"] = [{"id": c.id, "type": "function",
                                      "function": {"name": c.name, "arguments": _as_text(c.arguments)}} for c in calls]
         return llm.Turn(getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
-                        message.content or "", calls, echoed)
+                        message.content or "", calls, echoed, estimated=usage is None)
 
     def answers(self, results: list[tuple[llm.ToolCall, Any]]) -> list[dict[str, Any]]:
         return [{"role": "tool", "tool_call_id": call.id, "content": result.text} for call, result in results]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoresearch.agents import runview
 from autoresearch.agents.base import AgentContext
 
 HIDDEN_DIRS = frozenset({".git", ".autoresearch"})
@@ -33,7 +34,10 @@ def _obj(props: dict[str, dict], required: list[str]) -> dict:
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
-_PATH = {"type": "string", "description": "path relative to the repository root, e.g. train.py"}
+# maxLength on the short fields: llama.cpp's server generates tool arguments under a grammar made from this
+# schema and ignores max_tokens there, so a weak model's runaway path or description would run to the end
+# of the context; the bound keeps such a call short.
+_PATH = {"type": "string", "maxLength": 300, "description": "path relative to the repository root, e.g. train.py"}
 
 SPECS: list[dict[str, Any]] = [
     {"name": "read_file",
@@ -42,14 +46,27 @@ SPECS: list[dict[str, Any]] = [
      "parameters": _obj({"path": _PATH, "offset": {"type": "integer", "minimum": 0}}, ["path"])},
     {"name": "list_files",
      "description": "List the files under a directory of the repository (recursively, with sizes).",
-     "parameters": _obj({"dir": {"type": "string", "description": "directory relative to the root; "
-                                 "'.' for the root"}}, ["dir"])},
+     "parameters": _obj({"dir": {"type": "string", "maxLength": 300, "description": "directory relative to "
+                                 "the root; '.' for the root"}}, ["dir"])},
     {"name": "list_experiments",
      "description": "A table of all past experiments: number, status, metric, delta, description.",
      "parameters": _obj({}, [])},
     {"name": "show_experiment",
      "description": "One past experiment in detail: its diff, metrics and log tail.",
      "parameters": _obj({"number": {"type": "integer", "minimum": 0}}, ["number"])},
+    {"name": "read_run",
+     "description": "The logs and each fold's facts.json (steps, time, memory, final loss, temperature) of a "
+                    "past experiment; with file (a name it lists, e.g. 0003/fold0.log), that file in full.",
+     "parameters": _obj({"number": {"type": "integer", "minimum": 0},
+                         "file": {"type": "string", "maxLength": 200,
+                                  "description": "optional: one file of that experiment"}},
+                        ["number"])},
+    {"name": "check_run",
+     "description": "Run the editable script as it is now for a few training steps on a small slice of "
+                    "the data, in the same sandbox as the real runs, and see its log: a crash shows up here "
+                    "in seconds. Not scored. Use it before finish when you changed code.",
+     "parameters": _obj({"steps": {"type": "integer", "minimum": 1,
+                                   "description": "training steps to run (1 to 50; 3 is usually enough)"}}, [])},
     {"name": "replace_in_file",
      "description": "Replace one exact occurrence of old with new in an editable file. old must occur "
                     "exactly once (copy it from read_file, whitespace included).",
@@ -61,7 +78,8 @@ SPECS: list[dict[str, Any]] = [
     {"name": "finish",
      "description": "Call once your edits are done: a one-line description of the change and the "
                     "hypothesis why it should improve the metric. Ends your turn.",
-     "parameters": _obj({"description": {"type": "string"}, "hypothesis": {"type": "string"}},
+     "parameters": _obj({"description": {"type": "string", "maxLength": MAX_FIELD_CHARS["description"]},
+                         "hypothesis": {"type": "string", "maxLength": MAX_FIELD_CHARS["hypothesis"]}},
                         ["description", "hypothesis"])},
 ]
 _BY_NAME = {s["name"]: s for s in SPECS}
@@ -218,8 +236,10 @@ class Toolbox:
         if not target.is_file():
             raise ToolCallError(f"{path} is not a file" + ("" if target.exists() else " (it does not exist)"))
         size = target.stat().st_size
+        if offset > size:      # a character offset is never past the byte size (and a huge one must not allocate)
+            raise ToolCallError(f"offset {offset} is past the end of {path} ({size} bytes)")
         with open(target, "rb") as fh:
-            raw = fh.read(offset + self.max_read_chars * 4 + 4)   # utf-8: at most 4 bytes a character
+            raw = fh.read(min(size, (offset + self.max_read_chars) * 4 + 4))   # utf-8: at most 4 bytes a character
         if b"\x00" in raw[:8192]:
             raise ToolCallError(f"{path} is a binary file ({size} bytes); only text files can be read")
         text = raw.decode("utf-8", errors="replace")
@@ -256,6 +276,12 @@ class Toolbox:
 
     def _show_experiment(self, number: int) -> str:
         return self.context.show_experiment(number) or f"(no experiment {number})"
+
+    def _read_run(self, number: int, file: str = "") -> str:
+        return runview.read_run(self.root, number, file)
+
+    def _check_run(self, steps: int = 3) -> str:
+        return self.context.check_run(steps) or "(check_run is not available in this session)"
 
     def _replace_in_file(self, path: str, old: str, new: str) -> str:
         target = self._resolve(path, for_write=True)
@@ -305,7 +331,8 @@ def _squash(text: str) -> str:
 
 def _example(name: str) -> str:
     examples = {"read_file": {"path": "train.py"}, "list_files": {"dir": "."}, "list_experiments": {},
-                "show_experiment": {"number": 3},
+                "show_experiment": {"number": 3}, "check_run": {"steps": 3},
+                "read_run": {"number": 3},
                 "replace_in_file": {"path": "train.py", "old": "LR = 3e-4", "new": "LR = 1e-4"},
                 "write_file": {"path": "scratchpad.md", "content": "..."},
                 "finish": {"description": "LR 3e-4 -> 1e-4", "hypothesis": "training is unstable"}}

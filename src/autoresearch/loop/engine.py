@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from autoresearch import events as ev
 from autoresearch import hardware
-from autoresearch.agents.base import Agent, Brief, HistoryRow, Proposal
+from autoresearch.agents.base import Agent, Brief, HistoryRow, Proposal, Usage
+from autoresearch.agents.brief import RECENT_RUNS
 from autoresearch.hyperparams import describe_changes, diff_constants
 from autoresearch.config import Config
 from autoresearch.errors import UserError
@@ -28,12 +29,12 @@ from autoresearch.vocab import Kind, Status, rerun_seed
 from autoresearch.loop import abort as abort_mod
 from autoresearch.loop import contention
 from autoresearch.loop import decide as decide_mod
-from autoresearch.loop import editpolicy, fingerprints, scratchpad
+from autoresearch.loop import editpolicy, fingerprints, runfacts, scratchpad
 from autoresearch.loop.gitops import Git, archive_ref, branch_name, format_message
 from autoresearch.loop.ledger import Experiment, Ledger, utc_now
 from autoresearch.loop.phases import Phase, current_phase, load_program
 from autoresearch.loop.status import ABORTED, CONTENTION, NOT_CHARGED
-from autoresearch.loop.trial import TrialResult, fold_ids, nan_to_none, run_trial
+from autoresearch.loop.trial import TrialResult, fold_ids, nan_to_none, run_trial, smoke_trial
 from autoresearch.runner.executor import Executor, LocalExecutor
 from autoresearch import tasks
 
@@ -287,9 +288,14 @@ class Engine:
                     if why := contention.pause(self, stop_while_paused):
                         return StopReason(why)
                 continue
-            agent_failures = agent_failures + 1 if row is not None and row.meta.get("agent_error") else 0
+            agent_failures = agent_failures + 1 if row is not None and row.status == Status.AGENT_ERROR else 0
             if agent_failures >= MAX_AGENT_FAILURES:
                 return StopReason(f"the agent failed {agent_failures} times in a row (last: {row.reason})")
+            if agent_failures:
+                # not an experiment: the same one is asked again, a crash fix with the same failure and files
+                if attempt > 1 and self._failed_candidate:
+                    self.git("checkout", self._failed_candidate, "--", *self.config.task.editable)
+                continue
             if row is not None and row.status == "keep":
                 self._maybe_remeasure()
             if row is not None and row.status in ("crash", "timeout") and attempt <= self.config.loop.max_crash_fixes:
@@ -349,7 +355,9 @@ class Engine:
                 editpolicy.restore(self.git, base, before)
                 raise
             except Exception as exc:  # an agent failing (network, bug) is an outcome, not the loop's end
-                proposal = Proposal(description=f"(agent error) {type(exc).__name__}: {exc}")
+                proposal = Proposal(description=f"(agent error) {type(exc).__name__}: {exc}",
+                                    usage=getattr(exc, "usage", None) or Usage())   # failed calls' tokens count too
+                proposal.meta.update(getattr(exc, "meta", None) or {})
                 proposal.meta["agent_error"] = True
         agent_seconds = time.perf_counter() - t0 if rerun is None else 0.0   # a re-run costs no agent time
         proposal.usage.seconds = proposal.usage.seconds or agent_seconds
@@ -365,7 +373,7 @@ class Engine:
         verdict = editpolicy.check(self.git, base, list(self.config.task.editable), self.config.task.scratchpad, before)
         bad_status = "invalid"
         if proposal.meta.get("agent_error"):
-            verdict, bad_status = editpolicy.Verdict(False, proposal.description), "crash"
+            verdict, bad_status = editpolicy.Verdict(False, proposal.description), Status.AGENT_ERROR
         fields = dict(kind=Kind.EXPERIMENT, phase=phase.number, phase_title=phase.title,
                       attempt=attempt, parent_commit=champ.commit, agent=self.agent.name,
                       description=proposal.description, hypothesis=proposal.hypothesis, started_at=started,
@@ -376,7 +384,8 @@ class Engine:
             number = self._start_row(**fields)
             editpolicy.restore(self.git, base, before)
             self.ledger.finish(number, bad_status, reason=verdict.reason)
-            self.notes.append(f"experiment {number} was {bad_status} and undone: {verdict.reason}")
+            if bad_status != Status.AGENT_ERROR:    # an agent failure is no news for the agent's next brief
+                self.notes.append(f"experiment {number} was {bad_status} and undone: {verdict.reason}")
             row = self.ledger.get(number)
             self.agent.observe(number, bad_status, None, proposal.meta)
             self.reporter(ev.ExperimentFinished(row))
@@ -389,7 +398,10 @@ class Engine:
                                     f"experiment {number} (running): {proposal.description}\n")
         self.git.update_ref(archive_ref(number), candidate)
         self.ledger.update(number, candidate_commit=candidate)
-        trial = self._trial(number, seed=self.config.run.seed, curves=abort_mod.champion_curves(self.config, champ))
+        trial = self._trial(number, seed=self.config.run.seed, smoke=True) if self.config.smoke.enabled else None
+        if trial is None or trial.status == "ok":     # a smoke-test crash is the trial's result: no fold runs
+            trial = self._trial(number, seed=self.config.run.seed,
+                                curves=abort_mod.champion_curves(self.config, champ))
         row = self._decide_and_record(number, trial, champ, base, candidate, proposal, phase, changed)
         return row, trial
 
@@ -404,15 +416,19 @@ class Engine:
                         meta={**row.meta, "rerun_of": row.number})
 
     # --- pieces ------------------------------------------------------------------------------------
-    def _trial(self, number: int, *, seed: int, label: str = "", mode: str = "fold", curves=None) -> TrialResult:
-        """Run a trial for ledger row ``number`` (``curves``: the champion's, for the abort rule). Ctrl-C
-        (after the runner has killed every child) records the row as interrupted, puts the tree back at
-        the base, and is raised again."""
+    def _trial(self, number: int, *, seed: int, label: str = "", mode: str = "fold", curves=None,
+               smoke: bool = False) -> TrialResult:
+        """Run a trial for ledger row ``number`` (``curves``: the champion's, for the abort rule; with
+        ``smoke``, only its smoke test). Ctrl-C (after the runner has killed every child) records the row as
+        interrupted, puts the tree back at the base, and is raised again."""
         run_dir = self.config.state_dir / "runs" / (f"{number:04d}{label}")
         try:
-            trial = run_trial(self.config, run_dir, seed=seed, mode=mode, sandbox=self.sandbox, executor=self.executor,
-                              on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)),
-                              champion_curves=curves)
+            if smoke:
+                trial = smoke_trial(self.config, run_dir, seed=seed, sandbox=self.sandbox, executor=self.executor)
+            else:
+                trial = run_trial(self.config, run_dir, seed=seed, mode=mode, sandbox=self.sandbox,
+                                  executor=self.executor, on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)),
+                                  champion_curves=curves)
         except KeyboardInterrupt:
             trial = TrialResult("interrupted", "interrupted by Ctrl-C")
         else:
@@ -623,13 +639,26 @@ class Engine:
         agent_name = agent_name or (self.agent.name if self.agent is not None else "")
         champ = self.champion()
         noise = self.noise()
-        rows = [r for r in self.ledger.rows(tag=self.tag, kinds=("baseline", "experiment"))]
+        rows = [r for r in self.ledger.rows(tag=self.tag, kinds=("baseline", "experiment"))
+                if r.status != Status.AGENT_ERROR]
         history = [HistoryRow(r.number, r.status, r.description or "", r.metric_mean, r.metric_std, r.delta,
                               r.reason or "") for r in rows]
         pad = cfg.root / cfg.task.scratchpad
-        past_meta = [r.meta for r in self.finished() if agent_name and r.agent == agent_name]
-        notes = [*self.notes, *(f"a note from the researcher: {n['text']}" for n in self.pending_notes())]
-        return Brief(experiment=self.ledger.next_number(), task=cfg.task.name, metric_name=cfg.metric.name,
+        finished = self.finished()
+        past_meta = [r.meta for r in finished if agent_name and r.agent == agent_name]
+        notes = list(self.notes)
+        if attempt == 1 and current_phase(self.program, [r.status for r in finished])[1] == 0:
+            notes.append(f"this experiment opens phase {phase.label}: first write a ranked plan of hypotheses "
+                         f"for this phase into {cfg.task.scratchpad} (under '## Plan: phase {phase.number}'), "
+                         f"then make the first change of that plan")
+        notes += [f"a note from the researcher: {n['text']}" for n in self.pending_notes()]
+        champion_run = runfacts.summarize(cfg, champ) if champ else None
+        recent = [runfacts.summarize(cfg, r) for r in finished[-RECENT_RUNS:][::-1]
+                  if champ is None or r.number != champ.number]
+        limits = runfacts.limits(cfg, tasks.for_config(cfg).brief_facts(cfg), champion_run)
+        # With no champion, the loop runs the baseline (taking the next number) before the agent's first turn.
+        number = self.ledger.next_number() + (1 if champ is None else 0)
+        return Brief(experiment=number, task=cfg.task.name, metric_name=cfg.metric.name,
                      direction=cfg.metric.direction, phase_title=phase.label, phase_text=phase.text,
                      program_rules=self.program.preamble, scratchpad=pad.read_text(encoding="utf-8") if pad.is_file() else "",
                      editable=list(dict.fromkeys([*cfg.task.editable, cfg.task.scratchpad])),
@@ -637,7 +666,8 @@ class Engine:
                      champion_std=champ.metric_std if champ else None,
                      noise_sigma=noise.sigma if noise else None, history=history,
                      multi_change=phase.multi_change, failure=failure, attempt=attempt, notes=notes,
-                     past_meta=past_meta)
+                     past_meta=past_meta, limits=limits, champion_run=champion_run, recent_runs=recent,
+                     baseline_pending=champ is None, folds=cfg.run.folds)
 
 
 def _read(path: Path) -> str | None:

@@ -93,6 +93,8 @@ def verify(config: Config) -> dict[str, str]:
         raise UserError(
             "fixed files changed since they were fingerprinted: " + ", ".join(diff[:8])
             + (f" and {len(diff) - 8} more" if len(diff) > 8 else ""),
-            hint="restore them (git checkout -- <file>), or if you changed them on purpose, "
-                 "run `autoresearch rehash` to accept the new versions (results before and after are not comparable)")
+            hint="restore them (git checkout -- <file>), or if you changed them on purpose, commit the change "
+                 "(`git commit -am \"...\"`: the loop starts from the committed tree and refuses uncommitted changes "
+                 "to fixed files) and run `autoresearch rehash` to accept the new versions (results before and "
+                 "after are not comparable)")
     return now

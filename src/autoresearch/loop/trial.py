@@ -7,10 +7,17 @@ the machine and starved it: see ``runner/load.py``; not the candidate's verdict)
 progress lines showed a doomed run: see ``runner/curves.py``), or ``interrupted`` (Ctrl-C, after the
 children are dead and the partial result is returned). The first fold that does not end ``ok`` ends the
 trial: the later folds are not run.
+
+``smoke_trial`` runs before the folds: the candidate once, as fold 0 in the same sandbox, told
+``AUTORESEARCH_SMOKE=1`` and ``AUTORESEARCH_SMOKE_STEPS=N`` (a task that honours them loads a small slice and
+stops after N steps), under a short deadline. A crash there is the candidate's crash, found in seconds
+instead of after a fold's time; a run still alive at the deadline got past start-up and passes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import statistics
@@ -46,6 +53,7 @@ class TrialResult:
     status: str                      # ok | crash | timeout | contention | aborted | interrupted
     reason: str
     folds: list[FoldResult] = field(default_factory=list)
+    smoke: RunOutcome | None = None  # the smoke test's run, when it stopped the trial before any fold
 
     @property
     def values(self) -> list[float]:
@@ -85,8 +93,10 @@ class TrialResult:
         return dict(folds_json=[nan_to_none(v) for v in self.values], metrics_json=self.metrics,
                     metric_mean=nan_to_none(self.mean), metric_std=nan_to_none(self.std),
                     train_seconds=self.train_seconds, score_seconds=self.score_seconds,
-                    peak_memory_gb=self.peak_memory_gb, decision_json={"runs": self.runs},
-                    log_path=str(self.folds[-1].outcome.spec.log_path) if self.folds else None)
+                    peak_memory_gb=max(self.peak_memory_gb, self.smoke.peak_rss_gb if self.smoke else 0.0),
+                    decision_json={"runs": self.runs},
+                    log_path=str(self.folds[-1].outcome.spec.log_path) if self.folds
+                    else str(self.smoke.spec.log_path) if self.smoke else None)
 
     @property
     def runs(self) -> list[dict]:
@@ -99,6 +109,8 @@ class TrialResult:
         return out
 
     def log_tail(self, lines: int = 40) -> str:
+        if self.smoke is not None and not self.folds:
+            return tail(self.smoke.spec.log_path, lines)
         for f in reversed(self.folds):
             if f.outcome.kind != ExitKind.OK or not math.isfinite(f.score.value):
                 return tail(f.outcome.spec.log_path, lines)
@@ -139,6 +151,64 @@ def fold_specs(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", 
                                     grace_s=config.run.grace_s, memory_gb=config.run.memory_gb, sandbox=sandbox,
                                     readonly=plan.readonly, hidden=plan.hidden, abort=rule)))
     return specs
+
+
+SMOKE_LABEL = "smoke test"
+
+
+def smoke_spec(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True, steps: int | None = None,
+               name: str = "smoke") -> RunSpec:
+    """Fold 0's run with the smoke variables, its own output folder and log, and the smoke deadline."""
+    fold, spec = fold_specs(config, run_dir, seed=seed, sandbox=sandbox)[0]
+    env = {**spec.env, "AUTORESEARCH_SMOKE": "1",
+           "AUTORESEARCH_SMOKE_STEPS": str(steps if steps is not None else config.smoke.steps)}
+    out_dir = run_dir / name
+    env["AUTORESEARCH_OUT"] = env["HOME"] = str(out_dir)
+    return dataclasses.replace(spec, name=name, env=env, out_dir=out_dir, log_path=run_dir / f"{name}.log",
+                               timeout_s=config.smoke.deadline(config.run), grace_s=min(spec.grace_s, 2.0))
+
+
+def smoke_passed(outcome: RunOutcome, config: Config) -> tuple[str, str]:
+    """(status, reason) of a smoke run: ``ok`` when it exited 0 or was still alive at its deadline."""
+    if outcome.kind in (ExitKind.OK, ExitKind.TIMEOUT):
+        return "ok", ""
+    status, reason = _status(outcome, Score(math.nan, {}, ""), config)
+    return status, reason if status == "interrupted" else f"{SMOKE_LABEL}: {reason}"
+
+
+def smoke_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True,
+                executor: Executor | None = None) -> TrialResult:
+    """The smoke test before a candidate's folds: ``ok`` (go on with ``run_trial``), or the crash (or
+    interruption) that ends the trial with no fold run. Nothing is scored."""
+    executor = executor or LocalExecutor()
+    spec = smoke_spec(config, run_dir, seed=seed, sandbox=sandbox)
+    outcome = executor.run([spec])[0]
+    status, reason = smoke_passed(outcome, config)
+    return TrialResult(status, reason, smoke=outcome)
+
+
+CHECK_MAX_STEPS = 50
+
+
+def check_run(config: Config, run_dir: Path, steps: int, *, seed: int, sandbox: bool = True,
+              executor: Executor | None = None, lines: int = 40) -> str:
+    """An agent's ``check_run`` tool: the working tree as it is now, run like a smoke test with ``steps``
+    steps (at most ``CHECK_MAX_STEPS``), in the same sandbox; the verdict and the log tail as text.
+    Nothing is scored or recorded: the metric stays the tool's, measured on the folds after ``finish``."""
+    steps = max(1, min(int(steps), CHECK_MAX_STEPS))
+    executor = executor or LocalExecutor()
+    spec = smoke_spec(config, run_dir, seed=seed, sandbox=sandbox, steps=steps, name="check")
+    outcome = executor.run([spec])[0]
+    status, reason = smoke_passed(outcome, config)
+    if outcome.kind == ExitKind.TIMEOUT:
+        verdict = (f"still running at the {spec.timeout_s:.0f} s smoke deadline (it got past start-up; "
+                   f"a script that ignores AUTORESEARCH_SMOKE_STEPS runs until then): passed")
+    elif status == "ok":
+        verdict = f"passed: exit 0 after {outcome.seconds:.1f} s"
+    else:
+        verdict = f"FAILED after {outcome.seconds:.1f} s: {reason.removeprefix(SMOKE_LABEL + ': ')}"
+    return (f"check_run ({steps} step{'s' * (steps != 1)} on a small slice of the data, in the sandbox; "
+            f"not scored): {verdict}\n--- log tail ---\n{tail(spec.log_path, lines) or '(the run printed nothing)'}")
 
 
 def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", sandbox: bool = True,

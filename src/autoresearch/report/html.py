@@ -127,7 +127,7 @@ def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
     elif base is not None:
         cards.append(_card(f"{e(metric_name)}: baseline", _pm(base)))
     counts = Counter(r.status for r in rows if r.kind == "experiment")
-    order = ("keep", "discard", "crash", "timeout", ABORTED, "invalid", "stale", "interrupted", CONTENTION, "running")
+    order = ("keep", "discard", "crash", "timeout", ABORTED, "invalid", "stale", "interrupted", CONTENTION, "agent_error", "running")
     cards.append(_card(f"{sum(counts.values())} experiments",
                        ", ".join(f"{counts[s]} {s}" for s in order if counts[s]) or "none yet"))
     other = Counter(r.kind for r in rows if r.kind in ("confirm", "noise"))

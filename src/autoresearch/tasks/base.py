@@ -107,6 +107,11 @@ class Task:
             raise UserError(f"{config.path}: [metric] direction = {config.metric.direction!r} but "
                             f"{config.metric.name} should be {wanted}d", hint=f"set direction = \"{wanted}\"")
 
+    def brief_facts(self, config: Config) -> list[str]:
+        """Lines for the brief's "numbers that bound a change" that only the task knows (data sizes,
+        what a random model scores), one fact a line; none for a generic script."""
+        return []
+
     def agent_denied(self, config: Config) -> list[Path]:
         """Paths no agent may read: the tool's state (ledger, keys, run outputs) and the raw data the
         prepared sets were made from, wherever it lives (it pairs every image with its caption)."""

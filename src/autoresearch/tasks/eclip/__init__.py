@@ -249,6 +249,28 @@ class EclipTask(Task):
                 f"images, {len(chunks)} folds of {'/'.join(str(c) for c in chunks)}, "
                 f"vocabulary {prep.get('vocab_size', '?')}")
 
+    def brief_facts(self, config: Config) -> list[str]:
+        """Gallery sizes and chance level per fold, from the prepared data's meta.json."""
+        try:
+            meta = json.loads((config.state_dir / "prepared" / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ["Data: not prepared yet (`autoresearch data prepare`)."]
+        counts = meta.get("counts") or {}
+        chunks = [int(c) for c in counts.get("chunks") or [] if isinstance(c, int)]
+        if not chunks:
+            return []
+        pooled = sum(chunks)
+        galleries = "/".join(str(c) for c in chunks)
+        random_rank = "/".join(f"{(c - 1) / 2:g}" for c in chunks)
+        lines = [f"Data: {pooled} image-caption pairs ({meta.get('source', '?')}), {meta.get('image_size', '?')} px "
+                 f"images, captions of up to {meta.get('caption_len', '?')} tokens, a vocabulary of "
+                 f"{meta.get('vocab_size', '?')}; fold k trains on the other {len(chunks) - 1} chunks "
+                 f"({pooled - chunks[0]} pairs for fold 0).",
+                 f"Gallery: fold k is scored on its held-out chunk of {galleries} images and as many captions; "
+                 f"a random ranking scores mean rank about {random_rank} ((n - 1) / 2, 0-indexed) and R@1 about "
+                 f"{100 / max(chunks):.2g}%; a perfect one scores mean rank 0."]
+        return lines
+
     def plan(self, config: Config, *, fold: int | None, mode: str, seed: int, out_dir: Path) -> RunPlan:
         prepared = config.state_dir / "prepared"
         secret = config.state_dir / "secret"

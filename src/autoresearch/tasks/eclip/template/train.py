@@ -555,7 +555,7 @@ def main():
     model.train()
     t_train = time.time()
     setup_seconds = t_train - t_start
-    for step, draw in enumerate(steps):
+    for step, draw in enumerate(steps[:run.steps(STEPS)]):   # fewer only in the tool's smoke test
         with autocast():
             image_emb = model.encode_image(image_batch(images[draw.idx], device))
             text_emb = model.encode_text(captions[draw.idx, :draw.caption_len])

@@ -13,6 +13,9 @@ Environment (set by the runner):
   AUTORESEARCH_QUERIES  the query set to embed
   AUTORESEARCH_OUT      the output folder, the only place a run may write
   AUTORESEARCH_CPUS     optional: CPU threads the run is given (default: the CPUs it may run on)
+  AUTORESEARCH_SMOKE    "1" for the tool's smoke test: a small slice of the data (the first training chunk,
+                        SMOKE_ITEMS items and queries) so that the whole run takes seconds
+  AUTORESEARCH_SMOKE_STEPS  the smoke test's step count: ``run.steps(STEPS)`` caps the training loop
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 FORMAT = 1
 CHUNK_KEYS = ("images", "heatmaps", "captions", "phrases", "phrase_item")
 QUERY_KEYS = ("images", "image_ids", "captions", "caption_ids")
+SMOKE_ITEMS = 256          # training items and queries of a smoke test: more than any sensible batch
 
 
 class RunSetupError(SystemExit):
@@ -79,10 +83,19 @@ class Run:
     fold: int | None
     data_dir: Path
     cpus: int = 1              # threads for torch.set_num_threads: the cores this run is given
+    max_steps: int | None = None   # the smoke test's cap on training steps (None: a real run)
 
     @property
     def vocab_path(self) -> Path:
         return self.data_dir / "vocab.txt"
+
+    @property
+    def smoke(self) -> bool:
+        return self.max_steps is not None
+
+    def steps(self, steps: int) -> int:
+        """The number of training steps to run: ``steps``, or fewer in the tool's smoke test."""
+        return steps if self.max_steps is None else min(steps, self.max_steps)
 
 
 def _env(name: str) -> str:
@@ -123,11 +136,11 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _load_pt(path: Path, keys: tuple[str, ...], what: str) -> dict[str, Any]:
+def _load_pt(path: Path, keys: tuple[str, ...], what: str, mmap: bool = False) -> dict[str, Any]:
     if not path.is_file():
         raise RunSetupError(f"{what} {path} does not exist; re-run `autoresearch data prepare`")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+    try:   # mmap (smoke test): only the pages of the slice taken are read
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # a torn or foreign file: say which one
         raise RunSetupError(f"{what} {path} cannot be read ({exc}); re-run `autoresearch data prepare`") from None
     missing = [k for k in keys if not isinstance(data, dict) or k not in data]
@@ -155,13 +168,16 @@ def _check_images(t: torch.Tensor, channels: int, size: int, where: str) -> None
                             f"got {t.dtype} {list(t.shape)}; re-run `autoresearch data prepare`")
 
 
-def load_train(paths: list[Path], meta: dict[str, Any]) -> TrainData:
-    """Load and concatenate training chunks, shifting ``phrase_item`` to index the concatenation."""
+def load_train(paths: list[Path], meta: dict[str, Any], limit: int | None = None) -> TrainData:
+    """Load and concatenate training chunks, shifting ``phrase_item`` to index the concatenation;
+    ``limit`` (smoke test) keeps the first items of the first chunk only."""
     size = int(meta["image_size"])
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in CHUNK_KEYS}
     offset = 0
-    for path in paths:
-        chunk = _load_pt(path, CHUNK_KEYS, "training chunk")
+    for path in paths[:1] if limit else paths:
+        chunk = _load_pt(path, CHUNK_KEYS, "training chunk", mmap=bool(limit))
+        if limit:
+            chunk = _first_items(chunk, limit)
         n = int(chunk["images"].shape[0])
         _check_images(chunk["images"], 3, size, str(path))
         _check_images(chunk["heatmaps"], 1, size, str(path))
@@ -179,8 +195,19 @@ def load_train(paths: list[Path], meta: dict[str, Any]) -> TrainData:
     return TrainData(**{k: torch.cat(v) for k, v in parts.items()})
 
 
-def load_queries(path: Path, meta: dict[str, Any]) -> Queries:
-    q = _load_pt(path, QUERY_KEYS, "query set")
+def _first_items(chunk: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first ``n`` items of a chunk with their phrases (copied out of the memory map)."""
+    keep = chunk["phrase_item"].long() < n
+    return {"images": chunk["images"][:n].clone(), "heatmaps": chunk["heatmaps"][:n].clone(),
+            "captions": chunk["captions"][:n].clone(), "phrases": chunk["phrases"][keep].clone(),
+            "phrase_item": chunk["phrase_item"][keep].clone()}
+
+
+def load_queries(path: Path, meta: dict[str, Any], limit: int | None = None) -> Queries:
+    q = _load_pt(path, QUERY_KEYS, "query set", mmap=bool(limit))
+    if limit:
+        q = {"images": q["images"][:limit].clone(), "image_ids": list(q["image_ids"])[:limit],
+             "captions": q["captions"][:limit].clone(), "caption_ids": list(q["caption_ids"])[:limit]}
     _check_images(q["images"], 3, int(meta["image_size"]), str(path))
     if len(q["image_ids"]) != q["images"].shape[0] or len(q["caption_ids"]) != q["captions"].shape[0]:
         raise RunSetupError(f"{path}: ids and tensors differ in length")
@@ -201,8 +228,10 @@ def load_run() -> Run:
     if not out_dir.is_dir():
         raise RunSetupError(f"AUTORESEARCH_OUT {out_dir} is not a folder")
     meta = load_meta(data_dir)
-    return Run(load_train(train_paths, meta), load_queries(queries_path, meta), meta, seed, out_dir, mode,
-               fold, data_dir, usable_cpus())
+    max_steps = _int_env("AUTORESEARCH_SMOKE_STEPS") if os.environ.get("AUTORESEARCH_SMOKE") == "1" else None
+    limit = SMOKE_ITEMS if max_steps is not None else None
+    return Run(load_train(train_paths, meta, limit), load_queries(queries_path, meta, limit), meta, seed, out_dir,
+               mode, fold, data_dir, usable_cpus(), max_steps)
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -1,0 +1,133 @@
+"""What a researcher looks at after a run, gathered for the brief: per-fold metrics, the loss and
+temperature curve at a few checkpoints, time, speed and memory, and the numbers that bound a change.
+
+Read from what the tool itself keeps: the ledger row, each fold's ``facts.json`` (written by the run) and
+its log, where a training script prints progress lines such as
+``step   50/400  loss 3.2154  temperature 14.210 ...`` (the eCLIP template's, nanoGPT's and many others').
+Only the tool reads these files here; agents read them through ``agents.runview``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from autoresearch.agents.brief import CurvePoint, FoldSummary, RunSummary
+from autoresearch.config import Config
+from autoresearch.loop.ledger import Experiment
+
+_NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|nan|inf))"
+_STEP = re.compile(rf"\bstep\s+(\d+)\s*/\s*(\d+)\b.*?\bloss\s*[:=]?\s*{_NUMBER}", re.IGNORECASE)
+_TEMPERATURE = re.compile(rf"\b(?:temperature|temp|logit_scale)\s*[:=]?\s*{_NUMBER}", re.IGNORECASE)
+MAX_FACTS_BYTES = 200_000     # a facts.json larger than this is not read (the run wrote it, not the tool)
+CHECKPOINTS = 5
+
+
+def parse_curve(text: str) -> list[CurvePoint]:
+    """Every ``step N/M ... loss X [temperature T]`` line of a log, in order."""
+    points = []
+    for line in text.splitlines():
+        m = _STEP.search(line)
+        if not m:
+            continue
+        t = _TEMPERATURE.search(line[m.end():])
+        points.append(CurvePoint(int(m.group(1)), int(m.group(2)), float(m.group(3)),
+                                 float(t.group(1)) if t else None))
+    return points
+
+
+def checkpoints(points: list[CurvePoint], k: int = CHECKPOINTS) -> list[CurvePoint]:
+    """About ``k`` points spread over the curve, the first and the last included."""
+    if len(points) <= k:
+        return list(points)
+    picks = sorted({round(i * (len(points) - 1) / (k - 1)) for i in range(k)})
+    return [points[i] for i in picks]
+
+
+def read_facts(path: Path) -> dict:
+    """A run's facts.json, or {} when it is missing, too large, a symlink or not a JSON object."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_FACTS_BYTES:
+            return {}
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def summarize(config: Config, row: Experiment, metric_keys: int = 4) -> RunSummary:
+    """One experiment as the brief shows it. Folds are found in ``.autoresearch/runs/<n>/``; a row whose
+    runs were never made (an invalid edit) has no folds."""
+    run_dir = config.state_dir / "runs" / f"{row.number:04d}"
+    values = row.folds
+    metrics = row.metrics if isinstance(row.metrics, list) else []
+    folds = []
+    for i, value in enumerate(values):
+        name = f"fold{i}"
+        facts = read_facts(run_dir / name / "facts.json")
+        others = metrics[i] if i < len(metrics) and isinstance(metrics[i], dict) else {}
+        shown = {k: v for k, v in others.items() if k != config.metric.name and _number(v) is not None}
+        steps, train_s = _number(facts.get("steps")), _number(facts.get("train_seconds"))
+        folds.append(FoldSummary(
+            fold=i, value=None if math.isnan(value) else value,
+            metrics=dict(list(shown.items())[:metric_keys]),
+            seconds=_number(facts.get("seconds")), peak_memory_gb=_number(facts.get("peak_memory_gb")),
+            steps=int(steps) if steps is not None else None,
+            steps_per_s=steps / train_s if steps and train_s else None,
+            final_loss=_number(facts.get("final_loss")), final_temperature=_number(facts.get("final_temperature"))))
+    log = run_dir / "fold0.log"
+    if not log.is_file() and row.log_path:
+        log = Path(row.log_path)
+    curve = checkpoints(parse_curve(_read_log(log))) if log.is_file() else []
+    return RunSummary(number=row.number, status=row.status or "", description=row.description or "",
+                      metric=row.metric_mean, std=row.metric_std, folds=folds, curve=curve,
+                      train_seconds=row.train_seconds, peak_memory_gb=row.peak_memory_gb,
+                      reason=row.reason or "")
+
+
+def limits(config: Config, task_facts: list[str], champion: RunSummary | None) -> list[str]:
+    """The numbers that bound a change, one line each."""
+    run = config.run
+    out = [f"Time: each fold is expected to take about {run.time_budget_s:g} s ([run] time_budget_s) and is "
+           f"killed at {run.timeout_s:g} s ([run] timeout_s), which fails the experiment; "
+           f"{run.folds} fold{'s' * (run.folds != 1)} per experiment."]
+    out.append(f"Memory: a fold is killed above {run.memory_gb:g} GB ([run] memory_gb)." if run.memory_gb
+               else "Memory: no ceiling is set ([run] memory_gb = 0).")
+    if config.smoke.enabled:
+        out.append(f"Smoke test: before its folds a candidate runs {config.smoke.steps} steps on a small slice "
+                   f"(deadline {config.smoke.deadline(run):g} s); a crash there costs seconds and comes back to "
+                   f"you as a fix attempt.")
+    out += task_facts
+    if champion is not None:
+        speed = [f.steps_per_s for f in champion.folds if f.steps_per_s]
+        seconds = [f.seconds for f in champion.folds if f.seconds]
+        steps = [f.steps for f in champion.folds if f.steps]
+        if speed:
+            rate = sum(speed) / len(speed)
+            out.append(f"Champion speed: {rate:.3g} training steps/s ({steps[0] if steps else '?'} steps; "
+                       f"{sum(seconds) / max(1, len(seconds)):.0f} s a fold with loading and embedding), so the "
+                       f"{run.time_budget_s:g} s budget holds at most about {int(rate * run.time_budget_s)} steps "
+                       f"at this speed.")
+        elif champion.train_seconds:
+            per_fold = champion.train_seconds / max(1, len(champion.folds))
+            line = f"Champion time: {per_fold:.0f} s a fold"
+            if champion.curve and per_fold > 0:    # no facts.json: the log's last step over the whole run
+                line += (f", about {champion.curve[-1].step / per_fold:.3g} steps/s counting start-up "
+                         f"(step {champion.curve[-1].step} of {champion.curve[-1].total} in its log)")
+            out.append(line + ".")
+        if champion.peak_memory_gb:
+            out.append(f"Champion peak memory: {champion.peak_memory_gb:.2f} GB.")
+    return out
