@@ -1,33 +1,26 @@
-"""Training curves from the lines a run prints: ``step 50/400  loss 3.12  lr 1.00e-04`` becomes
-``{"step": 50, "total": 400, "loss": 3.12, "lr": 0.0001}``. One parser for everything that reads curves
-(the dashboard, the early-abort rule, the brief)."""
+"""Training curves for display: ``step 50/400  loss 3.12  lr 1.00e-04`` becomes ``{"step": 50, "total": 400,
+"loss": 3.12, "lr": 0.0001}``. The line parser is the runner's (``runner.curves.parse_progress``, which the
+early-abort rule uses); this module only shapes its points for JSON, leaving out NaN and infinite values."""
 
 from __future__ import annotations
 
-import re as _re
+import math
 
-_STEP_LINE = _re.compile(r"\bstep\s+(\d+)\s*/\s*(\d+)", _re.IGNORECASE)
-# "loss 3.12", "loss=3.12", "loss: 3.12", "elapsed 12.3s": a name, then a number (a trailing s or % unit)
-_NAMED_VALUE = _re.compile(r"([A-Za-z_][\w.\-]*?)(?:\s*[:=]\s*|\s+)"
-                           r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:s|%)?(?![\w.])")
+from autoresearch.runner.curves import parse_progress
+
 MAX_CURVE_POINTS = 400        # per log: enough for a plot, small enough to send every second
 
 
 def parse_curve_line(line: str) -> dict | None:
-    """One training line as a point: ``step 50/400  loss 3.12  lr 1.00e-04`` -> ``{"step": 50,
-    "total": 400, "loss": 3.12, "lr": 0.0001}``; None for a line without ``step N/M``. The runner's own
-    lines (starting with ``# ``) are not the training's and are skipped."""
+    """One training line as a point, or None for a line without ``step N/M``. The runner's own lines
+    (starting with ``# ``) are not the training's and are skipped."""
     if line.startswith("# "):
         return None
-    found = _STEP_LINE.search(line)
-    if not found:
+    point = parse_progress(line)
+    if point is None:
         return None
-    point: dict = {"step": int(found.group(1)), "total": int(found.group(2))}
-    for name, value in _NAMED_VALUE.findall(line[found.end():]):
-        number = float(value)
-        if name.lower() != "step" and number == number and abs(number) != float("inf"):
-            point.setdefault(name, number)
-    return point
+    return {"step": point.step, "total": point.total,
+            **{k: v for k, v in point.values.items() if math.isfinite(v)}}
 
 
 def parse_curve(text: str, max_points: int = MAX_CURVE_POINTS) -> list[dict]:
