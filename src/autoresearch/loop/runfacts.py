@@ -9,32 +9,29 @@ Only the tool reads these files here; agents read them through ``agents.runview`
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
 
 from autoresearch.agents.brief import CurvePoint, FoldSummary, RunSummary
 from autoresearch.config import Config
 from autoresearch.loop.ledger import Experiment
+from autoresearch.runner.curves import parse_progress
+from autoresearch.scoring import facts as scoring_facts
 
-_NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|nan|inf))"
-_STEP = re.compile(rf"\bstep\s+(\d+)\s*/\s*(\d+)\b.*?\bloss\s*[:=]?\s*{_NUMBER}", re.IGNORECASE)
-_TEMPERATURE = re.compile(rf"\b(?:temperature|temp|logit_scale)\s*[:=]?\s*{_NUMBER}", re.IGNORECASE)
-MAX_FACTS_BYTES = 200_000     # a facts.json larger than this is not read (the run wrote it, not the tool)
 CHECKPOINTS = 5
 
 
 def parse_curve(text: str) -> list[CurvePoint]:
-    """Every ``step N/M ... loss X [temperature T]`` line of a log, in order."""
+    """Every progress line of a log that carries a loss (``step N/M ... loss X [temperature T]``), in order;
+    the line parser is the runner's (``runner.curves.parse_progress``), the one the abort rule reads."""
     points = []
     for line in text.splitlines():
-        m = _STEP.search(line)
-        if not m:
+        point = parse_progress(line) if not line.startswith("# ") else None
+        if point is None or "loss" not in point.values:
             continue
-        t = _TEMPERATURE.search(line[m.end():])
-        points.append(CurvePoint(int(m.group(1)), int(m.group(2)), float(m.group(3)),
-                                 float(t.group(1)) if t else None))
+        temperature = next((point.values[k] for k in ("temperature", "temp", "logit_scale") if k in point.values),
+                           None)
+        points.append(CurvePoint(point.step, point.total, point.values["loss"], temperature))
     return points
 
 
@@ -47,14 +44,9 @@ def checkpoints(points: list[CurvePoint], k: int = CHECKPOINTS) -> list[CurvePoi
 
 
 def read_facts(path: Path) -> dict:
-    """A run's facts.json, or {} when it is missing, too large, a symlink or not a JSON object."""
-    try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_FACTS_BYTES:
-            return {}
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    """A run's facts.json through the scorer's validating reader (no links, capped, numbers only); {} when
+    it is missing or unusable."""
+    return scoring_facts.read_facts(path.parent)[0]
 
 
 def _read_log(path: Path) -> str:
