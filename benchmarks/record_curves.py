@@ -2,6 +2,7 @@
 
     python benchmarks/record_curves.py DIR [--n 1200] [--name SESSION]      # create, run, export
     python benchmarks/record_curves.py DIR --export-only [--name SESSION]   # export a repository already run
+    python benchmarks/record_curves.py DIR --doomed [--name SESSION]        # doomed candidates (see below)
 
 Creates an eCLIP research repository (``autoresearch init eclip DIR --n N``, synthetic data, cpu preset),
 sets one fold, a 1200 s deadline (so that a busy machine does not cut a curve short) and the greedy rule,
@@ -10,6 +11,11 @@ top of the champion of its time, kept or discarded by the loop itself). The expo
 log to ``benchmarks/data/curves/SESSION/NNNN.log`` and writes ``runs.json``: for every row its number,
 description, status, metric, seconds and the number of the champion it was compared against.
 Takes about 13 runs of 30-60 s on two idle cores; much longer on a shared machine.
+
+The queue holds no candidate that diverges on the cpu preset, so ``--doomed`` adds some (``DOOMED``):
+in a copy of a recorded repository, each is applied to the baseline's train.py and run once with
+``autoresearch trial``; the export labels it by the greedy rule against the baseline's metric (``discard``
+when worse), with the baseline as its champion.
 """
 
 from __future__ import annotations
@@ -48,6 +54,43 @@ def create_and_run(repo: Path, n: int) -> None:
     _cli("run", "--agent", "replay", "--tag", "curves", cwd=repo)
 
 
+DOOMED = {"LR 3e-4 -> 1e-2": {"LR": 1e-2}, "LR 3e-4 -> 1.0": {"LR": 1.0}}
+
+
+def record_doomed(repo: Path, name: str) -> Path:
+    """Run each of ``DOOMED`` on the baseline of an already recorded repository; export them with it."""
+    from autoresearch.agents.constants import set_constants
+
+    ledger = Ledger.for_repo(repo, create=False)
+    base = ledger.rows(tag="curves", kinds=("baseline",))[0]
+    ledger.close()
+    work = repo.parent / f"{repo.name}-doomed"
+    if not work.exists():
+        shutil.copytree(repo, work, symlinks=True)
+    baseline_py = subprocess.run(["git", "show", f"{base.commit}:train.py"], cwd=work, check=True,
+                                 capture_output=True, text=True).stdout
+    dest = OUT / name
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(repo / ".autoresearch" / "runs" / f"{base.number:04d}" / "fold0.log", dest / "0000.log")
+    manifest = [{"number": 0, "kind": "baseline", "description": "baseline", "status": "keep",
+                 "metric": base.metric_mean, "seconds": base.train_seconds, "champion": None}]
+    for number, (description, values) in enumerate(DOOMED.items(), start=1):
+        (work / "train.py").write_text(set_constants(baseline_py, values), encoding="utf-8")
+        runs = work / ".autoresearch" / "runs"
+        before = set(runs.iterdir())
+        done = subprocess.run([sys.executable, "-m", "autoresearch", "trial"], cwd=work, capture_output=True, text=True)
+        print(done.stdout[-600:])
+        run_dir = next(iter(set(runs.iterdir()) - before))
+        shutil.copyfile(run_dir / "fold0.log", dest / f"{number:04d}.log")
+        found = re.search(r"mean_rank: ([0-9.]+)", done.stdout)
+        metric = float(found.group(1)) if found else None
+        status = "discard" if metric is None or metric >= base.metric_mean else "keep"
+        manifest.append({"number": number, "kind": "experiment", "description": description, "status": status,
+                         "metric": metric, "seconds": None, "champion": 0})
+    (dest / "runs.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return dest
+
+
 def export(repo: Path, name: str) -> Path:
     ledger = Ledger.for_repo(repo, create=False)
     rows = ledger.rows(tag="curves", kinds=("baseline", "experiment"))
@@ -74,7 +117,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1200)
     ap.add_argument("--name", default="")
     ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--doomed", action="store_true", help="run the DOOMED candidates on a recorded repository")
     args = ap.parse_args()
+    if args.doomed:
+        print(f"exported to {record_doomed(args.repo, args.name or args.repo.name + '-doomed')}")
+        return
     if not args.export_only:
         create_and_run(args.repo, args.n)
     print(f"exported to {export(args.repo, args.name or args.repo.name)}")
