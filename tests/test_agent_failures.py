@@ -4,6 +4,8 @@ phase budget is used; and a user's uncommitted edit of a fixed file is never wip
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 
 from autoresearch import config as config_mod
@@ -17,6 +19,7 @@ GOOD = [[("replace_in_file", {"path": "train.py", "old": "LR = 0.01  #", "new": 
         [("finish", {"description": "LR 1e-2 -> 1e-3", "hypothesis": "the toy optimum is lower"})]]
 
 
+@pytest.mark.slow
 def test_an_agent_failure_is_asked_again_as_the_same_experiment(tmp_path):
     root = toy_repo(tmp_path / "toy")
     briefs: list[str] = []

@@ -152,6 +152,7 @@ def openai_run(tmp_path_factory):
     return root, model, server, result, report
 
 
+@pytest.mark.slow
 def test_openai_agent_keeps_discards_and_fixes_a_crash(openai_run):
     root, model, server, result, _ = openai_run
     assert result.exit_code == 0, result.output
@@ -262,6 +263,7 @@ def test_max_cost_stops_the_loop_cleanly(tmp_path):
         assert OPENAI_KEY.encode() not in data, name
 
 
+@pytest.mark.slow
 def test_anthropic_agent_through_the_loop(tmp_path):
     root = toy_repo(tmp_path / "toy")
 

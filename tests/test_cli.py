@@ -106,6 +106,7 @@ def test_data_synth_writes_the_ukiyoe_layout(tmp_path):
     assert len(list((tmp_path / "d" / "images").iterdir())) == 20
 
 
+@pytest.mark.slow
 def test_init_toy_then_run_completes_a_short_loop(tmp_path):
     target = tmp_path / "toy"
     result = runner.invoke(app, ["init", "toy", str(target)])

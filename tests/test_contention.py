@@ -85,6 +85,7 @@ def _repo(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+@pytest.mark.slow
 def test_a_busy_machine_charges_no_candidate_a_timeout(tmp_path):
     root, work = _repo(tmp_path)
     config = config_mod.load(root)

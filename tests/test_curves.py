@@ -147,6 +147,7 @@ set = { LR = 0.001 }
 """
 
 
+@pytest.mark.slow
 def test_an_aborted_candidate_is_recorded_with_its_evidence_and_briefed(tmp_path):
     from autoresearch.agents import make_agent
     from autoresearch.agents.base import AgentContext
@@ -180,6 +181,7 @@ def test_an_aborted_candidate_is_recorded_with_its_evidence_and_briefed(tmp_path
     assert any("stopped early" in h.reason for h in engine.brief(engine.phase()[0]).history)
 
 
+@pytest.mark.slow
 def test_the_next_brief_says_why_a_candidate_was_aborted(tmp_path):
     from autoresearch.agents import make_agent
     from autoresearch.agents.base import AgentContext

@@ -59,6 +59,7 @@ def _page(browser, errors: list[str]):
     return page
 
 
+@pytest.mark.slow
 def test_markup_from_agents_and_runs_is_shown_as_text_and_never_runs(browser, tmp_path):
     root = make_hostile_repo(tmp_path / "hostile")
     errors: list[str] = []
@@ -101,6 +102,7 @@ def test_markup_from_agents_and_runs_is_shown_as_text_and_never_runs(browser, tm
     assert errors == []
 
 
+@pytest.mark.slow
 def test_off_loopback_the_printed_link_opens_the_page_and_its_event_stream(browser, tmp_path):
     root = make_hostile_repo(tmp_path / "repo")
     errors: list[str] = []

@@ -72,6 +72,7 @@ def test_trial_status_timeout_or_contention_from_the_figures(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("sleep"), reason="needs the sleep program")
+@pytest.mark.slow
 def test_a_sleeping_run_past_the_deadline_is_still_a_timeout(tmp_path):
     """Real run: it asks for no CPU (``sleep``), so however busy the machine, the deadline is its own doing."""
     spec = RunSpec(name="fold0", command=(shutil.which("sleep"), "60"), cwd=tmp_path, env={}, out_dir=tmp_path / "out",
@@ -110,6 +111,7 @@ def _hogs(n: int) -> list[subprocess.Popen]:
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+@pytest.mark.slow
 def test_a_run_pinned_beside_hogs_is_judged_oversubscribed(tmp_path):
     """Real run on one core with four CPU hogs: fair scheduling gives it about a fifth of that core,
     whatever the rest of the machine does, so the verdict is starved by construction."""

@@ -28,6 +28,7 @@ def _engine(root: Path, agent_name: str = "replay", tag: str = "t1") -> Engine:
     return engine
 
 
+@pytest.mark.slow
 def test_toy_repository_runs_under_the_loop(tmp_path):
     root = make_toy_repo(tmp_path / "toy")
     engine = _engine(root)
@@ -142,6 +143,7 @@ def test_interrupted_experiment_is_recorded_and_proposed_again(tmp_path):
     assert Git(root).status() == []
 
 
+@pytest.mark.slow
 def test_optuna_agent_drives_the_loop(tmp_path):
     root = make_toy_repo(tmp_path / "toy")
     engine = _engine(root, agent_name="optuna")

@@ -82,6 +82,7 @@ def test_runs_side_by_side_each_pinned_to_its_devices(tmp_path):
     assert sorted(os.sched_getaffinity(0)) == cores   # the tool's own threads are not bound
 
 
+@pytest.mark.slow
 def test_a_failing_run_skips_the_runs_not_yet_started(tmp_path):
     ex = LocalParallelExecutor([Slot(0), Slot(1)])
     # fold1 outlives fold0's failure (it waits for a barrier that never fills), so no slot frees up before

@@ -94,6 +94,7 @@ TREE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_timeout_kills_loop_and_descendants(tmp_path):
     out_dir = tmp_path / "out"
     spec = make_spec(tmp_path, TREE + "while True:\n    pass\n", timeout_s=1.5, grace_s=0.5,
@@ -108,6 +109,7 @@ def test_timeout_kills_loop_and_descendants(tmp_path):
     assert not [pid for pid in pids if alive(pid)]
 
 
+@pytest.mark.slow
 def test_grace_period_lets_the_handler_finish(tmp_path):
     spec = make_spec(tmp_path, """
         import os, signal, sys, time

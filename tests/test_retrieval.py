@@ -210,6 +210,7 @@ sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", sys.argv[1], "-k",
 """
 
 
+@pytest.mark.slow
 def test_tie_tests_pass_under_several_blas_kernels():
     """The tie tests (every chunk and block size, duplicates, quantised ties, a collapsed model, cancelling
     sums) in a fresh process per OpenBLAS kernel: the oracle does not use BLAS, so passing under each

@@ -246,6 +246,7 @@ FORKS = """
 
 
 @needs_bwrap
+@pytest.mark.slow
 def test_many_children_all_die_at_the_deadline(repo):
     spec = spec_for(repo, script=FORKS, timeout_s=3.0, grace_s=0.5)
     out = run_spec(spec)
@@ -273,6 +274,7 @@ def test_grace_period_reaches_the_program_inside(repo):
 
 
 @needs_bwrap
+@pytest.mark.slow
 def test_memory_ceiling_and_signal_deaths_inside(repo):
     script = """
         import os, signal, time

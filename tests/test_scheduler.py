@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import random
 import re
@@ -54,6 +56,7 @@ def _check_consistent(root, tag: str) -> list:
     return rows
 
 
+@pytest.mark.slow
 def test_three_candidates_in_flight_decided_one_at_a_time(tmp_path):
     root = make_toy_repo(tmp_path / "toy", sleep=0.6, queue=QUEUE, rule="greedy")
     stop = Session(root, tag="p").run("replay", experiments=len(LRS), parallel=3, no_sandbox=True)
@@ -120,6 +123,7 @@ def _run(root, *, kill_after: float | None):
     proc.wait()
 
 
+@pytest.mark.slow
 def test_kill_nine_with_candidates_in_flight_loses_and_duplicates_nothing(tmp_path):
     root = make_toy_repo(tmp_path / "toy", sleep=0.8, queue=QUEUE, rule="greedy")
     rng = random.Random(99)
@@ -131,6 +135,7 @@ def test_kill_nine_with_candidates_in_flight_loses_and_duplicates_nothing(tmp_pa
     assert Git(root)("worktree", "list").count("worktrees/slot") <= 3
 
 
+@pytest.mark.slow
 def test_report_marks_concurrent_and_stale_experiments(tmp_path):
     root = make_toy_repo(tmp_path / "toy", sleep=0.6, queue=QUEUE, rule="greedy")
     session = Session(root, tag="p")
@@ -161,6 +166,7 @@ replace = [{ file = "train.py", old = "+ 1.0 + rng", new = "+ 0.7 + rng" }]
 '''
 
 
+@pytest.mark.slow
 def test_a_stale_candidate_whose_code_conflicts_is_recorded_stale(tmp_path):
     # Both start from the baseline and both beat it; whichever is decided second finds the other kept,
     # and its edit of the same line no longer applies.

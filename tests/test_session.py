@@ -26,6 +26,7 @@ def _readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = _readme_example()
@@ -43,6 +44,7 @@ def toy(tmp_path):
     return autoresearch.open(tmp_path / "toy", tag="t")
 
 
+@pytest.mark.slow
 def test_status_history_and_show_come_from_the_ledger(toy):
     toy.run("replay", experiments=2, no_sandbox=NO_SANDBOX)
     view = toy.status()
@@ -54,6 +56,7 @@ def test_status_history_and_show_come_from_the_ledger(toy):
     assert toy.show_text(999) == "no experiment 999"
 
 
+@pytest.mark.slow
 def test_an_llm_agent_built_from_python_sees_the_history(toy):
     """Its list_experiments tool is the session's, not a stand-in answering '(no experiments yet)'."""
     toy.run("replay", experiments=1, no_sandbox=NO_SANDBOX)
@@ -81,6 +84,7 @@ def test_pause_waits_and_stop_ends_the_loop_between_experiments(toy):
     assert [type(e) for e in seen] == [ev.Paused, ev.Notice]
 
 
+@pytest.mark.slow
 def test_a_note_reaches_the_next_brief_once(toy):
     toy.run("replay", experiments=1, no_sandbox=NO_SANDBOX)
     toy.note("look at the <b>width</b> next")

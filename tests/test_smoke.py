@@ -58,6 +58,7 @@ def engine_for(config: config_mod.Config, briefs: list[str]) -> Engine:
     return engine
 
 
+@pytest.mark.slow
 def test_a_crash_at_the_first_step_runs_no_fold_and_is_fixed(tmp_path):
     config = toy(tmp_path / "toy")
     briefs: list[str] = []
@@ -92,6 +93,7 @@ def test_the_smoke_test_can_be_switched_off(tmp_path):
     assert sorted(p.name for p in run_dir.glob("*.log")) == ["fold0.log"]
 
 
+@pytest.mark.slow
 def test_a_run_alive_at_the_smoke_deadline_passes(tmp_path):
     """A script that ignores the smoke variables is only checked for getting past start-up."""
     from autoresearch.loop.trial import smoke_trial

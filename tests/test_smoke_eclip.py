@@ -41,6 +41,7 @@ def test_load_run_in_a_smoke_test_gives_a_slice_and_a_step_cap(io, prepared, tmp
     assert torch.equal(run.queries.captions, full.queries.captions[:4])
 
 
+@pytest.mark.slow
 def test_train_py_stops_after_the_smoke_steps_and_writes_outputs(prepared, tmp_path):
     repo, out = tmp_path / "repo", tmp_path / "out"
     out.mkdir()
@@ -58,6 +59,7 @@ def test_train_py_stops_after_the_smoke_steps_and_writes_outputs(prepared, tmp_p
         assert npz["image_emb"].shape == (10, 16)
 
 
+@pytest.mark.slow
 def test_an_eclip_candidate_that_crashes_after_loading_runs_no_fold(tmp_path):
     """The real eCLIP repository of the adversarial suite (its fast baseline), with the smoke test on: a
     candidate that crashes right after loading its data is caught by the smoke run on the slice."""

@@ -25,6 +25,7 @@ def _module(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_runs_on_the_cpu(tmp_path):
     out = tmp_path / "figures.json"
     proc = subprocess.run([sys.executable, str(BENCH / "gpu_seed_preset.py"), "--device", "cpu", "--steps", "3",
