@@ -181,14 +181,17 @@ def query_size(config: config_mod.Config, fold: int) -> int:
 
 
 class Listener:
-    """A TCP server on the host's 127.0.0.1 that counts the connections it accepts."""
+    """A server on the host that counts the connections it accepts: TCP on 127.0.0.1 by default, or the
+    socket given (``UnixListener``)."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+        self.sock = sock
         self.sock.listen(8)
         self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
+        self.port = self.sock.getsockname()[1] if sock.family == socket.AF_INET else None
         self.connections = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -860,33 +863,14 @@ def _check_raw(ctx: Context) -> None:
     expect("found the raw data" not in ctx.suite.log_text(ctx.row), "the run found the raw data")
 
 
-class UnixListener:
+class UnixListener(Listener):
     """A Unix-domain socket server on the host that counts the connections it accepts."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.bind(str(path))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        super().__init__(sock)
 
 
 def _unix_listen(ctx: Context) -> None:
