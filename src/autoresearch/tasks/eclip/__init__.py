@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,24 +23,7 @@ from autoresearch.scoring.sources import RETRIEVAL_DIRECTIONS, RunRecord, Score,
 from autoresearch.tasks.base import RunPlan, Task, base_env
 
 TEMPLATE = Path(__file__).parent / "template"
-_SKIP = {"__pycache__", "__init__.py"}
 GITIGNORE = ".autoresearch/\n/report/\n__pycache__/\n*.pyc\n"
-
-
-def copy_template(dest: Path) -> list[Path]:
-    copied = []
-    for src in sorted(TEMPLATE.rglob("*")):
-        rel = src.relative_to(TEMPLATE)
-        if any(part == "__pycache__" for part in rel.parts) or (rel.name in _SKIP and rel.parent == Path(".")):
-            continue
-        target = dest / rel
-        if src.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target)
-            copied.append(target)
-    return copied
 
 
 def _pretrained(image_weights, text_weights, vocab, say) -> tuple[dict, Path | None]:
@@ -223,7 +205,7 @@ class EclipTask(Task):
             raise UserError(f"unknown preset {preset!r}", hint=f"choose one of: {', '.join(presets.PRESETS)}")
         check_data_options(ukiyoe, annotations, images, n=n, missing_images=missing_images)
         overrides, _ = _pretrained(image_weights, text_weights, vocab, say)
-        copy_template(dest)
+        super().write(dest)   # the template, as every task copies it
         train = dest / "train.py"
         train.write_text(presets.apply_preset(train.read_text(encoding="utf-8"), preset, overrides), encoding="utf-8")
         _set_run_limits(dest / "autoresearch.toml", presets.run_settings(preset))
