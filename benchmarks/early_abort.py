@@ -8,14 +8,15 @@ machine was shared with other work while they were recorded, so the seconds are 
 not). Each candidate's curve is fed, line by line, to the real ``AbortWatch`` against the curve of the
 champion it was compared with, as the runner would have done.
 
-Columns, for each setting (ratio, patience, min_fraction):
+Columns, for each setting (ratio, min_progress, patience, min_fraction):
 - discarded aborted: how many discarded candidates the rule would have stopped;
 - saved (time): training seconds those aborts save, as a share of all the seconds spent on discarded
   candidates (the seconds from the abort point to the end of the run, from the logs' ``elapsed`` and
   ``done in`` lines); saved (steps): the same as a share of steps, which does not depend on the load;
 - kept aborted: kept candidates the rule would have stopped (false aborts: the goal is none);
 - goal: at least 30% of the discarded candidates' time saved with no kept candidate aborted.
-``--all`` prints every setting of the grid instead of every ratio at the default patience and min_fraction.
+``--all`` prints every setting of the grid instead of every (ratio, min_progress) at the default patience
+and min_fraction.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ DATA = Path(__file__).resolve().parent / "data" / "curves"
 RATIOS = (1.02, 1.05, 1.1, 1.15, 1.2, 1.3, 1.5, 2.0)
 PATIENCES = (1, 2, 3)
 MIN_FRACTIONS = (0.1, 0.25, 0.5)
+MIN_PROGRESS = (0.0, 0.1, 0.2, 0.3, 0.5)
 GOAL = 0.30
 _DONE = re.compile(r"^done in ([0-9.]+)s", re.MULTILINE)
 
@@ -74,16 +76,18 @@ def load(data: Path) -> tuple[dict[tuple[str, int], Run], list[Run]]:
     return runs, candidates
 
 
-def replay(run: Run, champion: Run, ratio: float, patience: int, min_fraction: float) -> Point | None:
+def replay(run: Run, champion: Run, ratio: float, min_progress: float, patience: int,
+           min_fraction: float) -> Point | None:
     """The point at which the rule would have stopped ``run``, or None."""
-    watch = AbortWatch(AbortRule.against(champion.curve, ratio=ratio, patience=patience, min_fraction=min_fraction))
+    watch = AbortWatch(AbortRule.against(champion.curve, ratio=ratio, patience=patience, min_fraction=min_fraction,
+                                         min_progress=min_progress))
     for point in run.curve:
         if watch.feed(point):
             return point
     return None
 
 
-def evaluate(runs, candidates, ratio, patience, min_fraction) -> dict:
+def evaluate(runs, candidates, ratio, min_progress, patience, min_fraction) -> dict:
     discarded = [r for r in candidates if r.status == "discard"]
     kept = [r for r in candidates if r.status == "keep"]
     total_s = sum(r.seconds for r in discarded)
@@ -91,7 +95,7 @@ def evaluate(runs, candidates, ratio, patience, min_fraction) -> dict:
     saved_s = saved_steps = 0.0
     hits, false = [], []
     for r in candidates:
-        stop = replay(r, runs[(r.session, r.champion)], ratio, patience, min_fraction)
+        stop = replay(r, runs[(r.session, r.champion)], ratio, min_progress, patience, min_fraction)
         if stop is None:
             continue
         if r.status == "keep":
@@ -100,7 +104,7 @@ def evaluate(runs, candidates, ratio, patience, min_fraction) -> dict:
             hits.append(r)
             saved_s += max(0.0, r.seconds - r.elapsed_at(stop.step))
             saved_steps += stop.total - stop.step
-    return {"ratio": ratio, "patience": patience, "min_fraction": min_fraction, "hits": hits, "false": false,
+    return {"ratio": ratio, "min_progress": min_progress, "patience": patience, "min_fraction": min_fraction, "hits": hits, "false": false,
             "n_discarded": len(discarded), "n_kept": len(kept),
             "saved_time": saved_s / total_s if total_s else 0.0, "saved_s": saved_s, "total_s": total_s,
             "saved_steps": saved_steps / total_steps if total_steps else 0.0}
@@ -108,7 +112,7 @@ def evaluate(runs, candidates, ratio, patience, min_fraction) -> dict:
 
 def _line(res: dict, mark: str = "") -> str:
     goal = "yes" if res["saved_time"] >= GOAL and not res["false"] else "no"
-    return (f"{res['ratio']:>6g} {res['patience']:>8d} {res['min_fraction']:>12g}  "
+    return (f"{res['ratio']:>6g} {res['min_progress']:>8g} {res['patience']:>8d} {res['min_fraction']:>12g}  "
             f"{len(res['hits']):>3d}/{res['n_discarded']:<3d}      {100 * res['saved_time']:>5.1f}%  "
             f"({res['saved_s']:>5.0f} of {res['total_s']:>5.0f} s)  {100 * res['saved_steps']:>5.1f}%  "
             f"{len(res['false']):>3d}/{res['n_kept']:<3d}     {goal:<4} {mark}")
@@ -124,23 +128,41 @@ def main() -> None:
     print(f"{len(candidates)} candidates ({sum(r.status == 'keep' for r in candidates)} kept, "
           f"{sum(r.status == 'discard' for r in candidates)} discarded) from {len(sessions)} recorded session(s): "
           f"{', '.join(sessions)}")
-    grid = [evaluate(runs, candidates, *s) for s in itertools.product(RATIOS, PATIENCES, MIN_FRACTIONS)]
-    default = evaluate(runs, candidates, AbortSection.ratio, AbortSection.patience, AbortSection.min_fraction)
-    print(f"\n{'ratio':>6} {'patience':>8} {'min_fraction':>12}  discarded   saved (time)              "
-          f"(steps)  kept       goal")
-    print(f"{'':>6} {'':>8} {'':>12}  aborted                                         aborted")
-    print("-" * 104)
-    # by default: every ratio at the default's patience and min_fraction (the trade-off), then the default
-    shown = grid if args.all else [g for g in grid if (g["patience"], g["min_fraction"]) ==
-                                   (AbortSection.patience, AbortSection.min_fraction)]
+    grid = [evaluate(runs, candidates, *s)
+            for s in itertools.product(RATIOS, MIN_PROGRESS, PATIENCES, MIN_FRACTIONS)]
+    d = AbortSection()
+    default = evaluate(runs, candidates, d.ratio, d.min_progress, d.patience, d.min_fraction)
+    print(f"\n{'ratio':>6} {'min_prog':>8} {'patience':>8} {'min_fraction':>12}  discarded   saved (time)"
+          f"              (steps)  kept       goal")
+    print(f"{'':>6} {'':>8} {'':>8} {'':>12}  aborted                                         aborted")
+    print("-" * 113)
+    # by default: the ratios alone, then min_progress with the default ratio, at the default's patience and
+    # min_fraction (the trade-offs); then the default
+    at_default = [g for g in grid if (g["patience"], g["min_fraction"]) == (d.patience, d.min_fraction)]
+    shown = grid if args.all else ([g for g in at_default if g["min_progress"] == 0.0] +
+                                   [g for g in at_default if g["min_progress"] > 0 and g["ratio"] == d.ratio])
     for res in shown:
         print(_line(res))
-    print("-" * 104)
+    print("-" * 113)
     print(_line(default, "<- the default ([abort] in config.py)"))
     print("\ncandidates the default stops:")
     for r in default["hits"] + default["false"]:
-        stop = replay(r, runs[(r.session, r.champion)], default["ratio"], default["patience"], default["min_fraction"])
+        stop = replay(r, runs[(r.session, r.champion)], d.ratio, d.min_progress, d.patience, d.min_fraction)
         print(f"  {r.session}/{r.number:<3d} {r.status:<8} step {stop.step}/{stop.total}  {r.description}")
+    closest = []
+    for r in candidates:
+        if r.status == "keep":
+            rule = AbortRule.against(runs[(r.session, r.champion)].curve, ratio=d.ratio, patience=d.patience,
+                                     min_fraction=d.min_fraction, min_progress=max(d.min_progress, 1e-9))
+            watch = AbortWatch(rule)
+            for point in r.curve:
+                watch.feed(point)
+            closest += [(row.get("progress", 9.0), row.get("ratio", 0.0), row["step"], r) for row in watch.compared]
+    if closest:
+        low, high = min(closest, key=lambda c: c[0]), max(closest, key=lambda c: c[1])
+        print(f"\nkept candidates, closest calls from {d.min_fraction:.0%} of the steps on: progress {low[0]:.2f} of "
+              f"the champion's ({low[3].session}/{low[3].number} at step {low[2]}), loss {high[1]:.2f}x the "
+              f"champion's ({high[3].session}/{high[3].number} at step {high[2]})")
     print("\nnever stopped by any setting without a false abort (their loss tracks the champion's):")
     safe = [g for g in grid if not g["false"]]
     caught = {(r.session, r.number) for g in safe for r in g["hits"]}

@@ -7,7 +7,8 @@ loop recorded it: statuses, tool calls and their errors, turns without a tool ca
 tools, experiments trained and scored, tokens, seconds per API call.
 
     python benchmarks/local_llm.py [--model smollm2|gemma3-270m] [--experiments 4] [--n-ctx 4096]
-                                   [--max-tokens 384] [--max-turns 6] [--timeout-s 120] [--no-sandbox] [--keep DIR]
+                                   [--max-tokens 384] [--max-turns 6] [--timeout-s 120] [--tools a,b]
+                                   [--no-sandbox] [--keep DIR]
 
 llama.cpp's `chatml-function-calling` ignores max_tokens while it generates a tool call's arguments, so a
 weak model's runaway argument runs until the context is full; the per-call timeout bounds what it costs.
@@ -36,10 +37,12 @@ from autoresearch.runner import sandbox  # noqa: E402
 from llama_server import MODELS, LlamaServer, available  # noqa: E402
 
 
-def agent_section(base_url: str, *, max_tokens: int, n_ctx: int, max_turns: int, timeout_s: float = 120) -> str:
+def agent_section(base_url: str, *, max_tokens: int, n_ctx: int, max_turns: int, timeout_s: float = 120,
+                  tools: tuple[str, ...] = ()) -> str:
+    offered = f"tools = {list(tools)!r}\n".replace("'", '"') if tools else ""
     return (f'[agent]\nname = "openai"\nmodel = "local"\nbase_url = "{base_url}"\nmax_turns = {max_turns}\n'
             f"max_tokens = {max_tokens}\ncontext_tokens = {n_ctx}\ntimeout_s = {timeout_s:g}\nretries = 1\n"
-            'tool_choice = "auto"\nqueue = "queue.toml"\n')
+            f'tool_choice = "auto"\nqueue = "queue.toml"\n{offered}')
 
 
 def make_repo(root: Path, section: str) -> None:
@@ -61,6 +64,8 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=384)
     ap.add_argument("--max-turns", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tools", default="", help="[agent] tools: offer only these, comma-separated "
+                    "(e.g. set_constant,finish); default: all")
     ap.add_argument("--no-sandbox", action="store_true")
     ap.add_argument("--keep", type=Path, help="make the repository here and keep it")
     args = ap.parse_args()
@@ -80,7 +85,8 @@ def main() -> int:
             print("server: " + " ".join(server.command[1:]).replace(str(gguf), gguf.name))
             print(f"server up in {time.monotonic() - t0:.0f} s; model {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB)")
             make_repo(root, agent_section(server.base_url, max_tokens=args.max_tokens, n_ctx=args.n_ctx,
-                                          max_turns=args.max_turns, timeout_s=args.timeout_s))
+                                          max_turns=args.max_turns, timeout_s=args.timeout_s,
+                                          tools=tuple(t for t in args.tools.split(",") if t)))
             session = autoresearch.open(root, tag="local")
             t1 = time.monotonic()
             reporter = ConsoleReporter(Console(), metric="val_bpb")

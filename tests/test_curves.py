@@ -76,6 +76,29 @@ def test_far_worse_for_long_enough_aborts_and_a_dip_resets_patience():
     assert _feed(AbortRule.against(CHAMPION, patience=1), [(200, -1.0)])[0] is None
 
 
+def test_a_run_that_stops_making_progress_aborts_and_a_shifted_loss_does_not():
+    """min_progress compares how far each run came since its first line, not where it stands: a run stuck
+    at its starting loss is stopped; one whose loss sits higher (label smoothing, a larger batch) but falls
+    at the champion's pace is not, and neither is a slower start that catches up."""
+    rule = AbortRule.against(CHAMPION, ratio=3, patience=2, min_fraction=0.25, min_progress=0.1)
+    stuck = [(50, 3.9), (100, 3.95), (200, 3.88), (300, 3.9)]      # the champion: 4 at 50, 3 at 100, 2 at 200
+    step, reason, watch = _feed(rule, stuck)
+    assert step == 200 and "went from 3.9 to 3.88 by step 200/400, 0.01 of the champion's progress" in reason
+    assert [c["progress"] for c in watch.compared] == [-0.05, 0.01]
+    shifted = [(s, v + 0.9) for s, v in ((50, 4.0), (100, 3.0), (200, 2.0), (300, 1.5), (400, 1.0))]
+    assert _feed(rule, shifted)[0] is None                           # up to 1.9x the champion, progress 1.0
+    slow_start = [(50, 4.0), (100, 3.95), (200, 2.3), (300, 1.6)]     # one strike at 100, then it caught up
+    assert _feed(rule, slow_start)[0] is None
+    off = AbortRule.against(CHAMPION, ratio=3, patience=2, min_fraction=0.25)      # min_progress 0: off
+    assert _feed(off, stuck)[0] is None and all("progress" not in c for c in _feed(off, stuck)[2].compared)
+    both = AbortRule.against(CHAMPION, ratio=1.5, patience=2, min_fraction=0.25, min_progress=0.1)
+    reason = _feed(both, stuck)[1]                                   # both rules fire: the reason names both
+    assert "1.94x the champion's 2" in reason and "0.01 of the champion's progress" in reason
+    flat = AbortRule.against([Point(s, 400, {"loss": 2.0}) for s in (50, 100, 200, 300)], ratio=3,
+                             min_progress=0.5, patience=1)          # a champion that never moved: no progress to compare
+    assert all("progress" not in c for c in _feed(flat, stuck)[2].compared) and _feed(flat, stuck)[0] is None
+
+
 def _spec(tmp_path: Path, body: str, rule: AbortRule | None) -> RunSpec:
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(body))
@@ -112,9 +135,12 @@ def test_without_a_rule_the_same_run_is_not_stopped(tmp_path):
 
 def test_abort_settings_are_validated_naming_the_key():
     base = {"metric": {"pattern": "(x)"}}
-    cfg = config_mod.parse(Path("/tmp"), {**base, "abort": {"ratio": 3, "patience": 4, "min_fraction": 0.5}})
-    assert (cfg.abort.ratio, cfg.abort.patience, cfg.abort.min_fraction) == (3.0, 4, 0.5)
+    cfg = config_mod.parse(Path("/tmp"), {**base, "abort": {"ratio": 3, "patience": 4, "min_fraction": 0.5,
+                                                            "min_progress": 0}})
+    assert (cfg.abort.ratio, cfg.abort.patience, cfg.abort.min_fraction, cfg.abort.min_progress) == (3.0, 4, 0.5, 0)
+    assert config_mod.parse(Path("/tmp"), base).abort.min_progress == 0.1
     for bad, key in (({"ratio": 1.0}, "ratio"), ({"patience": 0}, "patience"), ({"min_fraction": 1.5}, "min_fraction"),
+                     ({"min_progress": -0.1}, "min_progress"), ({"min_progress": 2}, "min_progress"),
                      ({"key": "two words"}, "key"), ({"enabled": "yes"}, "enabled"), ({"pateince": 2}, "pateince")):
         with pytest.raises(Exception, match=rf"\[abort\] {key}"):
             config_mod.parse(Path("/tmp"), {**base, "abort": bad})

@@ -14,7 +14,7 @@ from autoresearch.agents import llm
 from autoresearch.agents.anthropic_agent import AnthropicAgent
 from autoresearch.agents.base import AgentContext, Brief
 from autoresearch.agents.openai_agent import OpenAIAgent
-from autoresearch.agents.tools import Toolbox, anthropic_tools, openai_tools, parse_final_text
+from autoresearch.agents.tools import Toolbox, anthropic_tools, openai_tools, parse_final_text, specs_for
 from autoresearch.errors import UserError
 from fakes.llm_servers import (AnthropicFake, OpenAIFake, Reply, anthropic_message, openai_message,
                                text_block, tool_call, tool_use)
@@ -76,7 +76,7 @@ def test_tool_schemas_in_both_formats():
     names = [t["function"]["name"] for t in openai_tools()]
     assert names == [t["name"] for t in anthropic_tools()]
     assert {"read_file", "list_files", "list_experiments", "show_experiment", "read_run", "check_run",
-            "replace_in_file", "write_file", "finish"} == set(names)
+            "replace_in_file", "set_constant", "write_file", "finish"} == set(names)
     for t in anthropic_tools():
         assert t["input_schema"]["type"] == "object"
 
@@ -126,6 +126,77 @@ def test_edits_only_editable_files(context, repo):
     assert (repo / "prepare.py").read_text() == "EVAL = 'fixed'\n"
     assert not box.call("write_file", {"path": "scratchpad.md", "content": "new notes"}).is_error
     assert box.edited == ["train.py", "scratchpad.md"]
+
+
+def test_set_constant_changes_one_value_and_nothing_else(context, repo):
+    box = Toolbox(context)
+    result = box.call("set_constant", {"name": "LR", "value": "1e-4"})
+    assert not result.is_error and result.text == "LR: 0.0003 -> 0.0001 in train.py"
+    assert (repo / "train.py").read_text() == TRAIN.replace("3e-4", "0.0001")
+    assert box.call("set_constant", {"name": "LR", "value": "3e-4"}).text == "LR: 0.0001 -> 0.0003 in train.py"
+    assert box.call("set_constant", '{"name": "BATCH", "value": 64}').text == "BATCH: 48 -> 64 in train.py"
+    assert box.call("set_constant", {"name": "BATCH", "value": "64.0"}).text == "BATCH: 64 -> 64 in train.py"
+    raw_newline = '{"name": "BATCH", "value": "32\n"}'         # a control character inside a JSON string
+    assert box.call("set_constant", raw_newline).text == "BATCH: 64 -> 32 in train.py"
+    assert box.edited == ["train.py"]
+    before = (repo / "train.py").read_text()
+    for args, expected in [({"name": "EVAL", "value": "'x'"}, "known: BATCH, LR"),   # prepare.py: not editable
+                           ({"name": "LR", "value": "__import__('os')"}, "not a Python literal"),
+                           ({"name": "LR", "value": "1e-4; import os"}, "not a Python literal"),
+                           ({"name": "LR", "value": "float('nan')"}, "not a Python literal"),
+                           ({"name": "LR", "value": ""}, "not a Python literal"),
+                           ({"name": "LR", "value": "(0.0001, 6.25, False)"}, "LR is float (0.0003); '(0.0001, "
+                                                                              "6.25, False)' is tuple"),
+                           ({"name": "BATCH", "value": "'64'"}, "set_constant keeps a constant's kind")]:
+        result = box.call("set_constant", args)
+        assert result.is_error and expected in result.text, (args, result.text)
+    assert (repo / "train.py").read_text() == before
+
+
+def test_tool_specs_name_the_editable_files_and_constants(context, repo):
+    specs = {s["name"]: s["parameters"]["properties"] for s in Toolbox(context).specs}
+    assert specs["replace_in_file"]["path"]["enum"] == specs["write_file"]["path"]["enum"] == \
+        ["scratchpad.md", "train.py"]
+    assert specs["set_constant"]["name"]["enum"] == ["BATCH", "LR"]
+    assert "enum" not in specs["read_file"]["path"]                  # reads may go anywhere allowed
+    assert "set_constant" not in {s["name"] for s in specs_for(["notes.md"], [])}
+    box = Toolbox(context)                   # an equivalent spelling of an editable path is still accepted
+    assert not box.call("replace_in_file", {"path": "./train.py", "old": "BATCH = 48", "new": "BATCH = 8"}).is_error
+    (repo / "train.py").write_text("LR = (\n")          # a script an earlier edit broke offers no constants
+    assert "set_constant" not in {s["name"] for s in Toolbox(context).specs}
+
+
+def test_only_the_offered_tools_are_sent_and_served(context, repo):
+    context.options["tools"] = ["set_constant", "finish"]
+    box = Toolbox(context)
+    assert [s["name"] for s in box.specs] == ["set_constant", "finish"]
+    refused = box.call("write_file", {"path": "train.py", "content": "x = 1\n"})
+    assert refused.is_error and "not offered in this session" in refused.text and "set_constant, finish" in refused.text
+    assert (repo / "train.py").read_text() == TRAIN
+    with OpenAIFake([openai_message(tool_calls=[tool_call("set_constant", {"name": "LR", "value": "1e-3"})]),
+                     openai_message(tool_calls=[tool_call("finish", {"description": "d", "hypothesis": "h"})])]) as server:
+        proposal = OpenAIAgent(context, model="m", base_url=server.base_url).propose(brief(), repo)
+    assert [t["function"]["name"] for t in server.requests[0].body["tools"]] == ["set_constant", "finish"]
+    assert proposal.meta["edited"] == ["train.py"] and "LR = 0.001  #" in (repo / "train.py").read_text()
+
+
+def test_offered_tools_are_checked_when_the_agent_is_made(tmp_path):
+    from autoresearch import config as config_mod
+    from autoresearch.agents import make_agent
+
+    base = {"metric": {"pattern": "(x)"}}
+    for tools, expected in ((["read_file", "finish"], "offers no tool that edits a file"),
+                            (["set_constant", "rm_rf"], "names no tool 'rm_rf'")):
+        cfg = config_mod.parse(tmp_path, {**base, "agent": {"name": "openai", "tools": tools}})
+        with pytest.raises(UserError, match=rf"\[agent\] tools {expected}"):
+            make_agent("openai", cfg, AgentContext(root=tmp_path, editable=["train.py"], denied=[]), tag="t")
+    with pytest.raises(UserError, match=r"\[agent\] tools must be a list of strings"):
+        config_mod.parse(tmp_path, {**base, "agent": {"tools": "set_constant"}})
+
+
+def test_write_file_refuses_empty_content(context, repo):
+    result = Toolbox(context).call("write_file", {"path": "train.py", "content": " \n"})
+    assert result.is_error and "content is empty" in result.text and (repo / "train.py").read_text() == TRAIN
 
 
 def test_dispatcher_answers_malformed_calls(context):

@@ -50,7 +50,7 @@ def test_the_conversation_is_kept_within_the_context_budget(context, repo):
     assert proposal.meta["finished"] and proposal.meta["context_trimmed"] >= 6
     assert proposal.meta["context_dropped_turns"] == 0
     sizes = [agent.request_tokens(r.body["messages"]) for r in server.requests]
-    assert 4000 < max(sizes) <= 5000 - 256                        # filled, never past it
+    assert 3500 < max(sizes) <= 5000 - 256                        # filled (the tool schemas take ~1,100), never past it
     last = server.requests[-1].messages()
     assert "lorem ipsum" in last[-1]["content"]                        # the latest result is whole
     assert any("trimmed to fit the context budget" in str(m.get("content")) for m in last)

@@ -17,15 +17,16 @@ from llama_server import LlamaServer, available, smollm2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(available() is not None, reason=str(available()))]
-NAMED = {"keep", "discard", "crash", "timeout", "invalid", "agent_error"}
+NAMED = {"keep", "discard", "crash", "timeout", "invalid", "aborted", "agent_error"}
 
 
-def test_a_weak_local_model_through_the_loop(tmp_path):
+@pytest.mark.parametrize("tools", [(), ("set_constant", "finish")], ids=["all-tools", "set_constant-only"])
+def test_a_weak_local_model_through_the_loop(tmp_path, tools):
     from local_llm import agent_section, make_repo
 
     with LlamaServer(smollm2(), n_ctx=4096, log=tmp_path / "server.log") as server:
         root = tmp_path / "toy"
-        make_repo(root, agent_section(server.base_url, max_tokens=128, n_ctx=4096, max_turns=3))
+        make_repo(root, agent_section(server.base_url, max_tokens=128, n_ctx=4096, max_turns=3, tools=tools))
         session = autoresearch.open(root, tag="local")
         stop = session.run(experiments=2, no_sandbox=not sandbox.available())
         rows = session.rows(kinds=("experiment",))
@@ -37,3 +38,5 @@ def test_a_weak_local_model_through_the_loop(tmp_path):
     # the agent was given the tools with tool_choice "auto", so the server put them in the prompt
     assert any(r.meta.get("tool_calls") for r in rows if r.status != "agent_error")
     assert not session.ledger.running()
+    for r in rows:          # an edit, if any, went through the offered tools to the editable file only
+        assert set(r.meta.get("edited", [])) <= {"train.py", "scratchpad.md"}, r.meta

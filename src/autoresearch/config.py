@@ -95,6 +95,7 @@ class AbortSection:
     ratio: float = 1.5           # abort above this many times the champion's value at the same step...
     patience: int = 2            # ...on this many progress lines in a row...
     min_fraction: float = 0.25   # ...from this fraction of the run's steps on (NaN/inf aborts at any step)
+    min_progress: float = 0.1    # or below this share of the champion's progress since the first line (0: off)
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,15 @@ class AgentSection:
     tool_choice: str = "auto"    # openai: sent with the tools ("omit": not sent; llama.cpp's server needs "auto")
     max_tokens_param: str = "auto"   # openai: max_tokens | max_completion_tokens | omit; auto: by base_url
     context_tokens: int = 0      # API agents: fit the conversation into this many tokens (0 = no limit)
+    tools: tuple[str, ...] = ()  # API agents: offer only these tools (empty: all), e.g. a small model's few
 
     def options(self) -> dict:
         """The settings LLM agents read from ``AgentContext.options``."""
         out: dict = {"retries": self.retries, "backoff_s": self.backoff_s, "max_tokens": self.max_tokens,
                      "tool_choice": self.tool_choice, "max_tokens_param": self.max_tokens_param,
                      "context_tokens": self.context_tokens}
+        if self.tools:
+            out["tools"] = list(self.tools)
         if self.timeout_s:
             out["timeout_s"] = self.timeout_s
         if self.prices:
@@ -389,6 +393,7 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
         tool_choice=s.choice("tool_choice", AgentSection.tool_choice, TOOL_CHOICES),
         max_tokens_param=s.choice("max_tokens_param", AgentSection.max_tokens_param, MAX_TOKENS_PARAMS),
         context_tokens=s.positive("context_tokens", 0, "int", allow_zero=True),
+        tools=s.get("tools", (), "strs"),
     )
     if agent.prices and not Path(agent.prices).is_absolute():
         agent = dataclasses.replace(agent, prices=str(root / agent.prices))
@@ -444,6 +449,7 @@ def _abort(file: Path, data: dict[str, Any]) -> AbortSection:
         ratio=s.positive("ratio", AbortSection.ratio),
         patience=s.positive("patience", AbortSection.patience, "int"),
         min_fraction=_fraction(s, "min_fraction", AbortSection.min_fraction, allow_zero=True),
+        min_progress=_fraction(s, "min_progress", AbortSection.min_progress, allow_zero=True),
     )
     s.finish()
     if not re.fullmatch(r"[A-Za-z_]\w*", section.key):

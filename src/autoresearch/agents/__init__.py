@@ -28,9 +28,17 @@ def _optuna(config: Config, context: AgentContext, tag: str, model: str, base_ur
     return OptunaAgent(config, context, config.state_dir / "optuna.db", study_name=tag)
 
 
+def _check_tools(config: Config) -> None:
+    from autoresearch.agents.tools import check_offered
+
+    if why := check_offered(config.agent.tools):
+        raise UserError(f"{config.path}: [agent] tools {why}", hint="fix `[agent] tools` in autoresearch.toml")
+
+
 def _openai(config: Config, context: AgentContext, tag: str, model: str, base_url: str) -> Agent:
     from autoresearch.agents.openai_agent import OpenAIAgent
 
+    _check_tools(config)
     return OpenAIAgent(context, model or config.agent.model, base_url or config.agent.base_url or None,
                        max_turns=config.agent.max_turns, prices=context.options.get("prices"))
 
@@ -38,6 +46,7 @@ def _openai(config: Config, context: AgentContext, tag: str, model: str, base_ur
 def _anthropic(config: Config, context: AgentContext, tag: str, model: str, base_url: str) -> Agent:
     from autoresearch.agents.anthropic_agent import AnthropicAgent
 
+    _check_tools(config)
     return AnthropicAgent(context, model or config.agent.model,
                           base_url or config.agent.base_url or None, max_turns=config.agent.max_turns,
                           prices=context.options.get("prices"))

@@ -36,10 +36,10 @@ class AnthropicAgent(llm.ApiAgent):
 
     def request(self, client: Any, messages: list[dict[str, Any]]) -> Any:
         return client.messages.create(model=self.model, max_tokens=self.max_tokens, system=llm.SYSTEM_PROMPT,
-                                      tools=anthropic_tools(), messages=messages)
+                                      tools=anthropic_tools(self.specs), messages=messages)
 
     def request_tokens(self, messages: list[dict[str, Any]]) -> int:
-        return context_budget.estimate_tokens({"system": llm.SYSTEM_PROMPT, "tools": anthropic_tools(),
+        return context_budget.estimate_tokens({"system": llm.SYSTEM_PROMPT, "tools": anthropic_tools(self.specs),
                                                "messages": messages})
 
     def read(self, response: Any) -> llm.Turn:

@@ -296,7 +296,8 @@ def options_policy(options: Mapping[str, Any]) -> RetryPolicy:
 SYSTEM_PROMPT = (
     "You are a careful ML research engineer running one experiment of an automated research loop. "
     "Read the brief, inspect the code with the tools, make the change the brief asks for by editing "
-    "only the editable files, then call finish with a one-line description and your hypothesis. "
+    "only the editable files (set_constant changes one hyperparameter), then call finish with a one-line "
+    "description and your hypothesis. "
     "You cannot run the experiment yourself: check_run runs your edit for a few steps on a small slice "
     "(use it to catch a crash before you finish); the tool runs and scores the experiment after you finish."
 )
@@ -324,6 +325,7 @@ class ApiAgent(abc.ABC):
         self.context_tokens = int(context.options.get("context_tokens", 0) or 0)
         self.policy = options_policy(context.options)
         self._client: Any = None
+        self.specs: list[dict[str, Any]] | None = None   # this proposal's tools (its toolbox's), set by propose
 
     # --- the tool-calling loop, shared by every API agent --------------------------------------------------
     provider = ""                       # for messages: "openai", "anthropic"
@@ -367,6 +369,7 @@ class ApiAgent(abc.ABC):
     def propose(self, brief: Any, workdir: Path) -> Any:
         meter = Meter(self.model, self.prices)
         toolbox = Toolbox(rooted(self.context, workdir))
+        self.specs = toolbox.specs      # proposals are made one at a time (the scheduler's thread)
         try:
             return self._propose(brief, toolbox, meter)
         except Exception as exc:      # the tokens spent before the failure still count

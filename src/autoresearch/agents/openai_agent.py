@@ -44,7 +44,7 @@ class OpenAIAgent(llm.ApiAgent):
         out of the prompt without it. The output cap goes in the field the server accepts: the hosted API
         wants ``max_completion_tokens`` (its newer models refuse ``max_tokens``), compatible servers
         (llama.cpp, vLLM, Ollama) read ``max_tokens``."""
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "tools": openai_tools()}
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "tools": openai_tools(self.specs)}
         choice = self.context.options.get("tool_choice", "auto")
         if choice != "omit":
             body["tool_choice"] = choice
@@ -56,7 +56,7 @@ class OpenAIAgent(llm.ApiAgent):
         return body
 
     def request_tokens(self, messages: list[dict[str, Any]]) -> int:
-        return context_budget.estimate_tokens({"messages": messages, "tools": openai_tools()})
+        return context_budget.estimate_tokens({"messages": messages, "tools": openai_tools(self.specs)})
 
     def read(self, response: Any) -> llm.Turn:
         usage = getattr(response, "usage", None)

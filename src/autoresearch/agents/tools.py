@@ -11,6 +11,7 @@ The engine checks the tree again afterwards; these checks keep an honest model f
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoresearch import hyperparams
 from autoresearch.agents import runview
 from autoresearch.agents.base import AgentContext
 
@@ -72,6 +74,14 @@ SPECS: list[dict[str, Any]] = [
                     "exactly once (copy it from read_file, whitespace included).",
      "parameters": _obj({"path": _PATH, "old": {"type": "string"}, "new": {"type": "string"}},
                         ["path", "old", "new"])},
+    {"name": "set_constant",
+     "description": "Set one UPPER_CASE constant at the top of an editable Python script (a hyperparameter "
+                    "such as LR or BATCH_SIZE) to a new value, e.g. name LR, value 1e-4. Only that value "
+                    "changes; the rest of the file stays as it is.",
+     "parameters": _obj({"name": {"type": "string", "maxLength": 80, "description": "the constant's name"},
+                         "value": {"type": "string", "maxLength": 200,
+                                   "description": "the new value, written as in Python, e.g. 0.001"}},
+                        ["name", "value"])},
     {"name": "write_file",
      "description": "Replace the whole content of an editable file.",
      "parameters": _obj({"path": _PATH, "content": {"type": "string"}}, ["path", "content"])},
@@ -84,6 +94,38 @@ SPECS: list[dict[str, Any]] = [
 ]
 _BY_NAME = {s["name"]: s for s in SPECS}
 _JSON_TYPES = {"string": str, "integer": int, "object": dict}
+_WRITE_TOOLS = ("replace_in_file", "write_file")
+EDIT_TOOLS = ("replace_in_file", "set_constant", "write_file")
+
+
+def check_offered(names: list[str] | tuple[str, ...]) -> str | None:
+    """What is wrong with ``[agent] tools`` (a subset of the tools to offer), or None."""
+    unknown = [n for n in names if n not in _BY_NAME]
+    if unknown:
+        return f"names no tool {unknown[0]!r}; the tools are: {', '.join(_BY_NAME)}"
+    if names and not set(names) & set(EDIT_TOOLS):
+        return f"offers no tool that edits a file; include one of: {', '.join(EDIT_TOOLS)}"
+    return None
+
+
+def specs_for(editable: list[str], constants: list[str], offered: list[str] | None = None) -> list[dict[str, Any]]:
+    """The tool specs for one proposal: the write tools' ``path`` limited to the editable files and
+    ``set_constant``'s ``name`` to the constants they define (an ``enum``: a server that binds arguments by a
+    grammar, like llama.cpp's, can then only produce those), and no ``set_constant`` without constants.
+    The tools themselves still check every value: a hosted API may not enforce an enum, and ``./train.py``
+    names the same file as ``train.py``. ``offered``: only these tools (``[agent] tools``)."""
+    out = []
+    for spec in SPECS:
+        if (spec["name"] == "set_constant" and not constants) or (offered and spec["name"] not in offered):
+            continue
+        spec = json.loads(json.dumps(spec))
+        props = spec["parameters"]["properties"]
+        if spec["name"] in _WRITE_TOOLS and editable:
+            props["path"] = {**props["path"], "enum": sorted(editable)}
+        if spec["name"] == "set_constant":
+            props["name"] = {**props["name"], "enum": constants}
+        out.append(spec)
+    return out
 
 
 def rooted(context: AgentContext, workdir: Path) -> AgentContext:
@@ -105,15 +147,15 @@ def rooted(context: AgentContext, workdir: Path) -> AgentContext:
     return dataclasses.replace(context, root=Path(workdir), denied=denied)
 
 
-def openai_tools() -> list[dict]:
-    """The tool list in the chat-completions format."""
-    return [{"type": "function", "function": dict(s)} for s in SPECS]
+def openai_tools(specs: list[dict] | None = None) -> list[dict]:
+    """The tool list in the chat-completions format (``specs``: a toolbox's, default the generic ones)."""
+    return [{"type": "function", "function": dict(s)} for s in (SPECS if specs is None else specs)]
 
 
-def anthropic_tools() -> list[dict]:
+def anthropic_tools(specs: list[dict] | None = None) -> list[dict]:
     """The tool list in the Messages API format."""
     return [{"name": s["name"], "description": s["description"], "input_schema": s["parameters"]}
-            for s in SPECS]
+            for s in (SPECS if specs is None else specs)]
 
 
 @dataclass
@@ -142,6 +184,8 @@ class Toolbox:
         self.denied = [Path(d).resolve() if Path(d).is_absolute() else (self.root / d).resolve()
                        for d in self.context.denied]
         self.editable = {self._relative((self.root / p).resolve()) for p in self.context.editable}
+        self.specs = specs_for(sorted(self.editable), sorted(self._constants()), self.context.options.get("tools"))
+        self.by_name = {s["name"]: s for s in self.specs}
 
     # -- dispatch ---------------------------------------------------------------------------------------
 
@@ -149,9 +193,10 @@ class Toolbox:
         """Run one tool call; ``arguments`` is a JSON string (OpenAI) or a dict (Anthropic)."""
         self.calls += 1
         try:
-            spec = _BY_NAME.get(name)
+            spec = self.by_name.get(name)
             if spec is None:
-                raise ToolCallError(f"unknown tool {name!r}; the tools are: {', '.join(_BY_NAME)}")
+                what = "not offered in this session" if name in _BY_NAME else "unknown"
+                raise ToolCallError(f"{what} tool {name!r}; the tools are: {', '.join(self.by_name)}")
             args = self._validate(spec, self._parse(name, arguments))
             text = getattr(self, "_" + name)(**args)
             return ToolResult(text)
@@ -169,8 +214,8 @@ class Toolbox:
             return {}
         if isinstance(arguments, dict):
             return arguments
-        try:
-            value = json.loads(arguments)
+        try:       # strict=False: raw newlines and tabs inside strings, as small models send them
+            value = json.loads(arguments, strict=False)
         except json.JSONDecodeError as exc:
             raise ToolCallError(f"the arguments of {name} are not valid JSON ({exc.msg} at position "
                                 f"{exc.pos}); send one JSON object, e.g. {_example(name)}") from None
@@ -193,6 +238,9 @@ class Toolbox:
             want = _JSON_TYPES[props[key]["type"]]
             if want is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
                 value = args[key] = int(value)        # small models often quote numbers
+            if (name, key) == ("set_constant", "value") and isinstance(value, (int, float)) \
+                    and not isinstance(value, bool):
+                value = args[key] = repr(value)         # ... or send a number where a literal's text is asked
             if not isinstance(value, want) or (want is int and isinstance(value, bool)):
                 raise ToolCallError(f"{name}: field {key} must be a {props[key]['type']}, "
                                     f"got {type(value).__name__}")
@@ -302,8 +350,49 @@ class Toolbox:
         line = text[: text.index(old)].count("\n") + 1
         return f"replaced 1 occurrence in {path} at line {line}"
 
+    def _constants(self, wanted: str | None = None) -> dict[str, Path]:
+        """Name -> the editable Python script defining it (the first, in sorted order, when several do)."""
+        found: dict[str, Path] = {}
+        for rel in sorted(self.editable):
+            target = self.root / rel
+            if not rel.endswith(".py") or not target.is_file():
+                continue
+            try:
+                names = hyperparams.read_constants(target.read_text(encoding="utf-8"))
+            except (SyntaxError, ValueError, UnicodeError, OSError):
+                continue                     # a script broken by an earlier edit has no constants to offer
+            for constant in names:
+                found.setdefault(constant, target)
+        return found
+
+    def _set_constant(self, name: str, value: str) -> str:
+        target = self._constants().get(name)
+        if target is None:
+            known = ", ".join(sorted(self._constants())) or "none"
+            raise ToolCallError(f"{name} is not an UPPER_CASE constant of an editable script (known: {known})")
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise ToolCallError(f"value {value!r} is not a Python literal; e.g. 1e-4, 64, True, 'cosine'") from None
+        text = target.read_text(encoding="utf-8")
+        old = hyperparams.read_constants(text)[name]
+        if not _same_kind(old, parsed):
+            raise ToolCallError(f"{name} is {type(old).__name__} ({old!r}); {value.strip()!r} is "
+                                f"{type(parsed).__name__}: set_constant keeps a constant's kind (use "
+                                "replace_in_file to change more than a value)")
+        try:
+            new_text = hyperparams.set_constants(text, {name: parsed})
+        except (ValueError, SyntaxError) as exc:
+            raise ToolCallError(f"{name} cannot be set to {value!r}: {exc}") from None
+        self._write(target, new_text)
+        new = hyperparams.read_constants(new_text)[name]
+        return f"{name}: {old!r} -> {new!r} in {self._relative(target)}"
+
     def _write_file(self, path: str, content: str) -> str:
         target = self._resolve(path, for_write=True)
+        if not content.strip():
+            raise ToolCallError(f"content is empty: write_file replaces the whole of {path}; send the file's "
+                                "complete new text, or use replace_in_file for a part")
         if len(content) > MAX_WRITE_CHARS:
             raise ToolCallError(f"content is {len(content)} characters; the limit is {MAX_WRITE_CHARS}")
         if not target.parent.is_dir():
@@ -325,6 +414,13 @@ class Toolbox:
             self.edited.append(rel)
 
 
+def _same_kind(old: Any, new: Any) -> bool:
+    """A value may replace another of its type, a number another number, and None either way."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return old is None or new is None or type(old) is type(new) or (number(old) and number(new))
+
+
 def _squash(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
@@ -334,6 +430,7 @@ def _example(name: str) -> str:
                 "show_experiment": {"number": 3}, "check_run": {"steps": 3},
                 "read_run": {"number": 3},
                 "replace_in_file": {"path": "train.py", "old": "LR = 3e-4", "new": "LR = 1e-4"},
+                "set_constant": {"name": "LR", "value": "1e-4"},
                 "write_file": {"path": "scratchpad.md", "content": "..."},
                 "finish": {"description": "LR 3e-4 -> 1e-4", "hypothesis": "training is unstable"}}
     return json.dumps(examples.get(name, {}))

@@ -289,7 +289,8 @@ def abort_rule(config: Config, champion: list[Point]) -> AbortRule | None:
     a = config.abort
     if not a.enabled:
         return None
-    return AbortRule.against(champion, key=a.key, ratio=a.ratio, patience=a.patience, min_fraction=a.min_fraction)
+    return AbortRule.against(champion, key=a.key, ratio=a.ratio, patience=a.patience, min_fraction=a.min_fraction,
+                             min_progress=a.min_progress)
 
 
 def judge_load(outcome: RunOutcome, config: Config) -> tuple[bool, str]:

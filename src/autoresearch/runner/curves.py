@@ -16,7 +16,11 @@ it; ``AbortWatch`` applies it line by line while the run prints:
 - past ``min_fraction`` of the run's steps, a ``key`` value above ``ratio`` times the champion's at the
   same step (linear interpolation between the champion's logged steps; never extrapolated beyond them),
   on ``patience`` progress lines in a row, stops the run. Values that are not positive are not compared
-  (a ratio of losses means nothing there).
+  (a ratio of losses means nothing there);
+- past the same point, a run whose progress since its first progress line is under ``min_progress`` of
+  the champion's progress over the same steps (``(v0 - v) / (c(s0) - c(s))``: 0 for a run stuck where it
+  started, 1 for the champion's pace) is a strike too. It is immune to a change that shifts the loss's
+  level (label smoothing, a larger batch): it compares how far each run came, not where it stands.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class AbortRule:
     ratio: float = 2.0
     patience: int = 3
     min_fraction: float = 0.25
+    min_progress: float = 0.0   # 0: off
 
     @classmethod
     def against(cls, points: list[Point], **settings) -> "AbortRule":
@@ -120,6 +125,7 @@ class AbortWatch:
     strikes: int = 0
     reason: str = ""
     compared: list[dict] = field(default_factory=list)   # the comparisons behind the verdict
+    start: tuple[float, float] | None = None              # (the run's first value, the champion's at that step)
 
     def feed(self, point: Point) -> str | None:
         rule = self.rule
@@ -130,18 +136,45 @@ class AbortWatch:
         if not math.isfinite(value):
             self.reason = f"{rule.key} is {value} at {where}"
             return self.reason
+        champ = rule.champion_at(point.step)
+        if champ is None:
+            return None
+        if self.start is None:                # where progress is counted from: the first comparable line
+            self.start = (value, champ)
         if point.total <= 0 or point.step < rule.min_fraction * point.total:
             return None
-        champ = rule.champion_at(point.step)
-        if champ is None or champ <= 0 or value <= 0:
-            return None
-        ratio = value / champ
-        self.compared.append({"step": point.step, "value": value, "champion": round(champ, 6),
-                              "ratio": round(ratio, 4)})
-        self.strikes = self.strikes + 1 if ratio > rule.ratio else 0
+        row: dict = {"step": point.step, "value": value, "champion": round(champ, 6)}
+        why = []
+        if champ > 0 and value > 0:
+            row["ratio"] = round(value / champ, 4)
+            if row["ratio"] > rule.ratio:
+                why.append(f"{rule.key} {value:.4g} at {where} is {row['ratio']:.2f}x the champion's {champ:.4g} "
+                           f"at the same step (rule: above {rule.ratio:g}x)")
+        progress = self._progress(value, champ)
+        if progress is not None:
+            row["progress"] = round(progress, 4)
+            if progress < rule.min_progress:
+                v0, c0 = self.start or (value, champ)
+                why.append(f"{rule.key} went from {v0:.4g} to {value:.4g} by {where}, {progress:.2f} of the "
+                           f"champion's progress over the same steps ({c0:.4g} to {champ:.4g}; rule: under "
+                           f"{rule.min_progress:g})")
+        if "ratio" not in row and "progress" not in row:
+            return None                       # nothing comparable on this line
+        self.compared.append(row)
+        self.strikes = self.strikes + 1 if why else 0
         if self.strikes >= rule.patience:
-            self.reason = (f"{rule.key} {value:.4g} at {where} is {ratio:.2f}x the champion's {champ:.4g} at the same "
-                           f"step, {self.strikes} progress lines in a row (rule: above {rule.ratio:g}x on "
-                           f"{rule.patience} lines in a row, from {rule.min_fraction:.0%} of the steps)")
+            self.reason = (f"{'; and '.join(why)}; {self.strikes} progress lines in a row (rule: {rule.patience} lines in a "
+                           f"row, from {rule.min_fraction:.0%} of the steps)")
             return self.reason
         return None
+
+    def _progress(self, value: float, champ: float) -> float | None:
+        """The run's progress since its first comparable line over the champion's over the same steps; None
+        when off, or while the champion has come less than 1% of its starting value's size."""
+        if self.rule.min_progress <= 0 or self.start is None:
+            return None
+        v0, c0 = self.start
+        came = c0 - champ
+        if came <= 0.01 * max(abs(c0), 1e-12):
+            return None
+        return (v0 - value) / came
