@@ -5,7 +5,8 @@
     python benchmarks/record_curves.py DIR --doomed [--name SESSION]        # doomed candidates (see below)
 
 Creates an eCLIP research repository (``autoresearch init eclip DIR --n N``, synthetic data, cpu preset),
-sets one fold, a 1200 s deadline (so that a busy machine does not cut a curve short) and the greedy rule,
+sets one fold, a 1200 s deadline (so that a busy machine does not cut a curve short), the greedy rule and
+no early abort,
 commits that, then runs the replay agent through the whole ``queue.toml`` (the baseline and each entry on
 top of the champion of its time, kept or discarded by the loop itself). The export copies each run's fold
 log to ``benchmarks/data/curves/SESSION/NNNN.log`` and writes ``runs.json``: for every row its number,
@@ -44,7 +45,8 @@ def create_and_run(repo: Path, n: int) -> None:
     text = toml.read_text(encoding="utf-8")
     text = re.sub(r"(?m)^timeout_s = .*$", "timeout_s = 1200       # long: the machine may be shared", text)
     text = re.sub(r"(?m)^folds = \d+", "folds = 1", text)
-    text = text.replace("[agent]", '[decision]\nrule = "greedy"\n\n[agent]')
+    # whole curves: the abort rule (on by default) would cut the very runs the benchmark replays it on
+    text = text.replace("[agent]", '[decision]\nrule = "greedy"\n\n[abort]\nenabled = false\n\n[agent]')
     toml.write_text(text, encoding="utf-8")
     env = {**os.environ, "GIT_AUTHOR_NAME": "r", "GIT_AUTHOR_EMAIL": "r@r", "GIT_COMMITTER_NAME": "r",
            "GIT_COMMITTER_EMAIL": "r@r"}
@@ -59,9 +61,9 @@ DOOMED = {"LR 3e-4 -> 1e-2": {"LR": 1e-2}, "LR 3e-4 -> 1.0": {"LR": 1.0}}
 
 def record_doomed(repo: Path, name: str) -> Path:
     """Run each of ``DOOMED`` on the baseline of an already recorded repository; export them with it."""
-    from autoresearch.agents.constants import set_constants
+    from autoresearch.hyperparams import set_constants
 
-    ledger = Ledger.for_repo(repo, create=False)
+    ledger = Ledger(repo / ".autoresearch" / "ledger.sqlite", create=False)
     base = ledger.rows(tag="curves", kinds=("baseline",))[0]
     ledger.close()
     work = repo.parent / f"{repo.name}-doomed"
@@ -92,7 +94,7 @@ def record_doomed(repo: Path, name: str) -> Path:
 
 
 def export(repo: Path, name: str) -> Path:
-    ledger = Ledger.for_repo(repo, create=False)
+    ledger = Ledger(repo / ".autoresearch" / "ledger.sqlite", create=False)
     rows = ledger.rows(tag="curves", kinds=("baseline", "experiment"))
     by_commit = {r.commit: r.number for r in rows if r.status == "keep" and r.commit}
     dest = OUT / name

@@ -224,3 +224,17 @@ def test_the_next_brief_says_why_a_candidate_was_aborted(tmp_path):
     assert len(note) == 1 and note[0].startswith("experiment 1 was stopped early at fold 0 and discarded")
     assert "its 1 later fold(s) were not run" in note[0]
     assert "stopped early" in engine.brief(engine.phase()[0]).render()
+
+
+def test_the_default_rule_on_the_recorded_curves_stops_no_kept_candidate():
+    """The recorded eCLIP curves (benchmarks/data/curves) replayed through the default [abort]: no kept
+    candidate is stopped, and the collapsed runs (learning rates of 1e-2 and 1.0) are."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import early_abort
+
+    runs, candidates = early_abort.load(early_abort.DATA)
+    d = config_mod.AbortSection()
+    res = early_abort.evaluate(runs, candidates, d.ratio, d.min_progress, d.patience, d.min_fraction)
+    assert res["n_kept"] >= 10 and res["false"] == []
+    stopped = {r.description for r in res["hits"]}
+    assert {"LR 3e-4 -> 1e-2", "LR 3e-4 -> 1.0"} <= stopped and res["saved_steps"] > 0.15

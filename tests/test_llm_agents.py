@@ -147,7 +147,8 @@ def test_set_constant_changes_one_value_and_nothing_else(context, repo):
                            ({"name": "LR", "value": ""}, "not a Python literal"),
                            ({"name": "LR", "value": "(0.0001, 6.25, False)"}, "LR is float (0.0003); '(0.0001, "
                                                                               "6.25, False)' is tuple"),
-                           ({"name": "BATCH", "value": "'64'"}, "set_constant keeps a constant's kind")]:
+                           ({"name": "BATCH", "value": "'64'"}, "set_constant keeps a constant's kind"),
+                           ({"name": "BATCH", "value": "1" * 300}, "at most 200")]:
         result = box.call("set_constant", args)
         assert result.is_error and expected in result.text, (args, result.text)
     assert (repo / "train.py").read_text() == before

@@ -370,6 +370,9 @@ class Toolbox:
         if target is None:
             known = ", ".join(sorted(self._constants())) or "none"
             raise ToolCallError(f"{name} is not an UPPER_CASE constant of an editable script (known: {known})")
+        if len(value) > 200:
+            raise ToolCallError(f"value is {len(value)} characters; a constant's value is at most 200 (use "
+                                "replace_in_file for more)")
         try:
             parsed = ast.literal_eval(value.strip())
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
