@@ -49,6 +49,8 @@ class Run:
     champion: int | None
     curve: list[Point]
     seconds: float        # training and evaluation: the "done in" line (elapsed since the script's start)
+    folds: list[float | None] = ()          # per-fold scores (sessions recorded with several folds)
+    fold_seconds: list[float | None] = ()   # per-fold wall times
 
     def elapsed_at(self, step: int) -> float:
         for p in self.curve:
@@ -70,7 +72,8 @@ def load(data: Path) -> tuple[dict[tuple[str, int], Run], list[Run]]:
                 continue
             seconds = float(done.group(1)) if done else curve[-1].values.get("elapsed", 0.0)
             runs[(session, row["number"])] = Run(session, row["number"], row["description"], row["status"],
-                                                 row["champion"], curve, seconds)
+                                                 row["champion"], curve, seconds, row.get("folds") or [],
+                                                 row.get("fold_seconds") or [])
     candidates = [r for r in runs.values() if r.champion is not None and r.status in ("keep", "discard")
                   and (r.session, r.champion) in runs]
     return runs, candidates
@@ -108,6 +111,71 @@ def evaluate(runs, candidates, ratio, min_progress, patience, min_fraction) -> d
             "n_discarded": len(discarded), "n_kept": len(kept),
             "saved_time": saved_s / total_s if total_s else 0.0, "saved_s": saved_s, "total_s": total_s,
             "saved_steps": saved_steps / total_steps if total_steps else 0.0}
+
+
+FOLD_MARGINS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def fold_replay(run: Run, champion: Run, margin: float, stop_step: int | None = None) -> tuple[int | None, float]:
+    """Folds run in order; after each but the last, the fold rule compares its score with the champion's on
+    the same fold (lower is better: mean rank). Returns (the fold after which it stopped, or None; the
+    seconds saved). ``stop_step``: the curve rule stopped fold 0 at that step (everything after is saved)."""
+    secs = [s or 0.0 for s in run.fold_seconds]
+    if stop_step is not None:
+        return 0, max(0.0, run.seconds - run.elapsed_at(stop_step)) + sum(secs[1:])
+    for k, (value, champ) in enumerate(zip(run.folds[:-1], champion.folds)):
+        if margin > 0 and value is not None and champ and (value - champ) / abs(champ) > margin:
+            return k, sum(secs[k + 1:])
+    return None, 0.0
+
+
+def evaluate_folds(runs, candidates, margin: float, with_curves: bool) -> dict:
+    multi = [r for r in candidates if len(r.folds) > 1 and len(runs[(r.session, r.champion)].folds) == len(r.folds)]
+    discarded = [r for r in multi if r.status == "discard"]
+    total = sum(sum(s or 0.0 for s in r.fold_seconds) for r in discarded)
+    d = AbortSection()
+    saved, hits, false = 0.0, [], []
+    for r in multi:
+        champ = runs[(r.session, r.champion)]
+        stop = replay(r, champ, d.ratio, d.min_progress, d.patience, d.min_fraction) if with_curves else None
+        fold, secs = fold_replay(r, champ, margin, stop.step if stop else None)
+        if fold is None:
+            continue
+        (false if r.status == "keep" else hits).append(r)
+        if r.status == "discard":
+            saved += secs
+    return {"margin": margin, "curves": with_curves, "hits": hits, "false": false, "n_discarded": len(discarded),
+            "n_kept": sum(r.status == "keep" for r in multi), "saved": saved / total if total else 0.0,
+            "saved_s": saved, "total_s": total}
+
+
+def print_folds(runs, candidates) -> None:
+    if not any(len(r.folds) > 1 for r in candidates):
+        print("\n(no session recorded with several folds: record one with record_curves.py --folds 3)")
+        return
+    print("\nThe fold rule ([abort] fold_margin), on the sessions recorded with several folds: after each fold but "
+          "the last,\na score worse than the champion's on the same fold by more than the margin skips the rest; "
+          "alone, and after\nthe default curve rule (a fold 0 it stops saves the rest of fold 0 and every later fold).")
+    print(f"\n{'margin':>7} {'curve rule':>10}  discarded aborted   saved (time)               kept aborted   goal")
+    print("-" * 92)
+    for with_curves in (False, True):
+        for margin in (0.0, *FOLD_MARGINS):
+            res = evaluate_folds(runs, candidates, margin, with_curves)
+            goal = "yes" if res["saved"] >= GOAL and not res["false"] else "no"
+            mark = "  <- the default" if with_curves and margin == AbortSection().fold_margin else ""
+            print(f"{margin:>7g} {'default' if with_curves else 'off':>10}  {len(res['hits']):>3d}/{res['n_discarded']:<3d}"
+                  f"             {100 * res['saved']:>5.1f}%  ({res['saved_s']:>5.0f} of {res['total_s']:>5.0f} s)"
+                  f"  {len(res['false']):>3d}/{res['n_kept']:<3d}        {goal}{mark}")
+    closest = []
+    for r in candidates:
+        if r.status == "keep" and len(r.folds) > 1:
+            champ = runs[(r.session, r.champion)]
+            closest += [((v - c) / abs(c), k, r) for k, (v, c) in enumerate(zip(r.folds[:-1], champ.folds))
+                        if v is not None and c]
+    if closest:
+        worst = max(closest, key=lambda c: c[0])
+        print(f"\nkept candidates, worst fold against the champion's (the rule's margin must stay above it): "
+              f"{100 * worst[0]:+.1f}% ({worst[2].session}/{worst[2].number} fold {worst[1]}: {worst[2].description})")
 
 
 def _line(res: dict, mark: str = "") -> str:
@@ -163,6 +231,7 @@ def main() -> None:
         print(f"\nkept candidates, closest calls from {d.min_fraction:.0%} of the steps on: progress {low[0]:.2f} of "
               f"the champion's ({low[3].session}/{low[3].number} at step {low[2]}), loss {high[1]:.2f}x the "
               f"champion's ({high[3].session}/{high[3].number} at step {high[2]})")
+    print_folds(runs, candidates)
     print("\nnever stopped by any setting without a false abort (their loss tracks the champion's):")
     safe = [g for g in grid if not g["false"]]
     caught = {(r.session, r.number) for g in safe for r in g["hits"]}

@@ -1,6 +1,6 @@
 """Record real training curves for ``benchmarks/early_abort.py``: the replay queue on the eCLIP cpu preset.
 
-    python benchmarks/record_curves.py DIR [--n 1200] [--name SESSION]      # create, run, export
+    python benchmarks/record_curves.py DIR [--n 1200] [--folds 1] [--name SESSION]   # create, run, export
     python benchmarks/record_curves.py DIR --export-only [--name SESSION]   # export a repository already run
     python benchmarks/record_curves.py DIR --doomed [--name SESSION]        # doomed candidates (see below)
 
@@ -39,18 +39,20 @@ def _cli(*args: str, cwd: Path | None = None) -> None:
     subprocess.run([sys.executable, "-m", "autoresearch", *args], cwd=cwd, check=True)
 
 
-def create_and_run(repo: Path, n: int) -> None:
+def create_and_run(repo: Path, n: int, folds: int = 1) -> None:
     _cli("init", "eclip", str(repo), "--n", str(n))
     toml = repo / "autoresearch.toml"
     text = toml.read_text(encoding="utf-8")
     text = re.sub(r"(?m)^timeout_s = .*$", "timeout_s = 1200       # long: the machine may be shared", text)
-    text = re.sub(r"(?m)^folds = \d+", "folds = 1", text)
-    # whole curves: the abort rule (on by default) would cut the very runs the benchmark replays it on
-    text = text.replace("[agent]", '[decision]\nrule = "greedy"\n\n[abort]\nenabled = false\n\n[agent]')
+    text = re.sub(r"(?m)^folds = \d+", f"folds = {folds}", text)
+    # whole curves: the abort rule (on by default) would cut the very runs the benchmark replays it on;
+    # several folds: the loop's own default decision rule
+    rule = '[decision]\nrule = "greedy"\n\n' if folds == 1 else ""
+    text = text.replace("[agent]", rule + '[abort]\nenabled = false\n\n[agent]')
     toml.write_text(text, encoding="utf-8")
     env = {**os.environ, "GIT_AUTHOR_NAME": "r", "GIT_AUTHOR_EMAIL": "r@r", "GIT_COMMITTER_NAME": "r",
            "GIT_COMMITTER_EMAIL": "r@r"}
-    subprocess.run(["git", "commit", "-qam", "one fold, long deadline, greedy (curve recording)"], cwd=repo,
+    subprocess.run(["git", "commit", "-qam", f"{folds} fold(s), long deadline, no abort (curve recording)"], cwd=repo,
                    check=True, env=env)
     _cli("rehash", cwd=repo)
     _cli("run", "--agent", "replay", "--tag", "curves", cwd=repo)
@@ -93,6 +95,12 @@ def record_doomed(repo: Path, name: str) -> Path:
     return dest
 
 
+def _seconds(log: Path) -> float | None:
+    """A fold's wall time from its log's outcome line (``# outcome: ok: exit code 0; 18.2 s; ...``)."""
+    found = re.search(r"^# outcome: [^;]*; ([0-9.]+) s", log.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
 def export(repo: Path, name: str) -> Path:
     ledger = Ledger(repo / ".autoresearch" / "ledger.sqlite", create=False)
     rows = ledger.rows(tag="curves", kinds=("baseline", "experiment"))
@@ -105,8 +113,11 @@ def export(repo: Path, name: str) -> Path:
         if not log.is_file() or r.status in ("running",):
             continue
         shutil.copyfile(log, dest / f"{r.number:04d}.log")
+        fold_logs = sorted((repo / ".autoresearch" / "runs" / f"{r.number:04d}").glob("fold*.log"))
         manifest.append({"number": r.number, "kind": r.kind, "description": r.description, "status": r.status,
                          "metric": r.metric_mean, "seconds": r.train_seconds,
+                         "folds": [None if v != v else v for v in r.folds],
+                         "fold_seconds": [_seconds(p) for p in fold_logs],
                          "champion": None if r.kind == "baseline" else by_commit.get(r.parent_commit)})
     (dest / "runs.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     ledger.close()
@@ -118,6 +129,8 @@ def main() -> None:
     ap.add_argument("repo", type=Path)
     ap.add_argument("--n", type=int, default=1200)
     ap.add_argument("--name", default="")
+    ap.add_argument("--folds", type=int, default=1, help="folds per experiment (several: the loop's default "
+                    "decision rule; benchmarks/early_abort.py --folds replays their scores)")
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--doomed", action="store_true", help="run the DOOMED candidates on a recorded repository")
     args = ap.parse_args()
@@ -125,7 +138,7 @@ def main() -> None:
         print(f"exported to {record_doomed(args.repo, args.name or args.repo.name + '-doomed')}")
         return
     if not args.export_only:
-        create_and_run(args.repo, args.n)
+        create_and_run(args.repo, args.n, args.folds)
     print(f"exported to {export(args.repo, args.name or args.repo.name)}")
 
 

@@ -238,3 +238,79 @@ def test_the_default_rule_on_the_recorded_curves_stops_no_kept_candidate():
     assert res["n_kept"] >= 10 and res["false"] == []
     stopped = {r.description for r in res["hits"]}
     assert {"LR 3e-4 -> 1e-2", "LR 3e-4 -> 1.0"} <= stopped and res["saved_steps"] > 0.15
+
+
+FOLD_QUEUE = """
+[[experiment]]
+description = "evaluate worse (training unchanged)"
+[[experiment.replace]]
+file = "train.py"
+old = 'print(f"val_bpb: {val:.6f}")'
+new = 'print(f"val_bpb: {val + 5.0:.6f}")'
+
+[[experiment]]
+description = "LR 1e-2 -> 1e-3"
+set = { LR = 0.001 }
+"""
+
+
+@pytest.mark.slow
+def test_a_fold_far_worse_than_the_champions_stops_the_later_folds(tmp_path):
+    """[abort] fold_margin: a candidate whose training curve is the champion's but whose first fold scores
+    far worse is stopped after that fold, recorded as aborted with both scores, and briefed; a better one
+    runs every fold and is decided as usual."""
+    import subprocess
+
+    from autoresearch.agents import make_agent
+    from autoresearch.agents.base import AgentContext
+    from autoresearch.loop.engine import Engine, open_ledger
+    from toyrepo import make_toy_repo
+
+    root = make_toy_repo(tmp_path / "toy", rule="greedy", queue=FOLD_QUEUE)
+    with open(root / "autoresearch.toml", "a", encoding="utf-8") as fh:
+        fh.write("\n[abort]\nfold_margin = 0.5\n")
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "fold rule"], cwd=root,
+                   check=True)
+    config = config_mod.load(root)
+    assert config.abort.fold_margin == 0.5 and config.run.folds == 2
+    context = AgentContext(root=config.root, editable=["train.py", "scratchpad.md"], denied=[config.state_dir])
+    engine = Engine(config, tag="t", sandbox=False, ledger=open_ledger(config))
+    engine.agent = make_agent("replay", config, context, tag="t")
+    assert "nothing more" in engine.run().why
+    worse, better = [r for r in engine.ledger.rows(tag="t") if r.kind == "experiment"]
+    assert (worse.status, better.status) == ("aborted", "keep")
+    found = worse.decision["abort"]
+    assert found["kind"] == "fold" and found["fold"] == 0 and found["not_run"] == [1]
+    assert found["value"] == pytest.approx(found["champion"] + 5.0, abs=0.1) and found["worse"] > 1.5
+    assert worse.reason.startswith("fold0: stopped after this fold: val_bpb") and "not run" in worse.reason
+    assert worse.metric_mean is None and len(worse.folds) == 1 and worse.failed   # a part is no metric
+    run_dir = config.state_dir / "runs" / f"{worse.number:04d}"
+    assert (run_dir / "fold0.log").is_file() and not (run_dir / "fold1.log").exists()
+    assert len(better.folds) == 2 and better.metric_mean is not None
+    assert any("stopped after this fold" in h.reason for h in engine.brief(engine.phase()[0]).history)
+    from autoresearch.loop import abort as abort_mod
+    assert abort_mod.note(worse.number, found, 2).startswith(
+        f"experiment {worse.number} was stopped after fold 0 and discarded: val_bpb")
+
+
+def test_the_fold_rule_follows_the_metric_direction_and_can_be_off():
+    from types import SimpleNamespace
+
+    from autoresearch.loop.trial import fold_verdict
+
+    def fold(value, number=0):
+        return SimpleNamespace(fold=number, score=SimpleNamespace(value=value), outcome=SimpleNamespace(seconds=1.0))
+
+    def cfg(direction, **abort):
+        return config_mod.parse(Path("/tmp"), {"metric": {"pattern": "(x)", "direction": direction, "name": "m"},
+                                               "abort": abort})
+
+    low, high = cfg("minimize", fold_margin=0.25), cfg("maximize", fold_margin=0.25)
+    assert fold_verdict(low, fold(130.0), {0: 100.0})["worse"] == 0.3
+    assert fold_verdict(low, fold(120.0), {0: 100.0}) is None and fold_verdict(low, fold(50.0), {0: 100.0}) is None
+    assert fold_verdict(high, fold(0.5), {0: 0.8})["reason"].startswith("m 0.5 against the champion's 0.8")
+    assert fold_verdict(high, fold(0.9), {0: 0.8}) is None
+    assert fold_verdict(low, fold(130.0, number=1), {0: 100.0}) is None          # no champion score for that fold
+    assert fold_verdict(low, fold(math.nan), {0: 100.0}) is None
+    assert fold_verdict(cfg("minimize"), fold(1e9), {0: 100.0}) is None            # default: off
+    assert fold_verdict(cfg("minimize", fold_margin=0.25, enabled=False), fold(1e9), {0: 100.0}) is None

@@ -187,3 +187,43 @@ def test_a_stale_candidate_whose_code_conflicts_is_recorded_stale(tmp_path):
     assert "status: stale" in git.message(stale.commit)
     kept_line = "+ 0.5 + rng" if "0.5" in rows["keep"].description else "+ 0.7 + rng"
     assert kept_line in (root / "train.py").read_text() and git.status() == []
+
+
+CRASH_QUEUE = """\
+[[experiment]]
+description = "halve LR in code (crashes first)"
+replace = [{ file = "train.py", old = "val = (math", new = "LR = LR / 2\\nraise SystemExit(3)\\nval = (math" }]
+fix = [{ file = "train.py", old = "raise SystemExit(3)\\n", new = "" }]
+
+[[experiment]]
+description = "LR -> 0.001"
+set = { LR = 0.001 }
+
+[[experiment]]
+description = "diverge"
+[[experiment.replace]]
+file = "train.py"
+old = 'loss {1.0 / step:.3f}", flush=True)'
+new = '''loss {10.0 / step:.3f}", flush=True)
+    time.sleep(60 if step == 2 else 0)'''
+"""
+
+
+@pytest.mark.slow
+def test_candidates_in_flight_get_the_smoke_test_and_the_champions_curves(tmp_path):
+    """With several candidates in flight each still runs its smoke test first (a crash costs no fold) and is
+    compared with the curves and fold scores of the champion it was proposed from."""
+    root = make_toy_repo(tmp_path / "toy", sleep=0.2, queue=CRASH_QUEUE, rule="greedy")
+    Session(root, tag="p").run("replay", experiments=3, parallel=2, no_sandbox=True)
+    ledger = open_ledger(config_mod.load(root))
+    rows = ledger.rows(tag="p", kinds=("experiment",))
+    crash = next(r for r in rows if r.status == "crash")
+    assert crash.reason.startswith("smoke test: exit code 3"), crash.reason
+    run_dir = root / ".autoresearch" / "runs" / f"{crash.number:04d}"
+    assert (run_dir / "smoke.log").is_file() and not (run_dir / "fold0.log").exists()
+    other = next(r for r in rows if r.description == "LR -> 0.001")
+    assert other.status == "keep" and len(other.folds) == 2
+    assert (root / ".autoresearch" / "runs" / f"{other.number:04d}" / "smoke.log").is_file()
+    diverged = next(r for r in rows if r.description == "diverge")
+    assert diverged.status == "aborted" and "10.00x the champion's" in diverged.reason
+    assert diverged.decision["abort"]["champion"] == [[1, 1.0], [2, 0.5]]

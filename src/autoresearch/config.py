@@ -96,6 +96,7 @@ class AbortSection:
     patience: int = 2            # ...on this many progress lines in a row...
     min_fraction: float = 0.25   # ...from this fraction of the run's steps on (NaN/inf aborts at any step)
     min_progress: float = 0.1    # or below this share of the champion's progress since the first line (0: off)
+    fold_margin: float = 0.0     # skip the later folds once a fold scores this share worse than the champion's (0: off)
 
 
 @dataclass(frozen=True)
@@ -450,6 +451,7 @@ def _abort(file: Path, data: dict[str, Any]) -> AbortSection:
         patience=s.positive("patience", AbortSection.patience, "int"),
         min_fraction=_fraction(s, "min_fraction", AbortSection.min_fraction, allow_zero=True),
         min_progress=_fraction(s, "min_progress", AbortSection.min_progress, allow_zero=True),
+        fold_margin=s.positive("fold_margin", AbortSection.fold_margin, allow_zero=True),
     )
     s.finish()
     if not re.fullmatch(r"[A-Za-z_]\w*", section.key):

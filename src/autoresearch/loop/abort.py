@@ -33,8 +33,20 @@ def champion_curves(config: Config, champ: Experiment | None) -> dict[int | None
     return out
 
 
+def champion_folds(config: Config, champ: Experiment | None) -> dict[int | None, float]:
+    """fold -> the champion's score on it, for ``[abort] fold_margin`` (its row's per-fold metrics)."""
+    if champ is None:
+        return {}
+    ids = fold_ids(config, "fold")
+    values = champ.folds
+    return dict(zip(ids, values)) if len(values) == len(ids) else {}
+
+
 def evidence(trial: TrialResult) -> dict | None:
-    """For an aborted trial: the fold, the reason, and both curves (candidate and champion) of the key."""
+    """For an aborted trial: the fold, the reason, and both curves (candidate and champion) of the key; or
+    for one stopped by the fold rule, both scores of that fold and the folds not run."""
+    if trial.fold_abort:
+        return dict(trial.fold_abort)
     for f in trial.folds:
         if f.outcome.kind != ExitKind.ABORTED:
             continue
@@ -51,6 +63,9 @@ def evidence(trial: TrialResult) -> dict | None:
 
 def note(number: int, found: dict, folds_total: int) -> str:
     """The line the next brief carries about an aborted experiment."""
+    if found.get("kind") == "fold":
+        return (f"experiment {number} was stopped after fold {found['fold']} and discarded: {found['reason']}; "
+                f"its {len(found['not_run'])} later fold(s) were not run")
     skipped = folds_total - 1 - (found["fold"] or 0)
     later = f"; its {skipped} later fold(s) were not run" if skipped > 0 else ""
     return (f"experiment {number} was stopped early at fold {found['fold']} and discarded after "

@@ -401,7 +401,8 @@ class Engine:
         trial = self._trial(number, seed=self.config.run.seed, smoke=True) if self.config.smoke.enabled else None
         if trial is None or trial.status == "ok":     # a smoke-test crash is the trial's result: no fold runs
             trial = self._trial(number, seed=self.config.run.seed,
-                                curves=abort_mod.champion_curves(self.config, champ))
+                                curves=abort_mod.champion_curves(self.config, champ),
+                                scores=abort_mod.champion_folds(self.config, champ))
         row = self._decide_and_record(number, trial, champ, base, candidate, proposal, phase, changed)
         return row, trial
 
@@ -417,8 +418,8 @@ class Engine:
 
     # --- pieces ------------------------------------------------------------------------------------
     def _trial(self, number: int, *, seed: int, label: str = "", mode: str = "fold", curves=None,
-               smoke: bool = False) -> TrialResult:
-        """Run a trial for ledger row ``number`` (``curves``: the champion's, for the abort rule; with
+               scores=None, smoke: bool = False) -> TrialResult:
+        """Run a trial for ledger row ``number`` (``curves``, ``scores``: the champion's, for the abort rules; with
         ``smoke``, only its smoke test). Ctrl-C (after the runner has killed every child) records the row as
         interrupted, puts the tree back at the base, and is raised again."""
         run_dir = self.config.state_dir / "runs" / (f"{number:04d}{label}")
@@ -428,7 +429,7 @@ class Engine:
             else:
                 trial = run_trial(self.config, run_dir, seed=seed, mode=mode, sandbox=self.sandbox,
                                   executor=self.executor, on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)),
-                                  champion_curves=curves)
+                                  champion_curves=curves, champion_folds=scores)
         except KeyboardInterrupt:
             trial = TrialResult("interrupted", "interrupted by Ctrl-C")
         else:

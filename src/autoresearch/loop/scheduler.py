@@ -40,13 +40,14 @@ from typing import Any, Callable
 from autoresearch import events as ev
 from autoresearch.agents.base import Proposal
 from autoresearch.errors import UserError
+from autoresearch.loop import abort as abort_mod
 from autoresearch.loop import decide as decide_mod
 from autoresearch.loop import editpolicy, fingerprints, rebase
 from autoresearch.loop.engine import MAX_AGENT_FAILURES, Engine, StopReason
 from autoresearch.loop.gitops import Git, archive_ref
 from autoresearch.loop.ledger import Experiment, utc_now
 from autoresearch.loop.phases import Phase
-from autoresearch.loop.trial import TrialResult, run_trial
+from autoresearch.loop.trial import TrialResult, run_trial, smoke_trial
 from autoresearch.runner.executor import KeepGoing
 from autoresearch.runner.spec import RunOutcome, RunSpec
 from autoresearch.vocab import Kind, Status
@@ -304,12 +305,20 @@ class Scheduler:
         eng = self.engine
         run_dir = eng.config.state_dir / "runs" / f"{flight.number:04d}{flight.label}"
         executor = InTree(self.executor, flight.tree)
+        # against the champion it was proposed from, like a candidate of the sequential loop
+        curves = abort_mod.champion_curves(eng.config, flight.champion)
+        scores = abort_mod.champion_folds(eng.config, flight.champion)
 
         def work() -> None:
             trial, error = None, None
             try:
-                trial = run_trial(eng.config, run_dir, seed=eng.config.run.seed, sandbox=eng.sandbox, executor=executor,
-                                  on_fold=lambda f: eng.reporter(ev.FoldFinished(flight.number, f)))
+                if eng.config.smoke.enabled:      # a crash here is the trial's result: no fold runs
+                    trial = smoke_trial(eng.config, run_dir, seed=eng.config.run.seed, sandbox=eng.sandbox,
+                                        executor=executor)
+                if trial is None or trial.status == "ok":
+                    trial = run_trial(eng.config, run_dir, seed=eng.config.run.seed, sandbox=eng.sandbox,
+                                      executor=executor, on_fold=lambda f: eng.reporter(ev.FoldFinished(flight.number, f)),
+                                      champion_curves=curves, champion_folds=scores)
             except KeyboardInterrupt:
                 trial = TrialResult("interrupted", "interrupted by Ctrl-C")
             except BaseException as exc:  # a setup error (UserError): raised in the scheduler's thread

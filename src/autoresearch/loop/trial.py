@@ -34,6 +34,7 @@ from autoresearch.scoring.facts import number, read_facts
 from autoresearch.scoring.safeio import UnsafeOutput, read_tail
 from autoresearch.scoring.sources import RunRecord, Score
 from autoresearch.loop.status import ABORTED, CONTENTION
+from autoresearch.vocab import Direction
 from autoresearch.runner import load
 from autoresearch.runner.curves import AbortRule, Point
 
@@ -54,6 +55,7 @@ class TrialResult:
     reason: str
     folds: list[FoldResult] = field(default_factory=list)
     smoke: RunOutcome | None = None  # the smoke test's run, when it stopped the trial before any fold
+    fold_abort: dict | None = None   # the fold rule's evidence, when it stopped the later folds
 
     @property
     def values(self) -> list[float]:
@@ -61,12 +63,16 @@ class TrialResult:
 
     @property
     def mean(self) -> float:
+        """The metric: NaN when a fold failed, and when the fold rule left folds out (a part is no metric)."""
         vals = self.values
-        return statistics.fmean(vals) if vals and all(math.isfinite(v) for v in vals) else math.nan
+        ok = vals and all(math.isfinite(v) for v in vals) and not self.fold_abort
+        return statistics.fmean(vals) if ok else math.nan
 
     @property
     def std(self) -> float:
         vals = self.values
+        if self.fold_abort:
+            return math.nan
         if len(vals) < 2 or not all(math.isfinite(v) for v in vals):
             return 0.0 if len(vals) == 1 and math.isfinite(vals[0]) else math.nan
         return statistics.stdev(vals)
@@ -215,7 +221,8 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
               executor: Executor | None = None,
               on_fold: Callable[[FoldResult], None] | None = None,
               champion_curves: dict[int | None, list[Point]] | None = None,
-              folds: list[int | None] | None = None) -> TrialResult:
+              folds: list[int | None] | None = None,
+              champion_folds: dict[int | None, float] | None = None) -> TrialResult:
     """Run every fold (or the final run, or only ``folds``) and score it.
 
     The executor gets the whole batch and decides whether the folds run one after another or side by
@@ -223,7 +230,9 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
     failing candidate does not spend the other folds' time). The trial's status is that of the first
     failing fold in fold order. ``champion_curves`` (fold -> the champion's progress points) arms the abort
     rule of ``[abort]``; with None no run is compared (a NaN loss still stops a fold-mode run when the rule
-    is enabled)."""
+    is enabled). ``champion_folds`` (fold -> the champion's score) arms ``[abort] fold_margin``: once a
+    fold scores worse than the champion's on the same fold by more than that share, the folds not yet
+    started are not run and the trial is ``aborted`` (when at least one was left out)."""
     executor = executor or LocalExecutor()
     task = tasks.for_config(config)
     batch = fold_specs(config, run_dir, seed=seed, mode=mode, sandbox=sandbox, champion_curves=champion_curves,
@@ -231,12 +240,19 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
     fold_of = {spec.name: fold for fold, spec in batch}
     scored: dict[str, FoldResult] = {}
 
+    stopped: dict = {}
+
     def keep_going(outcome: RunOutcome) -> bool:
         fold_result = _score(config, task, outcome, fold_of[outcome.spec.name], mode)
         scored[outcome.spec.name] = fold_result
         if on_fold:
             on_fold(fold_result)
-        return _status(outcome, fold_result.score, config)[0] == "ok"
+        if _status(outcome, fold_result.score, config)[0] != "ok":
+            return False
+        if mode == "fold" and not stopped and (found := fold_verdict(config, fold_result, champion_folds)):
+            stopped.update(found)
+            return False
+        return True
 
     executor.run([spec for _, spec in batch], keep_going=keep_going)
     result = TrialResult("ok", "")
@@ -248,7 +264,33 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
         status, reason = _status(fold_result.outcome, fold_result.score, config)
         if status != "ok" and result.status == "ok":
             result.status, result.reason = status, f"{spec.name}: {reason}"
+    not_run = [fold for fold, spec in batch if spec.name not in scored]
+    if stopped and not_run and result.status == "ok":     # every fold ran anyway (side by side): no abort
+        result.fold_abort = {**stopped, "not_run": not_run}
+        result.status = ABORTED
+        result.reason = (f"fold{stopped['fold']}: stopped after this fold: {stopped['reason']}; its "
+                         f"{len(not_run)} later fold(s) were not run")
     return result
+
+
+def fold_verdict(config: Config, fold: FoldResult, champion_folds: dict[int | None, float] | None) -> dict | None:
+    """``[abort] fold_margin``: the evidence when ``fold`` scored worse than the champion's score on the
+    same fold by more than that share of it; None when it did not, or when there is nothing to compare."""
+    margin = config.abort.fold_margin
+    champ = (champion_folds or {}).get(fold.fold)
+    value = fold.score.value
+    if not config.abort.enabled or margin <= 0 or champ is None or not math.isfinite(champ) \
+            or not math.isfinite(value) or champ == 0:
+        return None
+    sign = 1.0 if config.metric.direction == Direction.MINIMIZE else -1.0
+    worse = sign * (value - champ) / abs(champ)
+    if worse <= margin:
+        return None
+    name = config.metric.name
+    return {"kind": "fold", "fold": fold.fold, "value": value, "champion": champ, "worse": round(worse, 4),
+            "margin": margin, "seconds": round(fold.outcome.seconds, 3),
+            "reason": f"{name} {value:.4g} against the champion's {champ:.4g} on the same fold, {worse:.0%} worse "
+                      f"(rule: fold_margin {margin:g})"}
 
 
 def _score(config: Config, task: tasks.Task, outcome: RunOutcome, fold: int | None, mode: str) -> FoldResult:
