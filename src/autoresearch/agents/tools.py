@@ -350,7 +350,7 @@ class Toolbox:
         line = text[: text.index(old)].count("\n") + 1
         return f"replaced 1 occurrence in {path} at line {line}"
 
-    def _constants(self, wanted: str | None = None) -> dict[str, Path]:
+    def _constants(self) -> dict[str, Path]:
         """Name -> the editable Python script defining it (the first, in sorted order, when several do)."""
         found: dict[str, Path] = {}
         for rel in sorted(self.editable):
