@@ -13,6 +13,7 @@ from autoresearch import config as config_mod
 from autoresearch.runner.curves import AbortRule, AbortWatch, Point, curve_from_log, parse_progress, points_from_dicts
 from autoresearch.runner.spec import ExitKind, RunSpec
 from autoresearch.runner.process import run_spec
+from toyrepo import DIVERGE
 
 
 def test_progress_lines_are_parsed():
@@ -150,15 +151,7 @@ def test_abort_settings_are_validated_naming_the_key():
 
 # --- in the loop -------------------------------------------------------------------------------------------
 
-LOOP_QUEUE = """
-[[experiment]]
-description = "diverge"
-[[experiment.replace]]
-file = "train.py"
-old = 'loss {1.0 / step:.3f}", flush=True)'
-new = '''loss {10.0 / step:.3f}", flush=True)
-    time.sleep(60 if step == 2 else 0)'''
-
+LOOP_QUEUE = DIVERGE + """
 [[experiment]]
 description = "nan at the first step"
 [[experiment.replace]]

@@ -18,7 +18,7 @@ from autoresearch.loop import rebase
 from autoresearch.loop.engine import open_ledger
 from autoresearch.loop.gitops import Git, archive_ref
 from autoresearch.session import Session
-from toyrepo import make_toy_repo
+from toyrepo import DIVERGE, make_toy_repo
 
 LRS = [0.005, 0.002, 0.001, 0.0005, 0.003, 0.0001]
 QUEUE = "".join(f'[[experiment]]\ndescription = "LR -> {lr}"\nset = {{ LR = {lr} }}\n\n' for lr in LRS)
@@ -199,14 +199,7 @@ fix = [{ file = "train.py", old = "raise SystemExit(3)\\n", new = "" }]
 description = "LR -> 0.001"
 set = { LR = 0.001 }
 
-[[experiment]]
-description = "diverge"
-[[experiment.replace]]
-file = "train.py"
-old = 'loss {1.0 / step:.3f}", flush=True)'
-new = '''loss {10.0 / step:.3f}", flush=True)
-    time.sleep(60 if step == 2 else 0)'''
-"""
+""" + DIVERGE
 
 
 @pytest.mark.slow

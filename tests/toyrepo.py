@@ -101,6 +101,18 @@ set = { SEED = 5 }
 '''
 
 
+# A queue entry whose loss runs 10x the champion's and then hangs at its last step: the abort rule stops it.
+DIVERGE = """\
+[[experiment]]
+description = "diverge"
+[[experiment.replace]]
+file = "train.py"
+old = 'loss {1.0 / step:.3f}", flush=True)'
+new = '''loss {10.0 / step:.3f}", flush=True)
+    time.sleep(60 if step == 2 else 0)'''
+"""
+
+
 def make_toy_repo(root: Path, *, sleep: float = 0.0, timeout: float = 30, rule: str = "noise",
                   queue: str = QUEUE) -> Path:
     root.mkdir(parents=True, exist_ok=True)
