@@ -158,6 +158,7 @@ def test_watch_a_live_loop_open_an_experiment_pause_note_resume_stop(browser, tm
 
         page.click('#tabs a[data-tab="steer"]')
         page.click("#btn-pause")
+        page.wait_for_selector("#control-badge.pause")      # the click's request has landed (a busy machine is slow)
         with Session(root, tag="live") as s:
             at_pause = s.ledger.next_number()
             assert s.control() == "pause"
@@ -165,7 +166,6 @@ def test_watch_a_live_loop_open_an_experiment_pause_note_resume_stop(browser, tm
             # only the experiment under way when the button was pressed (its row may not exist yet) finished
             assert settled <= at_pause + 1 and not s.ledger.running()
             assert loop.poll() is None                               # paused, not stopped
-        page.wait_for_selector("#control-badge.pause")
 
         page.fill("#note-text", "try WIDTH 32 next")
         page.click("#btn-note")
