@@ -176,6 +176,40 @@ def test_a_users_commit_on_the_loop_branch_is_not_thrown_away(tmp_path):
     assert _git(root, "rev-parse", "HEAD").strip() == mine
 
 
+def test_a_stop_between_the_loops_commit_and_its_record_resumes(tmp_path):
+    """kill -9 after the loop committed a candidate (or a discarded candidate's notes) but before the ledger
+    recorded it: that commit is the loop's own, not a person's. The run resumes: the candidate's row is
+    interrupted and the tree goes back to the base; notes directly above the base become the base. A commit
+    that only looks like the loop's (a row that is not running, or code in a notes commit) still stops it."""
+    root = _karpathy_repo(tmp_path / "mine")
+    session = autoresearch.open(root, tag="n")
+    session.run("replay", experiments=1, no_sandbox=NO_SANDBOX)
+    for subject, path in (("experiment 1 (running): not running any more", "train.py"),
+                          ("notes after experiment 3", "train.py")):
+        head = _git(root, "rev-parse", "HEAD").strip()
+        (root / path).write_text((root / path).read_text() + "\n# mine\n")
+        _git(root, "commit", "-qam", subject)
+        mine = _git(root, "rev-parse", "HEAD").strip()
+        with pytest.raises(UserError, match="a commit the loop did not make"):
+            session.run("replay", experiments=2, no_sandbox=NO_SANDBOX)
+        assert _git(root, "rev-parse", "HEAD").strip() == mine
+        _git(root, "reset", "-q", "--hard", head)
+
+    number = session.ledger.start(tag="n", kind="experiment", description="cut off")     # the row is running
+    (root / "train.py").write_text((root / "train.py").read_text() + "\n# candidate\n")
+    _git(root, "commit", "-qam", f"experiment {number} (running): cut off")
+    session.run("replay", experiments=2, no_sandbox=NO_SANDBOX)      # resumes instead of refusing
+    assert session.ledger.get(number).status == "interrupted"
+    assert "# candidate" not in (root / "train.py").read_text()           # the tree went back to the base
+
+    (root / "scratchpad.md").write_text((root / "scratchpad.md").read_text() + "\n- a note worth keeping\n")
+    _git(root, "commit", "-qam", "notes after experiment 2")
+    notes = _git(root, "rev-parse", "HEAD").strip()
+    session.run("replay", experiments=3, no_sandbox=NO_SANDBOX)
+    assert _git(root, "merge-base", "--is-ancestor", notes, "HEAD") == ""     # adopted as the base
+    assert "- a note worth keeping" in (root / "scratchpad.md").read_text()
+
+
 def test_a_missing_editable_file_is_an_error_before_anything_is_recorded(tmp_path):
     root = _karpathy_repo(tmp_path / "mine")
     config = root / "autoresearch.toml"

@@ -30,7 +30,7 @@ from autoresearch.loop import abort as abort_mod
 from autoresearch.loop import contention
 from autoresearch.loop import decide as decide_mod
 from autoresearch.loop import editpolicy, fingerprints, runfacts, scratchpad
-from autoresearch.loop.gitops import Git, archive_ref, branch_name, format_message
+from autoresearch.loop.gitops import Git, archive_ref, branch_name, format_message, unrecorded_own_commits
 from autoresearch.loop.ledger import Experiment, Ledger, utc_now
 from autoresearch.loop.phases import Phase, current_phase, load_program
 from autoresearch.loop.status import ABORTED, CONTENTION, NOT_CHARGED
@@ -154,6 +154,13 @@ class Engine:
         if head is None or base is None or head == base or self.git.is_ancestor(head, base):
             return
         ours = {c for r in self.ledger.rows(tag=self.tag) for c in (r.commit, r.candidate_commit) if c}
+        running = {r.number for r in self.ledger.running()}
+        resume = None if head in ours else unrecorded_own_commits(self.git, head, base, running,
+                                                                   self.config.task.scratchpad)
+        if resume is not None:      # stopped between making a commit and recording it: the loop's own
+            if resume != base:
+                self.ledger.set_meta(f"base:{self.tag}", resume)
+            return
         if head not in ours:
             subject = self.git("log", "-1", "--format=%s", head).strip()
             raise UserError(f"branch {branch} has a commit the loop did not make: {head[:10]} {subject!r}",
