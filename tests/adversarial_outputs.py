@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import adversarial as adv
 
-# A hand-written .npy member for image_emb whose header declares n x 2**40 float32 (4 TiB a row) over
-# 64 bytes of data.
-ABSURD_SHAPE = '''\
-import io, os, zipfile
+# What the two hand-made archives share: the query set, and one array as .npy bytes (after `import io`).
+_NPY_WRITER = '''\
 import numpy as np
 from eclip.io import load_run
 run = load_run()
@@ -26,6 +24,11 @@ def npy(arr):
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
+'''
+
+# A hand-written .npy member for image_emb whose header declares n x 2**40 float32 (4 TiB a row) over
+# 64 bytes of data.
+ABSURD_SHAPE = 'import io, os, zipfile\n' + _NPY_WRITER + '''\
 header = repr({"descr": "<f4", "fortran_order": False, "shape": (n, 2 ** 40)}).encode()
 header += b" " * (63 - (10 + len(header)) % 64) + b"\\n"
 absurd = b"\\x93NUMPY\\x01\\x00" + len(header).to_bytes(2, "little") + header + bytes(64)
@@ -40,16 +43,7 @@ print("wrote an absurd header")
 # A consistent but enormous image_emb (n rows of float32 zeros, 1.5 GiB in all) that deflates to
 # about 1.5 MB: the zip is written by hand from one repeatable compressed block of zeros,
 # so the run itself never holds more than a megabyte.
-ZIP_BOMB = '''\
-import io, os, struct, zlib
-import numpy as np
-from eclip.io import load_run
-run = load_run()
-n = len(run.queries.image_ids)
-def npy(arr):
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
+ZIP_BOMB = 'import io, os, struct, zlib\n' + _NPY_WRITER + '''\
 def deflate(data):
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     return c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)

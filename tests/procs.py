@@ -1,8 +1,13 @@
-"""Seeing processes from the test: is a pid alive, which live processes carry a token in their command line."""
+"""Processes from the test: is a pid alive, which live processes carry a token in their command line, and
+the CLI run to its end or killed mid-run."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 
 def alive(pid: int) -> bool:
@@ -27,3 +32,17 @@ def procs_running(token: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def run_cli(args: list[str], *, kill_after: float | None) -> None:
+    """``python -m autoresearch ARGS`` in its own session: to the end (it must succeed), or SIGKILLed with
+    everything it started after ``kill_after`` seconds, as a power cut would."""
+    proc = subprocess.Popen([sys.executable, "-m", "autoresearch", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    if kill_after is None:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err.decode()
+        return
+    time.sleep(kill_after)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -13,7 +13,7 @@ from autoresearch import config as config_mod
 from autoresearch.runner.curves import AbortRule, AbortWatch, Point, curve_from_log, parse_progress, points_from_dicts
 from autoresearch.runner.spec import ExitKind, RunSpec
 from autoresearch.runner.process import run_spec
-from toyrepo import DIVERGE
+from toyrepo import DIVERGE, make_toy_repo
 
 
 def test_progress_lines_are_parsed():
@@ -166,19 +166,24 @@ set = { LR = 0.001 }
 """
 
 
-@pytest.mark.slow
-def test_an_aborted_candidate_is_recorded_with_its_evidence_and_briefed(tmp_path):
+def _replay_engine(config):
+    """An engine over a toy repository with the replay agent (its queue), unsandboxed, tag "t"."""
     from autoresearch.agents import make_agent
     from autoresearch.agents.base import AgentContext
     from autoresearch.loop.engine import Engine, open_ledger
-    from toyrepo import make_toy_repo
 
-    root = make_toy_repo(tmp_path / "toy", rule="greedy", queue=LOOP_QUEUE)
-    config = config_mod.load(root)
-    assert config.run.folds == 2 and config.loop.max_crash_fixes == 1
     context = AgentContext(root=config.root, editable=["train.py", "scratchpad.md"], denied=[config.state_dir])
     engine = Engine(config, tag="t", sandbox=False, ledger=open_ledger(config))
     engine.agent = make_agent("replay", config, context, tag="t")
+    return engine
+
+
+@pytest.mark.slow
+def test_an_aborted_candidate_is_recorded_with_its_evidence_and_briefed(tmp_path):
+    root = make_toy_repo(tmp_path / "toy", rule="greedy", queue=LOOP_QUEUE)
+    config = config_mod.load(root)
+    assert config.run.folds == 2 and config.loop.max_crash_fixes == 1
+    engine = _replay_engine(config)
     assert "nothing more" in engine.run().why
     rows = [r for r in engine.ledger.rows(tag="t") if r.kind == "experiment"]
     assert [(r.description, r.status, r.attempt) for r in rows] == [
@@ -202,16 +207,9 @@ def test_an_aborted_candidate_is_recorded_with_its_evidence_and_briefed(tmp_path
 
 @pytest.mark.slow
 def test_the_next_brief_says_why_a_candidate_was_aborted(tmp_path):
-    from autoresearch.agents import make_agent
-    from autoresearch.agents.base import AgentContext
-    from autoresearch.loop.engine import Engine, open_ledger
-    from toyrepo import make_toy_repo
-
     root = make_toy_repo(tmp_path / "toy", rule="greedy", queue=LOOP_QUEUE)
     config = config_mod.load(root)
-    context = AgentContext(root=config.root, editable=["train.py", "scratchpad.md"], denied=[config.state_dir])
-    engine = Engine(config, tag="t", sandbox=False, ledger=open_ledger(config))
-    engine.agent = make_agent("replay", config, context, tag="t")
+    engine = _replay_engine(config)
     engine.run(max_experiments=1)
     note = [n for n in engine.notes if "stopped early" in n]
     assert len(note) == 1 and note[0].startswith("experiment 1 was stopped early at fold 0 and discarded")
@@ -254,11 +252,6 @@ def test_a_fold_far_worse_than_the_champions_stops_the_later_folds(tmp_path):
     runs every fold and is decided as usual."""
     import subprocess
 
-    from autoresearch.agents import make_agent
-    from autoresearch.agents.base import AgentContext
-    from autoresearch.loop.engine import Engine, open_ledger
-    from toyrepo import make_toy_repo
-
     root = make_toy_repo(tmp_path / "toy", rule="greedy", queue=FOLD_QUEUE)
     with open(root / "autoresearch.toml", "a", encoding="utf-8") as fh:
         fh.write("\n[abort]\nfold_margin = 0.5\n")
@@ -266,9 +259,7 @@ def test_a_fold_far_worse_than_the_champions_stops_the_later_folds(tmp_path):
                    check=True)
     config = config_mod.load(root)
     assert config.abort.fold_margin == 0.5 and config.run.folds == 2
-    context = AgentContext(root=config.root, editable=["train.py", "scratchpad.md"], denied=[config.state_dir])
-    engine = Engine(config, tag="t", sandbox=False, ledger=open_ledger(config))
-    engine.agent = make_agent("replay", config, context, tag="t")
+    engine = _replay_engine(config)
     assert "nothing more" in engine.run().why
     worse, better = [r for r in engine.ledger.rows(tag="t") if r.kind == "experiment"]
     assert (worse.status, better.status) == ("aborted", "keep")

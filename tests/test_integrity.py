@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from autoresearch import config as config_mod
-from autoresearch.agents.base import AgentContext, Proposal
 from autoresearch.errors import UserError
 from autoresearch.loop import editpolicy, fingerprints
 from autoresearch.loop.engine import Engine, open_ledger
@@ -22,7 +21,7 @@ from autoresearch.bytecode import bytecode_files
 from autoresearch.loop.gitops import Git
 from autoresearch.runner import sandbox
 from autoresearch import tasks
-from toyrepo import make_toy_repo
+from toyrepo import Vandal, make_toy_repo
 
 SANDBOX = sandbox.available()
 
@@ -76,18 +75,6 @@ def test_replace_refs_and_inherited_git_variables_are_ignored(tmp_path, monkeypa
 
 # -- the edit policy: any change under .git is invalid and undone ------------------------------------------
 
-class _Vandal:
-    name = "vandal"
-
-    def __init__(self, action):
-        self.action = action
-
-    def propose(self, brief, workdir):
-        self.action(Path(workdir))
-        return Proposal(description="vandalism")
-
-    def observe(self, *a):
-        pass
 
 
 def _engine(root: Path) -> Engine:
@@ -145,7 +132,7 @@ def test_planted_git_control_files_are_invalid_and_removed(tmp_path, plant, path
     root = make_toy_repo(tmp_path / "toy")
     engine = _engine(root)
     before = editpolicy.Snapshot.take(engine.git)
-    engine.agent = _Vandal(lambda w: (plant(w), _tweak(w)))
+    engine.agent = Vandal(lambda w: (plant(w), _tweak(w)))
     row, trial = engine.experiment()
     assert row.status == "invalid" and "git metadata was changed" in row.reason and path in row.reason, row.reason
     assert trial is None
@@ -160,7 +147,7 @@ def test_a_planted_fsmonitor_never_runs_and_is_removed(tmp_path):
     engine = _engine(root)
     config_before = (root / ".git" / "config").read_bytes()
     marker = tmp_path / "ran"
-    engine.agent = _Vandal(lambda w: (_plant_fsmonitor(w, marker), _tweak(w)))
+    engine.agent = Vandal(lambda w: (_plant_fsmonitor(w, marker), _tweak(w)))
     row, _ = engine.experiment()
     assert row.status == "invalid" and ".git/config" in row.reason and ".git/fsmon.sh" in row.reason
     assert not marker.exists()                      # neither the check nor the restore ran it
@@ -173,7 +160,7 @@ def test_a_planted_fsmonitor_never_runs_and_is_removed(tmp_path):
 def test_new_objects_are_removed_and_a_rewritten_object_stops_the_run(tmp_path):
     root = make_toy_repo(tmp_path / "toy")
     engine = _engine(root)
-    engine.agent = _Vandal(lambda w: (Git(w)("hash-object", "-w", "--stdin", input="planted\n"), _tweak(w)))
+    engine.agent = Vandal(lambda w: (Git(w)("hash-object", "-w", "--stdin", input="planted\n"), _tweak(w)))
     row, _ = engine.experiment()
     assert row.status == "invalid" and ".git/objects/" in row.reason
     assert Git(root).run("cat-file", "-e", Git(root)("hash-object", "--stdin", input="planted\n").strip()).returncode != 0
@@ -188,7 +175,7 @@ def test_new_objects_are_removed_and_a_rewritten_object_stops_the_run(tmp_path):
         loose.chmod(0o644)
         loose.write_bytes(data)                     # same bytes, but a rewrite the tool cannot undo
         _tweak(w)
-    engine.agent = _Vandal(rewrite)
+    engine.agent = Vandal(rewrite)
     with pytest.raises(UserError, match="rewrote or removed git objects"):
         engine.experiment()
 
@@ -262,7 +249,7 @@ def test_new_bytecode_in_a_turn_is_invalid_and_removed_but_venvs_are_left_alone(
     (root / ".gitignore").write_text((root / ".gitignore").read_text() + "venv/\n")
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "ignore venv"], cwd=root, check=True)
     engine = _engine(root)
-    engine.agent = _Vandal(lambda w: (_plant_pyc(w / "train.py", "print('val_bpb: 0.0')\n"), _tweak(w)))
+    engine.agent = Vandal(lambda w: (_plant_pyc(w / "train.py", "print('val_bpb: 0.0')\n"), _tweak(w)))
     row, _ = engine.experiment()
     assert row.status == "invalid" and "new byte-code file __pycache__/train." in row.reason, row.reason
     assert bytecode_files(root) == set()

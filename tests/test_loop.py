@@ -10,11 +10,11 @@ import pytest
 
 from autoresearch import config as config_mod
 from autoresearch.agents import make_agent
-from autoresearch.agents.base import AgentContext, Proposal
+from autoresearch.agents.base import AgentContext
 from autoresearch.loop.engine import Engine, open_ledger
 from autoresearch.loop.gitops import Git, archive_ref
 from autoresearch.runner import sandbox
-from toyrepo import make_toy_repo
+from toyrepo import Vandal, make_toy_repo
 
 SANDBOX = sandbox.available()
 
@@ -70,20 +70,6 @@ def test_toy_repository_runs_under_the_loop(tmp_path):
     assert len(lines) == 1 + len(rows)
 
 
-class _Vandal:
-    """An agent that edits what it must not."""
-
-    name = "vandal"
-
-    def __init__(self, action):
-        self.action = action
-
-    def propose(self, brief, workdir):
-        self.action(Path(workdir))
-        return Proposal(description="vandalism")
-
-    def observe(self, *a):
-        pass
 
 
 @pytest.mark.parametrize("action, reason", [
@@ -102,7 +88,7 @@ def test_forbidden_edits_are_invalid_and_undone(tmp_path, action, reason):
     engine.prepare()
     champ = engine.ensure_baseline()
     before = (root / "train.py").read_text()
-    engine.agent = _Vandal(action)
+    engine.agent = Vandal(action)
     row, trial = engine.experiment()
     assert row.status == "invalid" and reason in row.reason, row.reason
     assert trial is None

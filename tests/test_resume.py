@@ -6,17 +6,13 @@ import pytest
 
 pytestmark = pytest.mark.slow   # trains for real or runs whole loops: deselect with -m 'not slow'
 
-import os
 import random
 import re
-import signal
-import subprocess
-import sys
-import time
 
 from autoresearch import config as config_mod
 from autoresearch.loop.engine import open_ledger
 from autoresearch.loop.gitops import Git, archive_ref
+from procs import run_cli
 from toyrepo import make_toy_repo
 
 LRS = [0.005, 0.002, 0.001, 0.0005, 0.003, 0.0001]
@@ -24,16 +20,7 @@ QUEUE = "".join(f'[[experiment]]\ndescription = "LR -> {lr}"\nset = {{ LR = {lr}
 
 
 def _run(root, *, kill_after: float | None):
-    cmd = [sys.executable, "-m", "autoresearch", "run", "-C", str(root), "--experiments", str(len(LRS)),
-           "--tag", "k"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    if kill_after is None:
-        _, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err.decode()
-        return
-    time.sleep(kill_after)
-    os.killpg(proc.pid, signal.SIGKILL)  # the tool and anything it started, as a power cut would
-    proc.wait()
+    run_cli(["run", "-C", str(root), "--experiments", str(len(LRS)), "--tag", "k"], kill_after=kill_after)
 
 
 def test_kill_nine_at_random_moments_loses_and_duplicates_nothing(tmp_path):

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import os
 import random
 import re
-import signal
-import subprocess
-import sys
-import time
 from datetime import datetime
 
 from autoresearch import config as config_mod
@@ -18,6 +13,7 @@ from autoresearch.loop import rebase
 from autoresearch.loop.engine import open_ledger
 from autoresearch.loop.gitops import Git, archive_ref
 from autoresearch.session import Session
+from procs import run_cli
 from toyrepo import DIVERGE, make_toy_repo
 
 LRS = [0.005, 0.002, 0.001, 0.0005, 0.003, 0.0001]
@@ -115,16 +111,7 @@ def test_merge_notes():
 
 
 def _run(root, *, kill_after: float | None):
-    cmd = [sys.executable, "-m", "autoresearch", "run", "-C", str(root), "--experiments", str(len(LRS)),
-           "--tag", "k", "--parallel", "3", "--no-sandbox"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    if kill_after is None:
-        _, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err.decode()
-        return
-    time.sleep(kill_after)
-    os.killpg(proc.pid, signal.SIGKILL)  # the tool and every run it started, as a power cut would
-    proc.wait()
+    run_cli(["run", "-C", str(root), "--experiments", str(len(LRS)), "--tag", "k", "--parallel", "3", "--no-sandbox"], kill_after=kill_after)
 
 
 @pytest.mark.slow

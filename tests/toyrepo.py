@@ -10,6 +10,8 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+from autoresearch.agents.base import Proposal
+
 TRAIN = '''\
 """Toy training script: prints its validation metric like Karpathy's autoresearch."""
 import math
@@ -111,6 +113,22 @@ old = 'loss {1.0 / step:.3f}", flush=True)'
 new = '''loss {10.0 / step:.3f}", flush=True)
     time.sleep(60 if step == 2 else 0)'''
 """
+
+
+class Vandal:
+    """An agent that edits what it must not: ``action(workdir)`` is its whole turn."""
+
+    name = "vandal"
+
+    def __init__(self, action):
+        self.action = action
+
+    def propose(self, brief, workdir):
+        self.action(Path(workdir))
+        return Proposal(description="vandalism")
+
+    def observe(self, *a):
+        pass
 
 
 def make_toy_repo(root: Path, *, sleep: float = 0.0, timeout: float = 30, rule: str = "noise",

@@ -33,7 +33,7 @@ from autoresearch.loop import editpolicy, fingerprints, runfacts, scratchpad
 from autoresearch.loop.gitops import Git, archive_ref, branch_name, format_message, unrecorded_own_commits
 from autoresearch.loop.ledger import Experiment, Ledger, utc_now
 from autoresearch.loop.phases import Phase, current_phase, load_program
-from autoresearch.loop.status import ABORTED, CONTENTION, NOT_CHARGED
+from autoresearch.loop.status import ABORTED, CONTENTION
 from autoresearch.loop.trial import TrialResult, fold_ids, nan_to_none, run_trial, smoke_trial
 from autoresearch.runner.executor import Executor, LocalExecutor
 from autoresearch import tasks

@@ -17,7 +17,6 @@ instead of after a fold's time; a run still alive at the deadline got past start
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import statistics
