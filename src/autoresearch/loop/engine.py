@@ -34,7 +34,7 @@ from autoresearch.loop.gitops import Git, archive_ref, branch_name, format_messa
 from autoresearch.loop.ledger import Experiment, Ledger, utc_now
 from autoresearch.loop.phases import Phase, current_phase, load_program
 from autoresearch.loop.status import ABORTED, CONTENTION
-from autoresearch.loop.trial import TrialResult, fold_ids, nan_to_none, run_trial, smoke_trial
+from autoresearch.loop.trial import TrialResult, candidate_trial, fold_ids, nan_to_none, run_trial
 from autoresearch.runner.executor import Executor, LocalExecutor
 from autoresearch import tasks
 
@@ -405,11 +405,9 @@ class Engine:
                                     f"experiment {number} (running): {proposal.description}\n")
         self.git.update_ref(archive_ref(number), candidate)
         self.ledger.update(number, candidate_commit=candidate)
-        trial = self._trial(number, seed=self.config.run.seed, smoke=True) if self.config.smoke.enabled else None
-        if trial is None or trial.status == "ok":     # a smoke-test crash is the trial's result: no fold runs
-            trial = self._trial(number, seed=self.config.run.seed,
-                                curves=abort_mod.champion_curves(self.config, champ),
-                                scores=abort_mod.champion_folds(self.config, champ))
+        trial = self._trial(number, seed=self.config.run.seed, candidate=True,     # smoke test, then the folds
+                            curves=abort_mod.champion_curves(self.config, champ),
+                            scores=abort_mod.champion_folds(self.config, champ))
         row = self._decide_and_record(number, trial, champ, base, candidate, proposal, phase, changed)
         return row, trial
 
@@ -425,14 +423,16 @@ class Engine:
 
     # --- pieces ------------------------------------------------------------------------------------
     def _trial(self, number: int, *, seed: int, label: str = "", mode: str = "fold", curves=None,
-               scores=None, smoke: bool = False) -> TrialResult:
+               scores=None, candidate: bool = False) -> TrialResult:
         """Run a trial for ledger row ``number`` (``curves``, ``scores``: the champion's, for the abort rules; with
-        ``smoke``, only its smoke test). Ctrl-C (after the runner has killed every child) records the row as
+        ``candidate``, a candidate's first trial: its smoke test, then its folds). Ctrl-C (after the runner has killed every child) records the row as
         interrupted, puts the tree back at the base, and is raised again."""
         run_dir = self.config.state_dir / "runs" / (f"{number:04d}{label}")
         try:
-            if smoke:
-                trial = smoke_trial(self.config, run_dir, seed=seed, sandbox=self.sandbox, executor=self.executor)
+            if candidate:
+                trial = candidate_trial(self.config, run_dir, seed=seed, sandbox=self.sandbox, executor=self.executor,
+                                        on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)),
+                                        champion_curves=curves, champion_folds=scores)
             else:
                 trial = run_trial(self.config, run_dir, seed=seed, mode=mode, sandbox=self.sandbox,
                                   executor=self.executor, on_fold=lambda f: self.reporter(ev.FoldFinished(number, f)),

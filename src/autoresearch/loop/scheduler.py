@@ -47,7 +47,7 @@ from autoresearch.loop.engine import MAX_AGENT_FAILURES, Engine, StopReason
 from autoresearch.loop.gitops import Git, archive_ref
 from autoresearch.loop.ledger import Experiment, utc_now
 from autoresearch.loop.phases import Phase
-from autoresearch.loop.trial import TrialResult, run_trial, smoke_trial
+from autoresearch.loop.trial import TrialResult, candidate_trial
 from autoresearch.runner.executor import KeepGoing
 from autoresearch.runner.spec import RunOutcome, RunSpec
 from autoresearch.vocab import Kind, Status
@@ -312,13 +312,9 @@ class Scheduler:
         def work() -> None:
             trial, error = None, None
             try:
-                if eng.config.smoke.enabled:      # a crash here is the trial's result: no fold runs
-                    trial = smoke_trial(eng.config, run_dir, seed=eng.config.run.seed, sandbox=eng.sandbox,
-                                        executor=executor)
-                if trial is None or trial.status == "ok":
-                    trial = run_trial(eng.config, run_dir, seed=eng.config.run.seed, sandbox=eng.sandbox,
-                                      executor=executor, on_fold=lambda f: eng.reporter(ev.FoldFinished(flight.number, f)),
-                                      champion_curves=curves, champion_folds=scores)
+                trial = candidate_trial(eng.config, run_dir, seed=eng.config.run.seed, sandbox=eng.sandbox,
+                                        executor=executor, on_fold=lambda f: eng.reporter(ev.FoldFinished(flight.number, f)),
+                                        champion_curves=curves, champion_folds=scores)
             except KeyboardInterrupt:
                 trial = TrialResult("interrupted", "interrupted by Ctrl-C")
             except BaseException as exc:  # a setup error (UserError): raised in the scheduler's thread

@@ -192,6 +192,20 @@ def smoke_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = Tru
     return TrialResult(status, reason, smoke=outcome)
 
 
+def candidate_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True,
+                    executor: Executor | None = None, on_fold: Callable[[FoldResult], None] | None = None,
+                    champion_curves: dict[int | None, list[Point]] | None = None,
+                    champion_folds: dict[int | None, float] | None = None) -> TrialResult:
+    """A candidate's first trial: its smoke test (``[smoke]``), then, when that passed or is off, its folds
+    with the abort rules against the champion's curves and fold scores. A smoke-test crash is the result."""
+    if config.smoke.enabled:
+        smoke = smoke_trial(config, run_dir, seed=seed, sandbox=sandbox, executor=executor)
+        if smoke.status != "ok":
+            return smoke
+    return run_trial(config, run_dir, seed=seed, sandbox=sandbox, executor=executor, on_fold=on_fold,
+                     champion_curves=champion_curves, champion_folds=champion_folds)
+
+
 CHECK_MAX_STEPS = 50
 
 
