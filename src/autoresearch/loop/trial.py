@@ -141,9 +141,10 @@ def fold_ids(config: Config, mode: str) -> list[int | None]:
 
 def fold_specs(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", sandbox: bool = True,
                champion_curves: dict[int | None, list[Point]] | None = None,
-               folds: list[int | None] | None = None) -> list[tuple[int | None, RunSpec]]:
+               folds: list[int | None] | None = None, cwd: Path | None = None) -> list[tuple[int | None, RunSpec]]:
     """Every run of one trial: (fold, spec), in fold order (one spec, fold None, in final mode). In fold mode
-    each spec carries the abort rule of ``[abort]``, armed with the champion's curve of that fold."""
+    each spec carries the abort rule of ``[abort]``, armed with the champion's curve of that fold. ``cwd``:
+    the tree the runs execute (a snapshot of the commit under test); default the repository itself."""
     task = tasks.for_config(config)
     specs = []
     for fold in (fold_ids(config, mode) if folds is None else folds):
@@ -151,7 +152,7 @@ def fold_specs(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", 
         out_dir = run_dir / name
         plan = task.plan(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir)
         rule = abort_rule(config, (champion_curves or {}).get(fold, [])) if mode == "fold" else None
-        specs.append((fold, RunSpec(name=name, command=tasks.command(config), cwd=config.root, env=plan.env,
+        specs.append((fold, RunSpec(name=name, command=tasks.command(config), cwd=cwd or config.root, env=plan.env,
                                     out_dir=out_dir, log_path=run_dir / f"{name}.log", timeout_s=config.run.timeout_s,
                                     grace_s=config.run.grace_s, memory_gb=config.run.memory_gb, sandbox=sandbox,
                                     readonly=plan.readonly, hidden=plan.hidden, abort=rule)))
@@ -162,9 +163,9 @@ SMOKE_LABEL = "smoke test"
 
 
 def smoke_spec(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True, steps: int | None = None,
-               name: str = "smoke") -> RunSpec:
+               name: str = "smoke", cwd: Path | None = None) -> RunSpec:
     """Fold 0's run with the smoke variables, its own output folder and log, and the smoke deadline."""
-    fold, spec = fold_specs(config, run_dir, seed=seed, sandbox=sandbox)[0]
+    fold, spec = fold_specs(config, run_dir, seed=seed, sandbox=sandbox, cwd=cwd)[0]
     env = {**spec.env, "AUTORESEARCH_SMOKE": "1",
            "AUTORESEARCH_SMOKE_STEPS": str(steps if steps is not None else config.smoke.steps)}
     out_dir = run_dir / name
@@ -182,11 +183,11 @@ def smoke_passed(outcome: RunOutcome, config: Config) -> tuple[str, str]:
 
 
 def smoke_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True,
-                executor: Executor | None = None) -> TrialResult:
+                executor: Executor | None = None, cwd: Path | None = None) -> TrialResult:
     """The smoke test before a candidate's folds: ``ok`` (go on with ``run_trial``), or the crash (or
     interruption) that ends the trial with no fold run. Nothing is scored."""
     executor = executor or LocalExecutor()
-    spec = smoke_spec(config, run_dir, seed=seed, sandbox=sandbox)
+    spec = smoke_spec(config, run_dir, seed=seed, sandbox=sandbox, cwd=cwd)
     outcome = executor.run([spec])[0]
     status, reason = smoke_passed(outcome, config)
     return TrialResult(status, reason, smoke=outcome)
@@ -195,15 +196,15 @@ def smoke_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = Tru
 def candidate_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True,
                     executor: Executor | None = None, on_fold: Callable[[FoldResult], None] | None = None,
                     champion_curves: dict[int | None, list[Point]] | None = None,
-                    champion_folds: dict[int | None, float] | None = None) -> TrialResult:
+                    champion_folds: dict[int | None, float] | None = None, cwd: Path | None = None) -> TrialResult:
     """A candidate's first trial: its smoke test (``[smoke]``), then, when that passed or is off, its folds
     with the abort rules against the champion's curves and fold scores. A smoke-test crash is the result."""
     if config.smoke.enabled:
-        smoke = smoke_trial(config, run_dir, seed=seed, sandbox=sandbox, executor=executor)
+        smoke = smoke_trial(config, run_dir, seed=seed, sandbox=sandbox, executor=executor, cwd=cwd)
         if smoke.status != "ok":
             return smoke
     return run_trial(config, run_dir, seed=seed, sandbox=sandbox, executor=executor, on_fold=on_fold,
-                     champion_curves=champion_curves, champion_folds=champion_folds)
+                     champion_curves=champion_curves, champion_folds=champion_folds, cwd=cwd)
 
 
 CHECK_MAX_STEPS = 50
@@ -235,7 +236,7 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
               on_fold: Callable[[FoldResult], None] | None = None,
               champion_curves: dict[int | None, list[Point]] | None = None,
               folds: list[int | None] | None = None,
-              champion_folds: dict[int | None, float] | None = None) -> TrialResult:
+              champion_folds: dict[int | None, float] | None = None, cwd: Path | None = None) -> TrialResult:
     """Run every fold (or the final run, or only ``folds``) and score it.
 
     The executor gets the whole batch and decides whether the folds run one after another or side by
@@ -249,7 +250,7 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
     executor = executor or LocalExecutor()
     task = tasks.for_config(config)
     batch = fold_specs(config, run_dir, seed=seed, mode=mode, sandbox=sandbox, champion_curves=champion_curves,
-                       folds=folds)
+                       folds=folds, cwd=cwd)
     fold_of = {spec.name: fold for fold, spec in batch}
     scored: dict[str, FoldResult] = {}
 
