@@ -6,11 +6,20 @@ derive from those declarations. Every error names the file, the section and the 
 be valid. Unknown keys and sections are errors too, so a typo (``timout_s``) never silently falls back to
 a default. Rules that tie keys together (``timeout_s`` at least ``time_budget_s``, a regex with a group,
 ...) are the explicit checks below, run after a section is read, each naming its key.
+
+Adding a key is one line in its section, then ``python scripts/config_docs.py`` to refresh the page::
+
+    max_wait_s: float = setting(0.0, "how long to wait for X, seconds (0: no limit)", at_least=0)
+
+(``above``/``below`` are strict bounds, ``at_least``/``at_most`` not; ``choices=(...)`` for a string, or
+annotate with a ``StrEnum``). A new section is a dataclass of such fields and a field of ``Config`` with it
+as ``default_factory``; a rule across its keys goes into ``_CHECKS``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -333,6 +342,7 @@ def _check_metric(metric: MetricSection, error: Error, root: Path) -> MetricSect
 
 
 def _check_agent(agent: AgentSection, error: Error, root: Path) -> AgentSection:
+    """A relative prices file is the repository's."""
     if agent.prices and not Path(agent.prices).is_absolute():
         agent = dataclasses.replace(agent, prices=str(root / agent.prices))
     return agent
@@ -377,11 +387,8 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     read: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         section = settings.read_section(file, name, cls, data.get(name, {}))
-        if name in _CHECKS:
-            def error(key: str, message: str, name: str = name) -> UserError:
-                return settings.key_error(file, name, key, message)
-            section = _CHECKS[name](section, error, root)
-        read[name] = section
+        check = _CHECKS.get(name)
+        read[name] = check(section, functools.partial(settings.key_error, file, name), root) if check else section
     space = _search_space(file, data["search_space"]) if "search_space" in data else ()
     return Config(root=root, search_space=space, **read)
 
