@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from autoresearch.errors import UserError
+from autoresearch.text import stored
 from autoresearch.vocab import Kind, Status
 
 SCHEMA_VERSION = 1
@@ -505,8 +506,9 @@ class Ledger:
 
 
 def _flat(text: str) -> str:
-    """One line of text without tabs: whitespace runs (tabs, newlines) become one space."""
-    return " ".join(text.split())
+    """One line of text without tabs: whitespace runs (tabs, newlines) become one space; controls and
+    escape sequences removed (``text.stored``: a terminal that prints the file must not obey them)."""
+    return " ".join(stored(text, None).split())
 
 
 def _write_atomic(path: Path, text: str) -> Path:
