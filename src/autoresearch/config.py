@@ -130,6 +130,9 @@ class AgentSection:
     max_tokens_param: str = "auto"   # openai: max_tokens | max_completion_tokens | omit; auto: by base_url
     context_tokens: int = 0      # API agents: fit the conversation into this many tokens (0 = no limit)
     tools: tuple[str, ...] = ()  # API agents: offer only these tools (empty: all), e.g. a small model's few
+    command: tuple[str, ...] = ()   # name = "command": the program and its arguments (brief on stdin)
+    env: tuple[str, ...] = ()       # name = "command": the tool's environment variables it gets (its API key)
+    sandbox: bool = True            # claude-code, command: run the agent's process in its jail (runner/jail.py)
 
     def options(self) -> dict:
         """The settings LLM agents read from ``AgentContext.options``."""
@@ -146,6 +149,11 @@ class AgentSection:
             out["claude_path"] = self.claude_path
         if self.max_budget_usd:
             out["max_budget_usd"] = self.max_budget_usd
+        if self.command:
+            out["command"] = list(self.command)
+        if self.env:
+            out["env"] = list(self.env)
+        out["sandbox"] = self.sandbox
         return out
 
 
@@ -395,7 +403,17 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
         max_tokens_param=s.choice("max_tokens_param", AgentSection.max_tokens_param, MAX_TOKENS_PARAMS),
         context_tokens=s.positive("context_tokens", 0, "int", allow_zero=True),
         tools=s.get("tools", (), "strs"),
+        command=s.get("command", (), "strs"),
+        env=s.get("env", (), "strs"),
+        sandbox=s.get("sandbox", True, "bool"),
     )
+    if agent.name == "command" and not (agent.command and agent.command[0].strip()):
+        raise s.error("command", 'must name the agent\'s program when name = "command", '
+                                 'e.g. command = ["my-agent", "--flag"]')
+    if any(not c or "\0" in c for c in agent.command):
+        raise s.error("command", f"must not hold an empty string or a NUL, got {list(agent.command)!r}")
+    if bad := [v for v in agent.env if not v or "=" in v or "\0" in v]:
+        raise s.error("env", f"must list variable names (no '=' or NUL), got {bad[0]!r}")
     if agent.prices and not Path(agent.prices).is_absolute():
         agent = dataclasses.replace(agent, prices=str(root / agent.prices))
     s.finish()
