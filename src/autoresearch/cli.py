@@ -203,7 +203,7 @@ def trial(repo: Path = REPO, seed: Optional[int] = typer.Option(None, help="Seed
 @app.command()
 @friendly
 def run(repo: Path = REPO,
-        agent: Optional[str] = typer.Option(None, help="replay, optuna, openai, anthropic or claude-code (default: [agent] name)."),
+        agent: Optional[str] = typer.Option(None, help="replay, optuna, openai, anthropic, claude-code or command (default: [agent] name)."),
         experiments: Optional[int] = typer.Option(None, help="Stop once this tag has this many finished experiments."),
         hours: Optional[float] = typer.Option(None, help="Stop after this many hours."),
         tag: Optional[str] = TAG,
