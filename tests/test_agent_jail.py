@@ -310,6 +310,8 @@ def test_without_bubblewrap_the_jailed_agents_refuse_with_the_way_out(world, mon
     assert "--no-sandbox" in err.value.hint
     unjailed = CommandAgent(world.context(command=["sh", "-c", "echo 'DESCRIPTION: x'"], sandbox=False))
     assert unjailed.propose(brief(), world.copy).description == "x"
+    with pytest.raises(UserError, match="not found on its PATH"):
+        CommandAgent(world.context(command=["no-such-agent-program"], sandbox=False)).propose(brief(), world.copy)
 
 
 # -- the real Claude Code CLI on a working copy -----------------------------------------------------------------

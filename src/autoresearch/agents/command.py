@@ -35,7 +35,7 @@ from autoresearch.agents import llm, runview
 from autoresearch.agents.base import AgentContext, Brief, Proposal, Usage
 from autoresearch.agents.tools import parse_final_text
 from autoresearch.errors import UserError
-from autoresearch.runner import jail
+from autoresearch.runner import allowlist, jail
 
 NOT_FINISHED = "(agent did not finish)"
 DEFAULT_TIMEOUT_S = 1800.0
@@ -79,6 +79,9 @@ class CommandAgent:
             (shared / "brief.md").chmod(0o444)
             env = self.environment(home, shared / "brief.md", view)
             cmd = list(self.command)
+            if allowlist.program_path(cmd, env) is None:
+                raise UserError(f"the command agent's program {cmd[0]!r} is not found on its PATH",
+                                hint="give its absolute path in [agent] command")
             if self.sandbox:
                 cmd = jail.wrap_agent(cmd, env, jail.for_agent(self.context.root, self.context.denied, root, home,
                                                             (view, shared)))
