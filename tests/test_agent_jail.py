@@ -321,6 +321,8 @@ needs_cli = pytest.mark.skipif(shutil.which("claude") is None,
 
 
 def _drive(agent: ClaudeCodeAgent, world: World, steps: list[dict]) -> tuple[list[dict], AnthropicFake]:
+    """Run the agent against the fake API scripted with ``steps`` (the agent's context has ``retries=3``: a
+    connection the CLI reuses after the fake closed it is retried, as in test_claude_code)."""
     results: list[dict] = []
 
     def responder(request):
@@ -376,7 +378,7 @@ def test_real_cli_edits_its_working_copy_and_reads_the_runs_view_but_not_the_rep
         tool_use("Write", {"file_path": str(world.outside), "content": "pwned"}),
         tool_use("Read", {"file_path": "RUNS VIEW/0001/fold0.log"}),    # a copy of the runs' logs, read-only
     ]
-    agent = Viewing(world.context(), model="claude-sonnet-4-6")
+    agent = Viewing(world.context(retries=3), model="claude-sonnet-4-6")
     agent.step = steps[-1]
     outcome, server = _drive(agent, world, steps)
     assert [o["is_error"] for o in outcome] == [False, False, True, True, True, True, False], outcome
@@ -408,7 +410,7 @@ def test_real_cli_with_every_permission_still_cannot_reach_outside_its_jail(worl
         tool_use("Edit", {"file_path": str(world.copy / "train.py"), "old_string": "LR = 3e-4",
                           "new_string": "LR = 1e-4"}),
     ]
-    agent = Unfenced(world.context(), model="claude-sonnet-4-6")
+    agent = Unfenced(world.context(retries=3), model="claude-sonnet-4-6")
     outcome, server = _drive(agent, world, steps)
     assert [o["is_error"] for o in outcome[:7]] == [True] * 7, outcome       # nothing there to read
     assert all("File does not exist" in o["content"] for o in outcome[:7]), outcome
