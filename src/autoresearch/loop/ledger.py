@@ -36,6 +36,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from autoresearch.errors import UserError
 from autoresearch.loop.rows import (CHAMPION_KINDS, COLUMN_TYPES, COLUMNS, FAILED, KINDS, SEALED, STATUSES,  # noqa: F401
                                     Event, Experiment, as_object, clean, decode, dumps, encode, seal, utc_now)
+from autoresearch.text import stored
 
 SCHEMA_VERSION = 2
 LEDGER_RELPATH = Path(".autoresearch") / "ledger.sqlite"
@@ -361,8 +362,9 @@ class Ledger:
 
 
 def _flat(text: str) -> str:
-    """One line of text without tabs: whitespace runs (tabs, newlines) become one space."""
-    return " ".join(text.split())
+    """One line of text without tabs: whitespace runs (tabs, newlines) become one space; controls and
+    escape sequences removed (``text.stored``: a terminal that prints the file must not obey them)."""
+    return " ".join(stored(text, None).split())
 
 
 def _write_atomic(path: Path, text: str) -> Path:

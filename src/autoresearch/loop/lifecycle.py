@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch import events as ev
-from autoresearch.agents.base import Brief, Proposal, Usage
+from autoresearch.agents.base import Proposal, Usage, recordable
 from autoresearch.errors import UserError
 from autoresearch.hyperparams import describe_changes, diff_constants
 from autoresearch.loop import abort as abort_mod
@@ -39,7 +39,6 @@ from autoresearch.loop.records import seal_line
 from autoresearch.loop.state import RESULT
 from autoresearch.loop.rows import Experiment, utc_now
 from autoresearch.loop.trial import TrialResult, candidate_trial, fold_ids, nan_to_none, run_trial
-from autoresearch.text import for_storage
 from autoresearch.vocab import Kind, Status, rerun_seed
 
 MAX_REAPPLY = 2          # a candidate whose champion moved more often than this while it ran is stale
@@ -156,7 +155,7 @@ class Lifecycle:
               started: str) -> tuple[Proposal, dict[str, bytes]] | Done:
         loop, cfg = self.loop, self.loop.config
         start = job.row.candidate_commit if job.kind is JobKind.FIX else base
-        copy = workspace.WorkingCopy.create(loop.git, start, cfg.state_dir / workspace.WORK / f"slot{slot}")
+        copy = workspace.WorkingCopy.create(loop.git, start, workspace.work_root(cfg.root) / f"slot{slot}")
         brief = briefing.assemble(loop.state, loop.git, start, notes=loop.notes, agent_name=loop.agent.name,
                                   attempt=job.attempt, failure=job.failure,
                                   fixing=job.row.meta if job.kind is JobKind.FIX else None, in_flight=in_flight)
@@ -471,19 +470,8 @@ class Lifecycle:
 
 
 def clean(proposal: Proposal, seconds: float) -> Proposal:
-    """The agent's text made safe to record (NUL, control characters, escapes), and its time."""
-    proposal.description = for_storage(proposal.description, limit=2000) or "(no description)"
-    proposal.hypothesis = for_storage(proposal.hypothesis, limit=4000)
-    proposal.meta = _clean_meta(proposal.meta)
-    proposal.usage.seconds = proposal.usage.seconds or seconds
-    return proposal
-
-
-def _clean_meta(value):
-    if isinstance(value, str):
-        return for_storage(value, limit=4000)
-    if isinstance(value, dict):
-        return {for_storage(str(k), limit=200): _clean_meta(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean_meta(v) for v in value]
-    return value
+    """The agent's proposal fit to record (``agents.base.recordable``: no NUL, control characters, escape
+    sequences or bad UTF-8 in its text), with the time its turn took."""
+    cleaned = recordable(proposal)
+    cleaned.usage.seconds = cleaned.usage.seconds or seconds
+    return cleaned
