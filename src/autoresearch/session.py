@@ -38,7 +38,7 @@ from autoresearch.runner import sandbox as sandbox_mod
 from autoresearch.runner.executor import LocalExecutor
 from autoresearch.runviews import RunViews
 from autoresearch.text import NOTE_CHARS, stored
-from autoresearch.vocab import Kind, Status
+from autoresearch.vocab import Kind
 
 
 
