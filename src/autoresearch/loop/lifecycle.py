@@ -90,18 +90,16 @@ class Lifecycle:
         loop.fingerprints = fingerprints.verify(cfg)
         phase, _ = state.phase()
         started = utc_now()
+        if job.row is not None:   # a fix or a re-run starts where the earlier candidate started: the stale
+            base = loop.git("log", "-1", "--format=%P", job.row.candidate_commit).split()[0]   # rule moves it on
+            champ = self._champion_of(job.row) or champ
         if job.kind is JobKind.RERUN:
             proposal, files = self.turn.again(job.row)
         else:
-            parent_base = base
-            if job.kind is JobKind.FIX:
-                parent_base = loop.git("log", "-1", "--format=%P", job.row.candidate_commit).split()[0]
-                champ = self._champion_of(job.row) or champ
-            opened = self.turn.take(job, slot, in_flight, base=parent_base, phase=phase, champ=champ, started=started)
+            opened = self.turn.take(job, slot, in_flight, base=base, phase=phase, champ=champ, started=started)
             if isinstance(opened, Done):
                 return opened
             proposal, files = opened
-            base = parent_base
         changed = self._changed(champ.commit, files)
         number = loop.start_row(kind=Kind.EXPERIMENT, phase=phase.number, phase_title=phase.title,
                                 attempt=job.attempt, parent_commit=champ.commit, agent=loop.agent.name,
