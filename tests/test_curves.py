@@ -268,6 +268,8 @@ def test_a_fold_far_worse_than_the_champions_stops_the_later_folds(tmp_path):
     assert found["value"] == pytest.approx(found["champion"] + 5.0, abs=0.1) and found["worse"] > 1.5
     assert worse.reason.startswith("fold0: stopped after this fold: val_bpb") and "not run" in worse.reason
     assert worse.metric_mean is None and len(worse.folds) == 1 and worse.failed   # a part is no metric
+    from autoresearch.runviews import result_text
+    assert result_text(worse).startswith("stopped after fold 0 (scored ")     # how `status` shows it
     run_dir = config.state_dir / "runs" / f"{worse.number:04d}"
     assert (run_dir / "fold0.log").is_file() and not (run_dir / "fold1.log").exists()
     assert len(better.folds) == 2 and better.metric_mean is not None

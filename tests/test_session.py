@@ -144,6 +144,25 @@ def test_a_fresh_repository_without_scratchpad_or_gitignore_runs(tmp_path):
     assert _git(root, "status", "--porcelain") == ""
 
 
+def test_a_repository_with_only_its_config_and_script_runs(tmp_path):
+    """The README's promise: nothing but an autoresearch.toml (and the script). The loop writes and commits a
+    default program.md and scratchpad, and a night runs."""
+    root = _karpathy_repo(tmp_path / "mine")
+    config = root / "autoresearch.toml"
+    config.write_text(config.read_text().replace('fixed = ["program.md", "queue.toml"]', 'fixed = []'))
+    queue = (root / "queue.toml").read_text()
+    _git(root, "rm", "-q", "program.md", "queue.toml")
+    _git(root, "commit", "-qam", "only the config and the script")
+    plan = tmp_path / "queue.toml"
+    plan.write_text(queue)
+    session = autoresearch.open(root, tag="n")
+    stop = session.run("replay", experiments=1, no_sandbox=NO_SANDBOX, queue=plan)
+    assert "1 experiments" in stop.why, stop.why
+    assert {"program.md", "scratchpad.md"} <= set(_git(root, "ls-files").split())
+    assert "## Phase 1: Research" in (root / "program.md").read_text()
+    assert session.phase()[0].title == "Research" and _git(root, "status", "--porcelain") == ""
+
+
 def test_uncommitted_work_is_never_thrown_away(tmp_path):
     root = _karpathy_repo(tmp_path / "mine")
     session = autoresearch.open(root, tag="n")

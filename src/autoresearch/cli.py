@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from autoresearch.errors import UserError
+from autoresearch.runviews import result_text
 from autoresearch.text import shown
 
 # rich_markup_mode=None: help text is printed as written, so "[run] seed" is not taken for markup.
@@ -172,6 +173,23 @@ def rehash(repo: Path = REPO):
     console.print(f"recorded {_open(repo).rehash()} fingerprints")
 
 
+@app.command()
+@friendly
+def verify(repo: Path = REPO, accept: bool = typer.Option(False, "--accept", help="Accept the ledger as it is now "
+                                                          "(after a change a person made on purpose): seal it again.")):
+    """Check the ledger's sealed records against git: every change made outside the tool is named."""
+    problems = _open(repo).verify(accept=accept)
+    for p in problems:
+        console.print(f"  {shown(p)}", markup=False)
+    if accept:
+        console.print(f"accepted {len(problems)} change(s); the ledger is sealed again")
+    elif problems:
+        console.print(f"[bold red]{len(problems)} problem(s)[/]: what the tool recorded was changed outside it")
+        raise typer.Exit(1)
+    else:
+        console.print("the ledger and git agree: every record is as the tool wrote it")
+
+
 # --- experiments --------------------------------------------------------------------------------------
 @app.command()
 @friendly
@@ -293,7 +311,7 @@ def _print_status(session) -> None:
     for col in ("#", "status", view.metric, "delta", "phase", "description"):
         table.add_column(col)
     for r in view.recent:
-        table.add_row(str(r.number), r.status, f"{fmt(r.metric_mean)} ± {fmt(r.metric_std)}", fmt(r.delta),
+        table.add_row(str(r.number), r.status, escape(result_text(r)), fmt(r.delta),
                       str(r.phase), escape(shown(r.description, limit=70)))
     console.print(table)
     for number, where in sorted(view.in_flight.items()):

@@ -128,3 +128,22 @@ class RunViews:
     def tag_champions(self) -> dict[str, Experiment]:
         """Each tag's current champion (tags without one are left out): for comparing two tags."""
         return {tag: champ for tag in self.tags() if (champ := self.ledger.champion(tag)) is not None}
+
+
+def result_text(row: Experiment, digits: int = 2) -> str:
+    """An experiment's result in one cell: ``mean ± std``, or how it ended without one (an aborted run says
+    where it was stopped and what its folds scored, a failed one its status)."""
+    def num(x: float | None) -> str:
+        return "—" if x is None or x != x else f"{x:.{digits}f}"
+
+    if row.metric_mean is not None:
+        return f"{num(row.metric_mean)} ± {num(row.metric_std)}"
+    if row.status == Status.ABORTED:
+        found = row.decision.get("abort") or {}
+        scored = [num(v) for v in row.folds if v == v]
+        where = f"stopped after fold {found['fold']}" if found.get("kind") == "fold" else \
+            f"stopped in fold {found.get('fold', '?')}" + (f" at step {found['last_step']}" if found.get("last_step") else "")
+        return where + (f" (scored {', '.join(scored)})" if scored else "")
+    if row.status in (Status.RUNNING, Status.INTERRUPTED, Status.CONTENTION):
+        return str(row.status)
+    return f"no metric ({row.status})" if row.status else "—"

@@ -199,6 +199,15 @@ class Session(RunViews):
         self.ledger.event("rehash", files=len(prints))
         return len(prints)
 
+    def verify(self, *, accept: bool = False) -> list[str]:
+        """Where the ledger and git disagree (a record changed outside the tool); with ``accept``, a person
+        accepts the ledger as it is now (sealed again, recorded as an event). The problems found either way."""
+        from autoresearch.loop import records
+
+        git = Git(self.root)
+        found = records.accept(self.ledger, git) if accept else records.verify(self.ledger, git, repair=False)
+        return [str(p) for p in found]
+
     def test_uses(self) -> int:
         return len(self.ledger.events("test_used"))
 

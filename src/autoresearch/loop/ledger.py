@@ -251,6 +251,20 @@ class Ledger:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (CHAIN_HEAD,)).fetchone()
         return json.loads(row[0]) if row else ""
 
+    def reseal(self) -> str:
+        """Seal every finished row again, in the order they were finished, as they are now (a person
+        accepting changes made outside the tool: ``records.accept``); returns the new head."""
+        with self._tx():
+            rows = self._db.execute("SELECT number FROM experiments WHERE status IS NOT NULL AND status != 'running' "
+                                    "ORDER BY ended_at, number").fetchall()
+            prev = ""
+            for (number,) in rows:
+                digest = seal(self._stored(number), prev)
+                self._db.execute("UPDATE experiments SET digest=?, chain_prev=? WHERE number=?", (digest, prev, number))
+                prev = digest
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (CHAIN_HEAD, json.dumps(prev)))
+        return prev
+
     def stored_rows(self) -> list[dict[str, Any]]:
         """Every row's columns exactly as stored (what ``loop/records.py`` checks the seals on)."""
         cur = self._db.execute(f"SELECT {_names(COLUMNS)} FROM experiments ORDER BY number")

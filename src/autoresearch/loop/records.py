@@ -30,6 +30,7 @@ from autoresearch.loop.rows import seal
 from autoresearch.vocab import Kind, Status
 
 RECORDS_REF = "refs/autoresearch/records"
+ACCEPTED = "accepted_records"       # ledger meta: what a person accepted (``accept``)
 _SEAL_LINE = re.compile(r"^record: (sha256:[0-9a-f]{64})$", re.MULTILINE)
 
 
@@ -61,9 +62,17 @@ class Problem:
 
 def verify(ledger: Ledger, git: Git, *, repair: bool = True) -> list[Problem]:
     """Every disagreement between the ledger's rows, their seals and git (see the module docstring). With
-    ``repair``, what a stop of the tool leaves unfinished (git's head one seal behind; a sealed
+    ``repair``, what a stop of the tool leaves unfinished (git's head behind on the chain; a sealed
     experiment's archive ref not yet set) is finished instead of reported."""
     rows = ledger.stored_rows()
+    head = ledger.get_meta(CHAIN_HEAD) or ""
+    problems, by_seal = check_seals(rows, head)
+    return problems + _check_git(ledger, git, rows, by_seal, head, repair)
+
+
+def check_seals(rows: list[dict], head: str) -> tuple[list[Problem], dict[str, dict]]:
+    """The ledger alone (no git): each seal against its record, and the chain (items 1, 2 and 5 of the
+    module docstring). Cheap: the loop runs it after every agent turn that ran inside the tool."""
     problems: list[Problem] = []
     by_seal: dict[str, dict] = {}
     successor: dict[str, int] = {}
@@ -90,13 +99,11 @@ def verify(ledger: Ledger, git: Git, *, repair: bool = True) -> list[Problem]:
         prev = r["chain_prev"] or ""
         if prev and prev not in by_seal:
             problems.append(Problem(r["number"], "the row sealed before it is missing: a row was deleted"))
-    head = ledger.get_meta(CHAIN_HEAD) or ""
     if by_seal:
         ends = [d for d in by_seal if d not in successor]
         if head not in by_seal or ends != [head]:
             problems.append(Problem(None, f"the ledger's chain head ({head[:19] or 'none'}) is not the last sealed row"))
-    problems += _check_git(ledger, git, rows, by_seal, head, repair)
-    return problems
+    return problems, by_seal
 
 
 def _on_chain(digest: str, head: str, by_seal: dict) -> bool:
@@ -120,12 +127,13 @@ def _check_git(ledger: Ledger, git: Git, rows: list[dict], by_seal: dict, head: 
             problems.append(Problem(None, f"git's record of the chain ({RECORDS_REF}: {held[:19] or 'none'}) does "
                                           f"not match the ledger's head ({head[:19]}): rows were removed or rewound"))
     numbers = {r["number"] for r in rows}
-    for r in rows:
+    accepted = ledger.get_meta(ACCEPTED) or {}
+    results = [r for r in rows if r["digest"] and r["kind"] == Kind.EXPERIMENT and r["commit"]]
+    messages = _messages(git, [r["commit"] for r in results])
+    for r in results:
         n, commit = r["number"], r["commit"]
-        if not r["digest"] or r["kind"] != Kind.EXPERIMENT or not commit:
-            continue
-        found = _SEAL_LINE.findall(git.message(commit)) if git.rev(commit) else []
-        if found != [r["digest"]]:
+        found = _SEAL_LINE.findall(messages.get(commit, ""))
+        if found != [r["digest"]] and accepted.get("seals", {}).get(str(n)) != r["digest"]:
             problems.append(Problem(n, f"its result commit {commit[:10]} does not carry its seal"))
         ref = git.rev(archive_ref(n))
         if ref is None and repair:
@@ -135,6 +143,50 @@ def _check_git(ledger: Ledger, git: Git, rows: list[dict], by_seal: dict, head: 
                                        f"{commit[:10]}"))
     for ref in git("for-each-ref", "--format=%(refname)", ARCHIVE_PREFIX).split():
         tail = ref[len(ARCHIVE_PREFIX):]
-        if tail.isdigit() and int(tail) not in numbers:
+        if tail.isdigit() and int(tail) not in numbers and tail not in accepted.get("orphans", []):
             problems.append(Problem(int(tail), f"{ref} exists but the ledger has no such row: a row was deleted"))
+    return problems
+
+
+def _messages(git: Git, commits: list[str]) -> dict[str, str]:
+    """Each commit's message, read in one git call (commits that do not exist are left out)."""
+    wanted = [c for c in dict.fromkeys(commits) if c and re.fullmatch(r"[0-9a-f]{40}", c)]
+    if not wanted:
+        return {}
+    found = git.run("cat-file", "--batch-check", input="".join(f"{c}\n" for c in wanted)).stdout.splitlines()
+    present = [line.split()[0] for line in found if line.endswith(" missing") is False and " commit " in line]
+    if not present:
+        return {}
+    out = git("log", "--no-walk=unsorted", "--format=%H%n%B%x00", *present)
+    messages = {}
+    for chunk in out.split("\0"):
+        chunk = chunk.lstrip("\n")
+        if chunk:
+            sha, _, body = chunk.partition("\n")
+            messages[sha] = body
+    return messages
+
+
+def accept(ledger: Ledger, git: Git) -> list[Problem]:
+    """A person accepts the ledger as it is now: every finished row is sealed again, archive refs follow the
+    ledger, and what git cannot follow (result commits carrying the old seals, archive refs of rows that are
+    gone) is listed as accepted. Returns the problems that were accepted; recorded as an event."""
+    problems = verify(ledger, git, repair=False)
+    head = ledger.reseal()
+    anchor(git, head)
+    seals, orphans = {}, []
+    numbers = set()
+    for r in ledger.stored_rows():
+        numbers.add(r["number"])
+        if r["kind"] == Kind.EXPERIMENT and r["commit"] and r["digest"] and git.rev(r["commit"]):
+            if _SEAL_LINE.findall(git.message(r["commit"])) != [r["digest"]]:
+                seals[str(r["number"])] = r["digest"]
+            if git.rev(archive_ref(r["number"])) != r["commit"]:
+                git.update_ref(archive_ref(r["number"]), r["commit"])
+    for ref in git("for-each-ref", "--format=%(refname)", ARCHIVE_PREFIX).split():
+        tail = ref[len(ARCHIVE_PREFIX):]
+        if tail.isdigit() and int(tail) not in numbers:
+            orphans.append(tail)
+    ledger.set_meta(ACCEPTED, {"seals": seals, "orphans": orphans})
+    ledger.event("records_accepted", problems=[str(p) for p in problems])
     return problems

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from autoresearch import events as ev
 from autoresearch.agents.base import Proposal, Usage, recordable
 from autoresearch.errors import UserError
-from autoresearch.loop import briefing, editpolicy, fingerprints, scratchpad, workspace
+from autoresearch.loop import briefing, editpolicy, fingerprints, records, scratchpad, workspace
+from autoresearch.loop.ledger import CHAIN_HEAD
 from autoresearch.loop.context import Loop
 from autoresearch.loop.phases import Phase
 from autoresearch.loop.rows import Experiment
@@ -137,8 +138,15 @@ class AgentTurn:
         """Defence in depth for agents that run inside the tool (an agent's own process cannot reach any
         of this): the repository's .git, prepared data and hidden keys must be as before the turn. A change
         to .git is put back and makes the turn invalid (the reason is returned); a change to data or keys
-        is recorded and stops the run, since it cannot be restored from git."""
+        is recorded and stops the run, since it cannot be restored from git; a change to the ledger's sealed
+        records stops it too (named; the next start refuses it as well)."""
         loop, cfg = self.loop, self.loop.config
+        tampered, _ = records.check_seals(loop.ledger.stored_rows(), loop.ledger.get_meta(CHAIN_HEAD) or "")
+        if tampered:
+            raise UserError("the ledger's records were changed during the agent's turn: "
+                            + "; ".join(str(p) for p in tampered[:5]),
+                            hint="restore .autoresearch/ledger.sqlite from a backup (or `autoresearch verify --accept` "
+                                 "if a person changed it on purpose), and check how the agent could write there")
         git_changes = editpolicy.git_metadata_changes(loop.git, before)
         state = cfg.state_dir.relative_to(cfg.root).as_posix() + "/"
         data = [d for d in fingerprints.changed(loop.fingerprints, fingerprints.compute(cfg)) if d.startswith(state)]
