@@ -82,16 +82,17 @@ class Scripted:
         self.briefs: list = []
 
     def propose(self, brief, workdir):
-        self.briefs.append(brief)
         work = Path(workdir)
         if brief.attempt > 1:
+            self.briefs.append(brief)
             text = (work / "train.py").read_text().replace("raise SystemExit(3)\n", "")
             (work / "train.py").write_text(text)
             return Proposal("fix: the stray raise removed", meta={"entry": brief.fixing.get("entry"), "fix": True})
         k, self.calls = self.calls, self.calls + 1
         description, edit = SCRIPT[k]
-        if edit is None:
+        if edit is None:        # a failed call: its brief is asked again, so only the briefs acted on count
             raise RuntimeError("the API is down (scripted)")
+        self.briefs.append(brief)
         edit(work)
         pad = work / "scratchpad.md"
         pad.write_text(pad.read_text() + f"- note of entry {k}: {description}\n")

@@ -180,3 +180,11 @@ def test_candidates_in_flight_get_the_smoke_test_and_the_champions_curves(tmp_pa
     diverged = next(r for r in rows if r.description == "diverge")
     assert diverged.status == "aborted" and "10.00x the champion's" in diverged.reason
     assert diverged.decision["abort"]["champion"] == [[1, 1.0], [2, 0.5]]
+
+
+def test_merged_notes_never_repeat_a_line_the_newer_notes_hold():
+    """A crashed candidate's notes are carried forward; its fix started from the same notes must not add
+    them a second time."""
+    old, crash = "# pad\n", "# pad\n- crashed once\n"
+    fix = crash + "- fixed it\n"
+    assert rebase.merge_notes(old, fix, crash + "- another\n") == "# pad\n- crashed once\n- another\n- fixed it\n"

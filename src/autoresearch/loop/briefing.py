@@ -5,8 +5,9 @@ champion's and recent runs' files) and writes nothing; the caller decides what w
 notes it passed in; ``deliver`` marks the researcher's notes as briefed). One brief is assembled per agent
 turn; candidates already in flight are part of it (their proposals count as taken, and a line names them).
 
-The "phase opens" planning note is written here and only here: a first attempt in a phase with no
-finished experiment and no candidate of that phase in flight is the one that opens it.
+The "phase opens" planning note is written here and only here: the first new proposal of a phase (no new
+proposal of that phase recorded or in flight yet; crash fixes, re-runs and agent errors do not count) is
+the one that opens it, whether one candidate is in flight or several.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def assemble(state: LoopState, git: Git, base: str | None, *, notes: list[str], 
     """The brief for the next turn. ``base``: the commit the turn starts from (its scratchpad is shown);
     ``notes``: the tool's messages since the last brief; ``fixing``: the crashed proposal's meta on a fix."""
     cfg = state.config
-    phase, used = state.phase()
+    phase, _ = state.phase()
     champ = state.champion()
     noise = state.noise()
     rows = [r for r in state.ledger.rows(tag=state.tag, kinds=(Kind.BASELINE, Kind.EXPERIMENT))
@@ -57,12 +58,14 @@ def assemble(state: LoopState, git: Git, base: str | None, *, notes: list[str], 
     past_meta = [r.meta for r in finished if agent_name and r.agent == agent_name]
     past_meta += [f.meta for f in in_flight]
     lines = list(notes)
-    if attempt == 1 and used == 0 and not any(f.phase == phase.number for f in in_flight):
+    begun = any(r.phase == phase.number and (r.attempt or 1) == 1 and not r.meta.get("rerun_of")
+                and r.status != Status.AGENT_ERROR for r in state.experiments())
+    if attempt == 1 and not begun and not any(f.phase == phase.number for f in in_flight):
         lines.append(opening_note(phase, cfg.task.scratchpad))
     if in_flight:
         lines.append("these candidates are running now; do not propose the same change again: " + "; ".join(
             f"experiment {f.number}: {f.description} (from champion {f.champion})" for f in in_flight))
-    lines += [f"a note from the researcher: {n['text']}" for n in state.pending_notes()]
+    lines += [researcher_line(n["text"]) for n in state.pending_notes()]
     champion_run = runfacts.summarize(cfg, champ) if champ else None
     recent = [runfacts.summarize(cfg, r) for r in finished[-RECENT_RUNS:][::-1]
               if champ is None or r.number != champ.number]
@@ -83,6 +86,13 @@ def assemble(state: LoopState, git: Git, base: str | None, *, notes: list[str], 
 
 
 def deliver(state: LoopState, brief: Brief) -> None:
-    """Mark the researcher's notes that ``brief`` carried as delivered (after the agent got it)."""
+    """Mark the researcher's notes that ``brief`` carried as delivered (after an agent answered it); a note
+    that arrived after the brief was assembled waits for the next one."""
+    carried = set(brief.notes)
     for note in state.pending_notes():
-        state.ledger.event("note_delivered", number=brief.experiment, note=note["id"], tag=state.tag)
+        if researcher_line(note["text"]) in carried:
+            state.ledger.event("note_delivered", number=brief.experiment, note=note["id"], tag=state.tag)
+
+
+def researcher_line(text: str) -> str:
+    return f"a note from the researcher: {text}"

@@ -90,17 +90,16 @@ def _reapply_constants(root: Path, old_base: str, candidate: str, new_base: str,
 
 def merge_notes(old: str, mine: str, now: str) -> str:
     """The scratchpad of the newer base (``now``) plus what this candidate's agent wrote to its copy
-    (``mine``, begun from ``old``): appended text is appended; anything else keeps both, marked."""
+    (``mine``, begun from ``old``): appended text is appended; anything else keeps both, marked. A line the
+    newer notes already hold is not added again (a crash's notes carried forward, then its fix's)."""
     if mine == old or mine == now:
         return now
     if now == old:
         return mine
-    if mine.startswith(old):
-        added = mine[len(old):]
-    else:  # the candidate's copy was cut or rewritten: keep its lines that the newer notes lack
-        have = set(now.splitlines())
-        added = "\n".join(line for line in mine.splitlines() if line not in have)
+    added = mine[len(old):] if mine.startswith(old) else mine
+    have = set(now.splitlines())
+    added = "\n".join(line for line in added.splitlines() if line not in have or not line.strip())
     if not added.strip():
         return now
     sep = "" if now.endswith("\n") or not now else "\n"
-    return now + sep + added.lstrip("\n") + ("" if added.endswith("\n") else "\n")
+    return now + sep + added.strip("\n") + "\n"

@@ -11,6 +11,7 @@ write, and no run finds files planted in its output folder. Thread-safe: no ledg
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +20,10 @@ from autoresearch import provenance
 from autoresearch.loop import workspace
 from autoresearch.loop.context import Loop
 from autoresearch.loop.trial import TrialResult, run_trial
+from autoresearch.vocab import Status
+
+_lock = threading.Lock()
+_live: dict[Path, workspace.Snapshot] = {}     # the snapshots runs execute now (runs go on in several threads)
 
 
 def measure(loop: Loop, commit: str, name: str, trial: Callable[[Path, Path], TrialResult]) -> TrialResult:
@@ -30,10 +35,27 @@ def measure(loop: Loop, commit: str, name: str, trial: Callable[[Path, Path], Tr
     workspace.remove(run_dir)
     inputs = workspace.repository_inputs(loop.git, [cfg.state_dir, *provenance.private_paths(cfg.state_dir)])
     snap = workspace.snapshot(loop.git, commit, cfg.state_dir / workspace.SNAPSHOTS / name, inputs)
+    with _lock:
+        _live[snap.path] = snap
     try:
-        return trial(run_dir, snap)
+        result = trial(run_dir, snap.path)
+        changed = snap.changes()
+        if changed and result.status != Status.INTERRUPTED:
+            result.status = Status.CRASH
+            result.reason = (f"the snapshot it ran was changed while it ran ({', '.join(changed[:5])}): the code "
+                             "that ran is not the code committed")
+        return result
     finally:
-        workspace.remove(snap)
+        with _lock:
+            _live.pop(snap.path, None)
+        workspace.remove(snap.path)
+
+
+def changed_snapshots() -> list[str]:
+    """The runs going on now whose snapshot no longer matches its commit ('<run folder>: <files>')."""
+    with _lock:
+        live = list(_live.values())
+    return [f"{snap.path.name}: {', '.join(changes[:5])}" for snap in live if (changes := snap.changes())]
 
 
 def measure_commit(loop: Loop, commit: str, name: str, *, seed: int, mode: str = "fold",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from autoresearch import events as ev
 from autoresearch.agents.base import Proposal, Usage, recordable
 from autoresearch.errors import UserError
-from autoresearch.loop import briefing, editpolicy, fingerprints, records, scratchpad, workspace
+from autoresearch.loop import briefing, editpolicy, fingerprints, records, runs, scratchpad, workspace
 from autoresearch.loop.ledger import CHAIN_HEAD
 from autoresearch.loop.context import Loop
 from autoresearch.loop.phases import Phase
@@ -66,14 +66,14 @@ class AgentTurn:
         brief = briefing.assemble(loop.state, loop.git, start, notes=loop.notes, agent_name=loop.agent.name,
                                   attempt=job.attempt, failure=job.failure,
                                   fixing=job.row.meta if job.kind is JobKind.FIX else None, in_flight=in_flight)
-        loop.notes = []
-        briefing.deliver(loop.state, brief)
+        told, loop.notes = loop.notes, []
         before = editpolicy.Snapshot.take(loop.git)
         loop.reporter(ev.AgentStarted(loop.agent.name, phase.label, job.attempt))
         t0 = time.perf_counter()
         try:
             proposal = loop.agent.propose(brief, copy.path)
         except (KeyboardInterrupt, UserError):   # Ctrl-C, or a setting only the user can fix (an API key)
+            loop.notes = told + loop.notes
             workspace.remove(copy.path)
             raise
         except Exception as exc:  # an agent failing (network, bug) is an outcome, not the loop's end
@@ -81,6 +81,9 @@ class AgentTurn:
                                 usage=getattr(exc, "usage", None) or Usage())   # failed calls' tokens count too
             proposal.meta.update(getattr(exc, "meta", None) or {})
             proposal.meta["agent_error"] = True
+            loop.notes = told + loop.notes       # a failed call heard nothing: the next brief says it again
+        else:
+            briefing.deliver(loop.state, brief)  # the researcher's notes reached an agent that answered
         proposal = clean(proposal, time.perf_counter() - t0)
         outside = self._check_untouched(before, proposal)
         fields = dict(kind=Kind.EXPERIMENT, phase=phase.number, phase_title=phase.title, attempt=job.attempt,
@@ -147,6 +150,10 @@ class AgentTurn:
                             + "; ".join(str(p) for p in tampered[:5]),
                             hint="restore .autoresearch/ledger.sqlite from a backup (or `autoresearch verify --accept` "
                                  "if a person changed it on purpose), and check how the agent could write there")
+        if moved := runs.changed_snapshots():
+            raise UserError("the code of a run in flight was changed during the agent's turn: " + "; ".join(moved),
+                            hint="the run's result will not be believed (it is recorded as a crash); check how the "
+                                 "agent could write into .autoresearch/snapshots")
         git_changes = editpolicy.git_metadata_changes(loop.git, before)
         state = cfg.state_dir.relative_to(cfg.root).as_posix() + "/"
         data = [d for d in fingerprints.changed(loop.fingerprints, fingerprints.compute(cfg)) if d.startswith(state)]

@@ -247,16 +247,52 @@ def text_problem(data: bytes) -> str:
 # ------------------------------------------------------------------------------------------- snapshots
 
 
-def snapshot(git: Git, commit: str, path: Path, inputs: dict[str, Path] | None = None) -> Path:
-    """``commit``'s tree, read-only, at ``path``: the folder a run of that commit executes in. ``inputs``
-    (``repository_inputs``) are linked in beside the tracked files, at the same names."""
+@dataclass
+class Snapshot:
+    """A commit's tree, read-only, at ``path``: the folder a run of that commit executes in."""
+
+    path: Path
+    commit: str
+    entries: dict[str, Entry]
+    links: dict[str, Path]
+
+    def changes(self) -> list[str]:
+        """What differs from the commit now (a file changed, added or removed; a link retargeted): the code
+        that ran must be the code committed, so a run whose snapshot changed under it is not believed."""
+        out = []
+        seen = set()
+        for current, dirs, names in os.walk(self.path):
+            for name in [*names, *[d for d in dirs if (Path(current) / d).is_symlink()]]:
+                full = Path(current) / name
+                rel = full.relative_to(self.path).as_posix()
+                seen.add(rel)
+                before = self.entries.get(rel)
+                if rel in self.links:
+                    if not full.is_symlink() or Path(os.readlink(full)) != self.links[rel]:
+                        out.append(rel)
+                elif before is None:
+                    out.append(rel)
+                elif before.mode == _SYMLINK:
+                    if not full.is_symlink() or os.readlink(full).encode() != before.data:
+                        out.append(rel)
+                elif full.is_symlink() or read_file(full, len(before.data) + 1) != before.data:
+                    out.append(rel)
+        out += [rel for rel in [*self.entries, *self.links] if rel not in seen]
+        return sorted(set(out))
+
+
+def snapshot(git: Git, commit: str, path: Path, inputs: dict[str, Path] | None = None) -> Snapshot:
+    """``commit``'s tree, read-only, at ``path``. ``inputs`` (``repository_inputs``) are linked in beside the
+    tracked files, at the same names."""
     entries = export(git, commit, path)
     tops = {rel.split("/")[0] for rel in entries}
+    links = {}
     for name, target in (inputs or {}).items():
         if name not in tops:
             os.symlink(target, path / name)
+            links[name] = target
     _chmod_tree(path, writable=False)
-    return path
+    return Snapshot(path, commit, entries, links)
 
 
 def repository_inputs(git: Git, excluded: list[Path]) -> dict[str, Path]:
