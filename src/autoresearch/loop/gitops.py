@@ -91,6 +91,19 @@ class Git:
         return subprocess.run([*cmd, *args], cwd=self.root, capture_output=True, text=True,
                               env=self._safe_env(), input=input, check=False)
 
+    def plumb(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+              check: bool = True) -> bytes:
+        """A plumbing call in bytes (blobs, trees), with the safe overrides and ``env`` added (a private
+        ``GIT_INDEX_FILE``, fixed dates); GitError on failure unless ``check`` is False."""
+        cmd = ["git", "--no-replace-objects"]
+        for item in SAFE_CONFIG:
+            cmd += ["-c", item]
+        proc = subprocess.run([*cmd, *args], cwd=self.root, capture_output=True, env={**self._safe_env(), **(env or {})},
+                              input=input, check=False)
+        if check and proc.returncode != 0:
+            raise GitError(f"git {' '.join(args)} failed in {self.root}: {proc.stderr.decode(errors='replace').strip()}")
+        return proc.stdout
+
     def _safe_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _KEEP_ENV}
         env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ATTR_NOSYSTEM": "1",
