@@ -395,12 +395,10 @@ def ablate(repo: Path = REPO, tag: Optional[str] = TAG, seeds: int = SEEDS,
     console.print(f"[bold]ablation[/] of champion {table.champion} ({len(table.seeds)} fresh seeds × every fold, "
                   f"paired; {wall:.0f} s)" + (f": {session.config.metric.name} {table.champion_mean:.4g}"
                                                if table.champion_mean is not None else ""))
-    out = Table(show_edge=False, header_style="bold")
-    for col in ("kept change", "changed", "gain when kept", "contribution now", "verdict", "variant"):
-        out.add_column(col)
     for cells in describe(table):
-        out.add_row(*(escape(cells[k]) for k in ("change", "changed", "kept", "now", "verdict", "how")))
-    console.print(out)
+        console.print(f"[bold]{escape(cells['change'])}[/]" + (f"  [dim]{escape(cells['changed'])}[/]" if cells['changed'] else ""))
+        console.print(f"   when kept  {escape(cells['kept'])}\n   now        {escape(cells['now'])}\n"
+                      f"   verdict    [bold]{escape(cells['verdict'])}[/]  [dim]({escape(cells['how'])})[/]")
     console.print(f"[dim]{escape(table.rule)}[/]")
 
 
@@ -428,14 +426,12 @@ def transfer(repo: Path = REPO, tag: Optional[str] = TAG, seeds: int = SEEDS,
         executor=executor, ray_address=ray_address, parallel=parallel), no_sandbox)
     metric = session.config.metric.name
     console.print(f"[bold]transfer[/] to {escape(t.words)} ({len(t.seeds)} fresh seeds × every fold, paired; {wall:.0f} s)")
-    out = Table(show_edge=False, header_style="bold")
-    for col in ("code", f"{metric} there", "champion's gain over it there", "verdict"):
-        out.add_column(col)
     for line in t.lines:
         vs = t.gain if line.name == "baseline" else line.vs
-        out.add_row(escape(line.name), "—" if line.mean is None else f"{line.mean:.4g}",
-                    vs.text() if vs else "", escape(line.failed or (t.verdict if line.name == "baseline" else line.verdict)))
-    console.print(out)
+        verdict = line.failed or (t.verdict if line.name == "baseline" else line.verdict)
+        console.print(f"  {escape(line.name):<14} {metric} {'—' if line.mean is None else f'{line.mean:.4g}'}"
+                      + (f"   champion's gain over it: {vs.text()}" if vs else "")
+                      + (f"   [bold]{escape(verdict)}[/]" if verdict else ""))
     if t.tuned_gain is not None:
         console.print(f"gain when tuned {t.tuned_gain:+.4g}; there {t.gain.text() if t.gain else '—'}: "
                       f"[bold]{escape(t.verdict)}[/]")
