@@ -269,3 +269,54 @@ def test_ablate_without_a_night_says_what_to_do(tmp_path):
     root = make_findings_repo(tmp_path / "toy")
     with pytest.raises(UserError, match="no measured baseline"):
         autoresearch.open(root, tag="x").ablate()
+
+
+# --- where the findings are shown ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_report_shows_the_ablation_table_and_its_picture(night):
+    page = night.report().read_text()
+    assert "Ablation: what still matters" in page and "no longer matters (candidate for removal)" in page
+    assert "contribution of each kept change" in page          # the bars, embedded
+    png = night.root / "report" / "ablation.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    night.transfer(seeds=2, overrides={"LR": 0.01}, no_sandbox=NO_SANDBOX)      # reused: nothing runs
+    assert "Transfer: does the gain hold?" in night.report().read_text()
+
+
+@pytest.mark.slow
+def test_the_dashboard_serves_the_tables_as_json_and_draws_them_as_text(night):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from autoresearch.dashboard.app import create_app
+    from autoresearch.dashboard.security import Guard
+
+    app = create_app(night.root, tag="n", guard=Guard.for_bind("127.0.0.1", 8765, None), poll_s=0.1)
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        data = c.get("/api/findings").json()
+    verdicts = {cell["change"]: cell["verdict"] for cell in data["ablation"]["cells"]}
+    assert verdicts["#3 WIDTH 4 -> 16"] == stats.NO_LONGER
+    assert data["ablation"]["lines"][0]["contribution"]["se"] > 0
+    assert any(t["setting"] == "LR=0.01" and t["verdict"] == "holds" for t in data["transfers"])
+    chromium = Path("/usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not chromium.is_file():
+        pytest.skip("chromium is not installed")
+    from dashboard_fixtures import Server
+
+    errors: list[str] = []
+    with Server(night.root, "n") as server, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server.url + "/#/findings")
+            page.wait_for_selector("#ablation tbody tr")
+            text = page.inner_text("#ablation")
+            assert "no longer matters" in text and "WIDTH 4 -> 16" in text
+            assert "holds" in page.inner_text("#view")
+        finally:
+            browser.close()
+    assert not errors

@@ -210,7 +210,8 @@ class Session(RunViews):
         _exclude_from_git(self.root, target)
         noise = self.noise()
         return write_report(self.ledger, target, tag=self.tag, metric_name=self.config.metric.name,
-                            direction=self.config.metric.direction, noise_sigma=noise.sigma if noise else None)
+                            direction=self.config.metric.direction, noise_sigma=noise.sigma if noise else None,
+                            ablation=self.ablation(), transfers=self.transfers())
 
     # --- what the night found (autoresearch.findings; docs/findings.md) ---------------------------------------
     def kept_changes(self):

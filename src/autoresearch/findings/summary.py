@@ -29,6 +29,10 @@ from autoresearch.vocab import Direction, Kind, Status
 def write(session: Any, hist: History, path: Path, *, final: Final | None, ablation: Ablation | None,
           transfers: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if ablation is not None:
+        from autoresearch.report.plot import contributions_png
+
+        contributions_png(ablation, path.parent / "ablation.png")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(render(session, hist, final=final, ablation=ablation, transfers=transfers), encoding="utf-8")
     tmp.replace(path)
@@ -119,7 +123,7 @@ def _not_kept(git: Git, experiments: list[Experiment], pad: str, direction: Dire
         outcome = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         tries = "; ".join(f"#{r.number} {_cell(_short(r.description))}"
                           + (f" ({values[r.number]})" if values.get(r.number) else "")
-                          + (f" Δ {r.delta:+.3g}" if _finite(r.delta) else f" [{r.status}]") for r in group)
+                          + (f" Δ {r.delta:+.4g}" if _finite(r.delta) else f" [{r.status}]") for r in group)
         out.append(f"| {_cell(key)} | {len(group)} | {outcome} | {tries} |")
     return out
 
@@ -131,6 +135,7 @@ def _ablation(a: Ablation | None, metric: str) -> list[str]:
            f"({', '.join(map(str, a.seeds))}) on every fold"
            + (f": {metric} {a.champion_mean:.4g}" if a.champion_mean is not None else "")
            + f"; ledger rows {_numbers(a.champion_rows)}. Rule: {a.rule}.", "",
+           "![each kept change's contribution now, with its 95% interval, and its gain when kept](ablation.png)", "",
            "| change | when kept | contribution now | verdict | variant |", "|---|---|---|---|---|"]
     for cells in ablate_mod.describe(a):
         out.append(f"| {_cell(cells['change'])} | {cells['kept']} | {cells['now']} | {_cell(cells['verdict'])} | "
