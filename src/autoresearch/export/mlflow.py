@@ -64,10 +64,16 @@ def export(session: Any, *, tracking_uri: str | None = None, experiment: str | N
                         hint="pip install 'autoresearch[mlflow]'") from None
     for name in ("alembic", "mlflow.store.db.utils"):     # the store's schema set-up is not news
         logging.getLogger(name).setLevel(logging.WARNING)
-    client = MlflowClient(tracking_uri)
-    uri = client.tracking_uri if hasattr(client, "tracking_uri") else (tracking_uri or "")
+    from mlflow.exceptions import MlflowException
+
     name = experiment or session.tag
-    exp_id = _experiment(client, name, str(session.root), session.tag)
+    try:
+        client = MlflowClient(tracking_uri)
+        exp_id = _experiment(client, name, str(session.root), session.tag)
+    except MlflowException as exc:
+        raise UserError(f"MLflow refused the tracking store {tracking_uri or '(its default)'}: {exc.message}",
+                        hint="give --tracking-uri a store it accepts, e.g. sqlite:///mlflow.db or http://host:5000") from None
+    uri = getattr(client, "tracking_uri", None) or tracking_uri or ""
     have = _runs(client, exp_id)
     added = skipped = 0
     rows = [r for r in session.ledger.rows(tag=session.tag) if r.status != Status.RUNNING]
