@@ -95,7 +95,9 @@ def export(session: Any, *, tracking_uri: str | None = None, experiment: str | N
 def _experiment(client, name: str, root: str, tag: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is None:
-        return client.create_experiment(name, tags={"autoresearch.root": root, "autoresearch.tag": tag})
+        # a model-training experiment, so that MLflow's UI opens on its runs rather than on tracing
+        return client.create_experiment(name, tags={"autoresearch.root": root, "autoresearch.tag": tag,
+                                                    "mlflow.experimentKind": "custom_model_development"})
     if found.lifecycle_stage != "active":
         raise UserError(f"the MLflow experiment {name!r} is deleted",
                         hint="restore it in MLflow, or pass --experiment with another name")
