@@ -320,3 +320,46 @@ def test_the_dashboard_serves_the_tables_as_json_and_draws_them_as_text(night):
         finally:
             browser.close()
     assert not errors
+
+
+@pytest.mark.slow
+def test_seeds_run_side_by_side_with_parallel_slots(night):
+    t = night.transfer(seeds=2, overrides={"SLEEP": 0.0}, parallel=2, no_sandbox=NO_SANDBOX)
+    assert t.setting == "SLEEP=0.0" and t.verdict == "holds"
+    rows = [r for r in night.ledger.rows(tag="n", kinds=(Kind.TRANSFER,)) if r.meta["findings"]["setting"] == t.setting]
+    assert len(rows) == 4 and all(r.status == Status.KEEP for r in rows)
+
+
+def test_a_preset_sets_its_constants_and_limits_only_on_data_made_for_it(tmp_path):
+    import json
+
+    from autoresearch.config import Config
+    from autoresearch.tasks.eclip import TASK as ECLIP
+    from autoresearch.tasks.eclip import presets
+
+    config = Config(root=tmp_path)
+    (config.state_dir / "prepared").mkdir(parents=True)
+    (config.state_dir / "prepared" / "meta.json").write_text(json.dumps(presets.data_settings("cpu")))
+    constants, limits = ECLIP.preset(config, "cpu")
+    assert constants["STEPS"] == 400 and constants["VIT_WIDTH"] == 96 and "PRETRAINED_IMAGE" not in constants
+    assert limits == {"time_budget_s": 60.0, "timeout_s": 180.0, "memory_gb": 4.0}
+    with pytest.raises(UserError, match="made for the 'cpu' preset") as err:
+        ECLIP.preset(config, "seed")
+    assert "--data" in err.value.hint
+
+
+def test_a_setting_names_what_it_changes_and_refuses_data_of_another_kind(tmp_path):
+    from autoresearch import config as config_mod
+    from autoresearch.findings.transfer import Setting, configure, parse_overrides
+
+    assert parse_overrides(["STEPS=800", "LR=3e-4", "NAME=adamw"]) == {"STEPS": 800, "LR": 0.0003, "NAME": "adamw"}
+    with pytest.raises(UserError, match="NAME=VALUE"):
+        parse_overrides(["steps=800"])
+    assert Setting({"STEPS": 800}, preset="seed").key == "STEPS=800; preset=seed" and Setting().key == ""
+    root = make_findings_repo(tmp_path / "a")
+    other = make_findings_repo(tmp_path / "b")
+    cfg = config_mod.load(root)
+    with pytest.raises(UserError, match="no prepared data"):
+        configure(cfg, None, overrides={}, preset=None, data=other)
+    with pytest.raises(UserError, match="no size presets"):
+        autoresearch.open(root).task.preset(cfg, "seed")
