@@ -271,6 +271,23 @@ def test_ablate_without_a_night_says_what_to_do(tmp_path):
         autoresearch.open(root, tag="x").ablate()
 
 
+@pytest.mark.slow
+def test_ablate_and_transfer_refuse_a_night_that_kept_nothing(tmp_path):
+    root = make_findings_repo(tmp_path / "toy")
+    (root / "queue.toml").write_text('[[experiment]]\ndescription = "LR 1e-1"\nset = { LR = 0.1 }\n')
+    subprocess.run(["git", "commit", "-qam", "one bad idea"], cwd=root, check=True, env={
+        **os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t"})
+    with autoresearch.open(root, tag="x") as s:
+        s.run("replay", experiments=1, no_sandbox=NO_SANDBOX)
+        for action in (s.ablate, s.transfer):
+            with pytest.raises(UserError, match="no kept change"):
+                action()
+        final, summary = s.finalize()
+        assert final.commits == [] and final.head == s.kept_changes().baseline.commit
+        assert "No change was kept" in summary.read_text()
+
+
 # --- where the findings are shown ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_report_shows_the_ablation_table_and_its_picture(night):

@@ -228,7 +228,7 @@ class Session(RunViews):
         fold); resumes after any stop. Returns the table (``ablation()``)."""
         from autoresearch.findings import ablate, measure
 
-        hist = self.kept_changes()
+        hist = self._with_changes("ablate")
         with measure.bench(self, reporter=reporter, no_sandbox=no_sandbox, executor=executor,
                            ray_address=ray_address, parallel=parallel) as bench:
             ablate.run(bench, hist, measure.fresh_seeds(self.config, seeds), only=only)
@@ -251,7 +251,7 @@ class Session(RunViews):
         setting the loop did not tune on; returns its table (``findings.transfer.Transfer``)."""
         from autoresearch.findings import measure, transfer
 
-        hist = self.kept_changes()
+        hist = self._with_changes("transfer")
         run_config, setting, constants = transfer.configure(self.config, self.task, overrides=overrides or {},
                                                             preset=preset, data=data)
         editable = [p for p in self.config.task.editable if p != self.config.task.scratchpad]
@@ -290,6 +290,13 @@ class Session(RunViews):
         from autoresearch.export.mlflow import export
 
         return export(self, tracking_uri=tracking_uri, experiment=experiment, say=say)
+
+    def _with_changes(self, what: str):
+        hist = self.kept_changes()
+        if not hist.changes:
+            raise UserError(f"tag {self.tag!r} has no kept change: the champion is the baseline, nothing to {what}",
+                            hint="run the loop until it keeps a change (`autoresearch run`)")
+        return hist
 
     def _history_or_none(self):
         try:
