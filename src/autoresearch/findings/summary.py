@@ -159,7 +159,7 @@ def _transfers(transfers: list) -> list[str]:
         if extra:
             out += ["", "| without | contribution there | verdict |", "|---|---|---|"]
             out += [f"| {_cell(x.name)} | {x.vs.text() if x.vs else '—'} | {_cell(x.verdict)} |" for x in extra]
-        out += [f"- {_cell(w)}" for w in t.warnings]
+        out += [""] + [f"- {_cell(w)}" for w in t.warnings] if t.warnings else []
     return out
 
 
