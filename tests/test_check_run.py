@@ -59,9 +59,9 @@ def test_check_run_without_a_runner_says_so(tmp_path):
     assert box.call("check_run", '{"steps": 0}').is_error          # at least one step
     seen: list[int] = []
     box = Toolbox(AgentContext(root=tmp_path, editable=["train.py"], denied=[],
-                               check_run=lambda n: seen.append(n) or f"ran {n}"))
+                               check_run=lambda n, tree: seen.append((n, tree)) or f"ran {n}"))
     assert box.call("check_run", "{}").text == "ran 3" and box.call("check_run", '{"steps": "5"}').text == "ran 5"
-    assert seen == [3, 5]
+    assert seen == [(3, tmp_path), (5, tmp_path)]          # the agent's own working copy is what runs
 
 
 def test_check_runs_of_one_second_share_no_folder(tmp_path):

@@ -278,24 +278,19 @@ def test_a_fold_far_worse_than_the_champions_stops_the_later_folds(tmp_path):
 
 
 def test_the_fold_rule_follows_the_metric_direction_and_can_be_off():
-    from types import SimpleNamespace
-
-    from autoresearch.loop.trial import fold_verdict
-
-    def fold(value, number=0):
-        return SimpleNamespace(fold=number, score=SimpleNamespace(value=value), outcome=SimpleNamespace(seconds=1.0))
+    from autoresearch.loop.evidence import fold_stop
 
     def cfg(direction, **abort):
         return config_mod.parse(Path("/tmp"), {"metric": {"pattern": "(x)", "direction": direction, "name": "m"},
                                                "abort": abort})
 
     low, high = cfg("minimize", fold_margin=0.25), cfg("maximize", fold_margin=0.25)
-    assert fold_verdict(low, fold(130.0), {0: 100.0})["worse"] == 0.3
-    assert fold_verdict(low, fold(120.0), {0: 100.0}) is None and fold_verdict(low, fold(50.0), {0: 100.0}) is None
-    assert fold_verdict(high, fold(0.5), {0: 0.8})["reason"].startswith("m 0.5 against the champion's 0.8")
-    assert fold_verdict(high, fold(0.9), {0: 0.8}) is None
-    assert fold_verdict(low, fold(130.0, number=1), {0: 100.0}) is None          # no champion score for that fold
-    assert fold_verdict(low, fold(math.nan), {0: 100.0}) is None
-    assert fold_verdict(cfg("minimize"), fold(1e9), {0: 100.0}) is None            # off by default
-    assert fold_verdict(cfg("minimize", fold_margin=0.1), fold(111.0), {0: 100.0})["margin"] == 0.1
-    assert fold_verdict(cfg("minimize", fold_margin=0.25, enabled=False), fold(1e9), {0: 100.0}) is None
+    assert fold_stop(low, 0, 130.0, {0: 100.0})["worse"] == 0.3
+    assert fold_stop(low, 0, 120.0, {0: 100.0}) is None and fold_stop(low, 0, 50.0, {0: 100.0}) is None
+    assert fold_stop(high, 0, 0.5, {0: 0.8})["reason"].startswith("m 0.5 against the champion's 0.8")
+    assert fold_stop(high, 0, 0.9, {0: 0.8}) is None
+    assert fold_stop(low, 1, 130.0, {0: 100.0}) is None          # no champion score for that fold
+    assert fold_stop(low, 0, math.nan, {0: 100.0}) is None
+    assert fold_stop(cfg("minimize"), 0, 1e9, {0: 100.0}) is None            # off by default
+    assert fold_stop(cfg("minimize", fold_margin=0.1), 0, 111.0, {0: 100.0})["margin"] == 0.1
+    assert fold_stop(cfg("minimize", fold_margin=0.25, enabled=False), 0, 1e9, {0: 100.0}) is None

@@ -132,12 +132,15 @@ def test_planted_git_control_files_are_invalid_and_removed(tmp_path, plant, path
     root = make_toy_repo(tmp_path / "toy")
     engine = _engine(root)
     before = editpolicy.Snapshot.take(engine.git)
-    engine.agent = Vandal(lambda w: (plant(w), _tweak(w)))
+    # An agent that reaches outside its working copy (one running inside the tool could): the repository's .git
+    engine.agent = Vandal(lambda w: (plant(root), _tweak(w)))
     row, trial = engine.experiment()
     assert row.status == "invalid" and "git metadata was changed" in row.reason and path in row.reason, row.reason
     assert trial is None
-    # Everything is back but what the restoring `git reset --hard` itself writes.
-    assert set(editpolicy.git_metadata_changes(engine.git, before)) <= {".git/index", ".git/ORIG_HEAD"}
+    # Everything is back but what the restoring `git reset --hard` itself writes, and the tool's own record of
+    # the invalid row (the chain's anchor: a new blob and its ref).
+    changed = {c for c in editpolicy.git_metadata_changes(engine.git, before) if not c.startswith(".git/objects/")}
+    assert changed <= {".git/index", ".git/ORIG_HEAD", ".git/refs/autoresearch/records"}
     assert not (root / ".git" / "refs" / "replace").exists()
     assert engine.git.status() == [] and "LR = 0.01" in (root / "train.py").read_text()
 
@@ -147,7 +150,7 @@ def test_a_planted_fsmonitor_never_runs_and_is_removed(tmp_path):
     engine = _engine(root)
     config_before = (root / ".git" / "config").read_bytes()
     marker = tmp_path / "ran"
-    engine.agent = Vandal(lambda w: (_plant_fsmonitor(w, marker), _tweak(w)))
+    engine.agent = Vandal(lambda w: (_plant_fsmonitor(root, marker), _tweak(w)))
     row, _ = engine.experiment()
     assert row.status == "invalid" and ".git/config" in row.reason and ".git/fsmon.sh" in row.reason
     assert not marker.exists()                      # neither the check nor the restore ran it
@@ -160,7 +163,7 @@ def test_a_planted_fsmonitor_never_runs_and_is_removed(tmp_path):
 def test_new_objects_are_removed_and_a_rewritten_object_stops_the_run(tmp_path):
     root = make_toy_repo(tmp_path / "toy")
     engine = _engine(root)
-    engine.agent = Vandal(lambda w: (Git(w)("hash-object", "-w", "--stdin", input="planted\n"), _tweak(w)))
+    engine.agent = Vandal(lambda w: (Git(root)("hash-object", "-w", "--stdin", input="planted\n"), _tweak(w)))
     row, _ = engine.experiment()
     assert row.status == "invalid" and ".git/objects/" in row.reason
     assert Git(root).run("cat-file", "-e", Git(root)("hash-object", "--stdin", input="planted\n").strip()).returncode != 0
@@ -251,6 +254,6 @@ def test_new_bytecode_in_a_turn_is_invalid_and_removed_but_venvs_are_left_alone(
     engine = _engine(root)
     engine.agent = Vandal(lambda w: (_plant_pyc(w / "train.py", "print('val_bpb: 0.0')\n"), _tweak(w)))
     row, _ = engine.experiment()
-    assert row.status == "invalid" and "new byte-code file __pycache__/train." in row.reason, row.reason
+    assert row.status == "invalid" and "new folder __pycache__" in row.reason, row.reason
     assert bytecode_files(root) == set()
     assert venv_cache.read_bytes() == b"venv"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch.errors import UserError
-from autoresearch.loop.ledger import COLUMNS, SCHEMA_VERSION, Ledger, ledger_path
+from autoresearch.loop.ledger import COLUMNS, SCHEMA_VERSION, Ledger, SealedRow, ledger_path
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_events_and_meta(ledger: Ledger) -> None:
     assert ledger.get_meta("missing", 7) == 7
     assert ledger.get_meta("schema_version") == SCHEMA_VERSION
     with pytest.raises(ValueError):
-        ledger.set_meta("schema_version", 2)
+        ledger.set_meta("schema_version", 3)
 
 
 def test_reopen_keeps_rows(tmp_path: Path) -> None:
@@ -154,11 +154,11 @@ def _set_version(path: Path, version: str) -> None:
 def test_newer_schema_version_says_upgrade(tmp_path: Path) -> None:
     path = ledger_path(tmp_path)
     Ledger(path).close()
-    _set_version(path, "2")
+    _set_version(path, "3")
     with pytest.raises(UserError) as info:
         Ledger(path)
     text = str(info.value)
-    assert str(path) in text and "version 2" in text and "version 1" in text and "upgrade" in text
+    assert str(path) in text and "version 3" in text and "version 2" in text and "upgrade" in text
 
 
 def test_older_schema_version_is_not_ours(tmp_path: Path) -> None:
@@ -282,3 +282,43 @@ def test_rows_with_odd_values_still_load(ledger: Ledger, tmp_path: Path) -> None
     ledger.export_jsonl(tmp_path / "all.jsonl")
     ledger.export_tsv(tmp_path / "results.tsv", tag="t")
     assert (tmp_path / "results.tsv").read_text().splitlines()[1].split("\t")[1:4] == ["0.0", "0.0", "keep"]
+
+
+def test_a_version_1_ledger_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = ledger_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    old_columns = [c for c in COLUMNS if c not in ("number", "digest", "chain_prev")]
+    db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                     f"CREATE TABLE experiments (number INTEGER PRIMARY KEY, {', '.join(repr(c) for c in old_columns)});"
+                     "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, kind TEXT NOT NULL,"
+                     " number INTEGER, payload_json TEXT NOT NULL);"
+                     "INSERT INTO meta VALUES ('schema_version', '1');"
+                     "INSERT INTO experiments (number, tag, kind, status, metric_mean) VALUES (0, 't', 'baseline', 'keep', 2.5);")
+    db.commit()
+    db.close()
+    with Ledger(path) as led:
+        assert led.get_meta("schema_version") == SCHEMA_VERSION == 2
+        old = led.get(0)
+        assert old.metric_mean == 2.5 and old.digest is None
+        led.finish(led.start(tag="t", kind="experiment"), "discard", metric_mean=3.0)
+        assert led.get(1).digest.startswith("sha256:") and led.get(1).chain_prev == ""
+
+
+def test_a_finished_row_is_sealed_and_its_record_cannot_change(ledger: Ledger) -> None:
+    n = ledger.start(tag="t", kind="experiment", description="a")
+    preview = ledger.preview_seal(n, "discard", metric_mean=1.0, reason="not better")
+    digest = ledger.finish(n, "discard", metric_mean=1.0, reason="not better", meta={"base:t": "abc"})
+    assert digest == preview == ledger.get(n).digest and ledger.get_meta("base:t") == "abc"
+    with pytest.raises(SealedRow, match="status"):
+        ledger.update(n, status="keep")
+    with pytest.raises(SealedRow, match="commit"):
+        ledger.update(n, commit="f" * 40)
+    ledger.update(n, hardware_json={"where": "here"})      # descriptive columns may still be filled in
+    m = ledger.start(tag="t", kind="experiment", description="b")
+    assert ledger.finish(m, "keep", metric_mean=0.5) != digest and ledger.get(m).chain_prev == digest
+
+
+def test_the_chain_head_is_the_ledgers_own(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="managed by the ledger"):
+        ledger.set_meta("chain_head", "forged")

@@ -76,10 +76,11 @@ def test_toy_repository_runs_under_the_loop(tmp_path):
     (lambda w: (w / "program.md").write_text("new rules"), "not editable"),
     (lambda w: (w / "evil.py").write_text("x = 1"), "new file"),
     (lambda w: (w / "queue.toml").unlink(), "deleted"),
-    (lambda w: (w / ".git" / "hooks" / "post-commit").write_text("#!/bin/sh\necho pwned\n"), "git metadata"),
+    (lambda w: ((w / ".git" / "hooks").mkdir(parents=True),
+                (w / ".git" / "hooks" / "post-commit").write_text("#!/bin/sh\necho pwned\n")), "new folder .git"),
     (lambda w: (w / "train.py").write_text("def broken(:\n"), "does not compile"),
     (lambda w: None, "nothing changed"),
-    (lambda w: ((w / "train.py").unlink(), (w / "train.py").symlink_to("/etc/passwd")), "regular file"),
+    (lambda w: ((w / "train.py").unlink(), (w / "train.py").symlink_to("/etc/passwd")), "symbolic link"),
     (lambda w: (w / "train.py").chmod(0o755), "mode"),
 ])
 def test_forbidden_edits_are_invalid_and_undone(tmp_path, action, reason):

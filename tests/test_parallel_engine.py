@@ -92,11 +92,11 @@ def test_status_says_what_is_in_flight_and_where(tmp_path):
     session = Session(root, tag="s")
     n = session.ledger.start(tag="s", kind="experiment", description="LR -> 0.005")
     m = session.ledger.start(tag="s", kind="experiment", description="serial one")
-    session.ledger.set_meta("inflight:s", {str(n): {"worktree": ".autoresearch/worktrees/slot1", "executor": "ray (auto, 3 node(s))",
+    session.ledger.set_meta("inflight:s", {str(n): {"slot": 1, "executor": "ray (auto, 3 node(s))",
                                                     "parent": 0, "reapplied": 1, "description": "LR -> 0.005"}})
     where = session.status().in_flight
-    assert where[n] == "ray (auto, 3 node(s)), worktree .autoresearch/worktrees/slot1, from champion 0, re-applied 1x"
-    assert where[m] == "the repository's own tree"
+    assert where[n] == "ray (auto, 3 node(s)), slot 1, from champion 0, re-applied 1x"
+    assert where[m] == "a snapshot of its candidate commit"
     out = subprocess.run([sys.executable, "-m", "autoresearch", "status", "-C", str(root), "--tag", "s"],
                          capture_output=True, text=True, check=True).stdout
     assert f"in flight: experiment {n} on ray (auto, 3 node(s))" in out

@@ -1,4 +1,4 @@
-"""Several candidates in flight on the toy task: worktrees, serial decisions, the stale rule, resume."""
+"""Several candidates in flight on the toy task: working copies, serial decisions, the stale rule, resume."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from autoresearch.loop import rebase
 from autoresearch.loop.engine import open_ledger
 from autoresearch.loop.gitops import Git, archive_ref
 from autoresearch.session import Session
+from consistency import check_consistent
 from procs import run_cli
 from toyrepo import DIVERGE, make_toy_repo
 
@@ -25,35 +26,7 @@ def _t(text: str) -> datetime:
 
 
 def _check_consistent(root, tag: str) -> list:
-    """Every queue entry ran to a result exactly once; the branch, the tree and the ledger agree."""
-    ledger = open_ledger(config_mod.load(root))
-    rows = ledger.rows(tag=tag, kinds=("experiment",))
-    assert not ledger.running()
-    finished = [r for r in rows if r.status != "interrupted"]
-    assert sorted(r.meta["queue_index"] for r in finished) == list(range(len(LRS)))
-    git = Git(root)
-    champ = ledger.champion(tag)
-    value = champ.description.split()[-1]
-    assert f"LR = {value}" in git.show(champ.commit, "train.py")
-    assert re.search(rf"val_bpb: {champ.metric_mean:.2f} ± ", git.message(champ.commit))
-    assert git.current_branch() == f"autoresearch/{tag}"
-    assert git.head() == ledger.get_meta(f"base:{tag}") and git.status() == []
-    kept = [r for r in ledger.rows(tag=tag) if r.status == "keep" and r.kind in ("baseline", "experiment")]
-    kept.sort(key=lambda r: (r.ended_at, r.number))   # in the order they were decided
-    assert kept[-1].number == champ.number
-    for older, newer in zip(kept, kept[1:]):   # each keep was decided against the champion of its moment
-        assert newer.parent_commit == older.commit
-        assert git.is_ancestor(older.commit, newer.commit)
-    for r in finished:
-        assert git.rev(archive_ref(r.number)) == r.commit
-    pad = (root / "scratchpad.md").read_text()
-    # Every kept candidate's notes reached the branch (they are in its result commit). A discarded one's
-    # notes ride on a notes-only commit made after its row is recorded; a kill -9 in between loses them
-    # (a known gap, in the issue note), so they are not asserted here.
-    for r in finished:
-        if r.status == "keep":
-            assert f"- Exp {r.number} (plan #{r.meta['queue_index'] + 1})" in pad
-    return rows
+    return check_consistent(root, tag, len(LRS))
 
 
 @pytest.mark.slow
@@ -71,7 +44,6 @@ def test_three_candidates_in_flight_decided_one_at_a_time(tmp_path):
     for r in stale:
         info = r.decision["numbers"]["stale"]
         assert info["parent"] != info["champion_then"] and info["values_on_parent"]
-    assert Git(root)("worktree", "list").count("worktrees/slot") == 3   # one per slot, reused
 
 
 def test_reapply_text_constants_and_conflicts(tmp_path):
@@ -123,7 +95,6 @@ def test_kill_nine_with_candidates_in_flight_loses_and_duplicates_nothing(tmp_pa
     _run(root, kill_after=None)
     rows = _check_consistent(root, "k")
     assert any(r.status == "interrupted" for r in rows)   # some were cut off in flight and re-proposed
-    assert Git(root)("worktree", "list").count("worktrees/slot") <= 3
 
 
 @pytest.mark.slow
@@ -191,16 +162,18 @@ set = { LR = 0.001 }
 
 @pytest.mark.slow
 def test_candidates_in_flight_get_the_smoke_test_and_the_champions_curves(tmp_path):
-    """With several candidates in flight each still runs its smoke test first (a crash costs no fold) and is
-    compared with the curves and fold scores of the champion it was proposed from."""
+    """With several candidates in flight each still runs its smoke test first (a crash costs no fold), gets
+    its crash-fix turn, and is compared with the curves and fold scores of the champion it was proposed from."""
     root = make_toy_repo(tmp_path / "toy", sleep=0.2, queue=CRASH_QUEUE, rule="greedy")
-    Session(root, tag="p").run("replay", experiments=3, parallel=2, no_sandbox=True)
+    Session(root, tag="p").run("replay", experiments=4, parallel=2, no_sandbox=True)
     ledger = open_ledger(config_mod.load(root))
     rows = ledger.rows(tag="p", kinds=("experiment",))
     crash = next(r for r in rows if r.status == "crash")
     assert crash.reason.startswith("smoke test: exit code 3"), crash.reason
     run_dir = root / ".autoresearch" / "runs" / f"{crash.number:04d}"
     assert (run_dir / "smoke.log").is_file() and not (run_dir / "fold0.log").exists()
+    fixed = next(r for r in rows if r.description.endswith("(crash fix)"))
+    assert fixed.attempt == 2 and fixed.status in ("keep", "discard") and fixed.meta["fix"] is True
     other = next(r for r in rows if r.description == "LR -> 0.001")
     assert other.status == "keep" and len(other.folds) == 2
     assert (root / ".autoresearch" / "runs" / f"{other.number:04d}" / "smoke.log").is_file()

@@ -67,9 +67,11 @@ def test_an_llm_agent_built_from_python_sees_the_history(toy):
 
 
 def test_pause_waits_and_stop_ends_the_loop_between_experiments(toy):
+    from autoresearch.loop.driver import steer
+
     engine = toy.engine(no_sandbox=NO_SANDBOX)
     toy.stop()
-    assert engine.steer() is not None                      # a stop is obeyed ...
+    assert steer(engine.loop) is not None                  # a stop is obeyed ...
     assert toy.control() == "run"                          # ... and consumed
     toy.pause()
     seen = []
@@ -79,8 +81,8 @@ def test_pause_waits_and_stop_ends_the_loop_between_experiments(toy):
         if isinstance(event, ev.Paused):
             toy.resume()
 
-    engine.reporter = resume_on_pause
-    assert engine.steer(poll_s=0.01) is None               # waited while paused, went on when resumed
+    engine.loop.reporter = resume_on_pause
+    assert steer(engine.loop, poll_s=0.01) is None         # waited while paused, went on when resumed
     assert [type(e) for e in seen] == [ev.Paused, ev.Notice]
 
 
@@ -176,18 +178,15 @@ def test_a_users_commit_on_the_loop_branch_is_not_thrown_away(tmp_path):
     assert _git(root, "rev-parse", "HEAD").strip() == mine
 
 
-def test_a_stop_between_the_loops_commit_and_its_record_resumes(tmp_path):
-    """kill -9 after the loop committed a candidate (or a discarded candidate's notes) but before the ledger
-    recorded it: that commit is the loop's own, not a person's. The run resumes: the candidate's row is
-    interrupted and the tree goes back to the base; notes directly above the base become the base. A commit
-    that only looks like the loop's (a row that is not running, or code in a notes commit) still stops it."""
+def test_a_commit_on_the_loops_branch_is_a_persons_whatever_its_subject(tmp_path):
+    """The loop moves its branch only after the ledger recorded where to (``base_after``), so a commit above
+    the recorded base is never the loop's own, however its subject reads: the run stops and names it."""
     root = _karpathy_repo(tmp_path / "mine")
     session = autoresearch.open(root, tag="n")
     session.run("replay", experiments=1, no_sandbox=NO_SANDBOX)
-    for subject, path in (("experiment 1 (running): not running any more", "train.py"),
-                          ("notes after experiment 3", "train.py")):
+    for subject in ("experiment 1 (running): not running any more", "notes after experiment 3", "my own work"):
         head = _git(root, "rev-parse", "HEAD").strip()
-        (root / path).write_text((root / path).read_text() + "\n# mine\n")
+        (root / "train.py").write_text((root / "train.py").read_text() + "\n# mine\n")
         _git(root, "commit", "-qam", subject)
         mine = _git(root, "rev-parse", "HEAD").strip()
         with pytest.raises(UserError, match="a commit the loop did not make"):
@@ -195,19 +194,19 @@ def test_a_stop_between_the_loops_commit_and_its_record_resumes(tmp_path):
         assert _git(root, "rev-parse", "HEAD").strip() == mine
         _git(root, "reset", "-q", "--hard", head)
 
-    number = session.ledger.start(tag="n", kind="experiment", description="cut off")     # the row is running
-    (root / "train.py").write_text((root / "train.py").read_text() + "\n# candidate\n")
-    _git(root, "commit", "-qam", f"experiment {number} (running): cut off")
-    session.run("replay", experiments=2, no_sandbox=NO_SANDBOX)      # resumes instead of refusing
-    assert session.ledger.get(number).status == "interrupted"
-    assert "# candidate" not in (root / "train.py").read_text()           # the tree went back to the base
 
-    (root / "scratchpad.md").write_text((root / "scratchpad.md").read_text() + "\n- a note worth keeping\n")
-    _git(root, "commit", "-qam", "notes after experiment 2")
-    notes = _git(root, "rev-parse", "HEAD").strip()
-    session.run("replay", experiments=3, no_sandbox=NO_SANDBOX)
-    assert _git(root, "merge-base", "--is-ancestor", notes, "HEAD") == ""     # adopted as the base
-    assert "- a note worth keeping" in (root / "scratchpad.md").read_text()
+def test_a_stop_after_the_record_but_before_the_branch_moved_resumes_forward(tmp_path):
+    """kill -9 after the ledger sealed an experiment but before git's branch moved: start-up moves the
+    branch to the recorded base, and the experiment's notes are on it."""
+    root = _karpathy_repo(tmp_path / "mine")
+    session = autoresearch.open(root, tag="n")
+    session.run("replay", experiments=1, no_sandbox=NO_SANDBOX)
+    recorded = _git(root, "rev-parse", "HEAD").strip()
+    parent = _git(root, "rev-parse", "HEAD~1").strip()
+    _git(root, "update-ref", "refs/heads/autoresearch/n", parent)       # as if the branch had not moved yet
+    _git(root, "reset", "-q", "--hard", parent)
+    session.run("replay", experiments=2, no_sandbox=NO_SANDBOX)
+    assert _git(root, "merge-base", "--is-ancestor", recorded, "HEAD") == ""
 
 
 def test_a_missing_editable_file_is_an_error_before_anything_is_recorded(tmp_path):

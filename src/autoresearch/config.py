@@ -1,73 +1,101 @@
-"""The schema of ``autoresearch.toml`` and its error messages.
+"""The schema of ``autoresearch.toml``: every key declared once, with its type, default, bounds and help.
 
-Every default lives here. Every error names the file and the key, and says what would be valid.
-Unknown keys are errors too, so a typo (``timout_s``) never silently falls back to a default.
+A section is a frozen dataclass whose fields are declared with ``setting()`` (``settings.py``); the
+reader, its error messages and the reference page (docs/configuration.md, ``scripts/config_docs.py``)
+derive from those declarations. Every error names the file, the section and the key, and says what would
+be valid. Unknown keys and sections are errors too, so a typo (``timout_s``) never silently falls back to
+a default. Rules that tie keys together (``timeout_s`` at least ``time_budget_s``, a regex with a group,
+...) are the explicit checks below, run after a section is read, each naming its key.
+
+Adding a key is one line in its section, then ``python scripts/config_docs.py`` to refresh the page::
+
+    max_wait_s: float = setting(0.0, "how long to wait for X, seconds (0: no limit)", at_least=0)
+
+(``above``/``below`` are strict bounds, ``at_least``/``at_most`` not; ``choices=(...)`` for a string, or
+annotate with a ``StrEnum``). A new section is a dataclass of such fields and a field of ``Config`` with it
+as ``default_factory``; a rule across its keys goes into ``_CHECKS``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from autoresearch import settings
 from autoresearch.errors import UserError
-from autoresearch.vocab import Direction
+from autoresearch.settings import setting
+from autoresearch.vocab import DecisionRule, Direction, ExecutorKind
 
 CONFIG_NAME = "autoresearch.toml"
-DECISION_RULES = ("noise", "greedy")
-EXECUTORS = ("local", "ray")
+DECISION_RULES = tuple(DecisionRule)
+EXECUTORS = tuple(ExecutorKind)
 TOOL_CHOICES = ("auto", "required", "none", "omit")
 MAX_TOKENS_PARAMS = ("auto", "max_tokens", "max_completion_tokens", "omit")
 
-
 @dataclass(frozen=True)
 class TaskSection:
-    name: str = "task"
-    editable: tuple[str, ...] = ("train.py",)
-    scratchpad: str = "scratchpad.md"
-    program: str = "program.md"
-    fixed: tuple[str, ...] = ()
+    """The files of the research repository and what the agent may change. Paths are relative to the
+    repository and stay inside it."""
+
+    name: str = setting("task", "the task: a bundled one (eclip, toy) by name; any other name is your own repository")
+    editable: tuple[str, ...] = setting(("train.py",), "the files the agent may change (at least one)")
+    scratchpad: str = setting("scratchpad.md", "the agent's memory between experiments, committed with each")
+    program: str = setting("program.md", "the research program: phases, rules, the metric (fixed)")
+    fixed: tuple[str, ...] = setting((), "more files the agent may not change, fingerprinted like program.md")
 
 
 @dataclass(frozen=True)
 class RunSection:
-    command: tuple[str, ...] = ("python", "train.py")
-    time_budget_s: float = 300.0
-    timeout_s: float = 600.0
-    grace_s: float = 10.0
-    folds: int = 1
-    seed: int = 0
-    memory_gb: float = 0.0
-    sandbox: bool = True
+    """One fold run of the training command."""
+
+    command: tuple[str, ...] = setting(("python", "train.py"), "the command of one run, in the repository")
+    time_budget_s: float = setting(300.0, "the time a fold is expected to take, seconds (told to the agent)",
+                                   above=0)
+    timeout_s: float = setting(600.0, "hard deadline of one fold run, seconds (at least time_budget_s)", above=0)
+    grace_s: float = setting(10.0, "seconds between SIGTERM and SIGKILL at the deadline", at_least=0)
+    folds: int = setting(1, "folds per experiment, each a run of its own", above=0)
+    seed: int = setting(0, "the base seed of every run (AUTORESEARCH_SEED)")
+    memory_gb: float = setting(0.0, "a run is killed above this resident memory, GB (0: no limit)", at_least=0)
+    sandbox: bool = setting(True, "run under bubblewrap: no network, read-only repository, hidden keys")
 
 
 @dataclass(frozen=True)
 class MetricSection:
-    name: str = "metric"
-    direction: Direction = Direction.MINIMIZE
-    source: str = "regex"
-    file: str = "metrics.json"
-    key: str = ""
-    pattern: str = ""
+    """The one number an experiment is judged by, computed by the tool from what the run left behind."""
+
+    name: str = setting("metric", "the metric's name, as reports show it")
+    direction: Direction = setting(Direction.MINIMIZE, "which way the metric improves")
+    source: str = setting("regex", "where the number comes from: regex (the run's log), json (a file the run "
+                          "writes) or a task's own source (eclip)")   # checked against the task's sources
+    file: str = setting("metrics.json", "source = \"json\": the file, in the run's output folder")
+    key: str = setting("", "source = \"json\": the field holding the metric (required there)")
+    pattern: str = setting("", "source = \"regex\": a regular expression with one group around the number "
+                           "(required there)")
 
 
 @dataclass(frozen=True)
 class LoopSection:
-    max_crash_fixes: int = 2
-    scratchpad_max_chars: int = 8000
-    log_tail_lines: int = 40
+    """The experiment loop's own limits."""
+
+    max_crash_fixes: int = setting(2, "turns the agent gets to fix a candidate that crashed or timed out",
+                                   at_least=0)
+    scratchpad_max_chars: int = setting(8000, "the most characters the scratchpad may hold", above=0)
+    log_tail_lines: int = setting(40, "lines of a failed run's log shown to the agent", above=0)
 
 
 @dataclass(frozen=True)
 class SmokeSection:
     """A few steps of each candidate on a small slice before its folds, so a crash costs seconds."""
 
-    enabled: bool = True
-    timeout_s: float = 0.0       # a run still alive here got past start-up and passes; 0 = automatic
-    steps: int = 3               # AUTORESEARCH_SMOKE_STEPS: a task that honours it stops after this many
+    enabled: bool = setting(True, "run the smoke test before a candidate's folds")
+    timeout_s: float = setting(0.0, "a run still alive here got past start-up and passes, seconds (0: 10% of "
+                               "time_budget_s within 10..60 s)", at_least=0)
+    steps: int = setting(3, "AUTORESEARCH_SMOKE_STEPS: a task that honours it stops after this many", above=0)
 
     def deadline(self, run: "RunSection") -> float:
         """The smoke test's deadline: ``timeout_s``, or 10% of the fold's time budget within 10..60 s,
@@ -79,57 +107,82 @@ class SmokeSection:
 
 @dataclass(frozen=True)
 class DecisionSection:
-    rule: str = "noise"
-    min_delta: float = 0.0
-    k: float = 2.0
-    confirm_band: float = 1.0
-    confirm_repeats: int = 1
-    remeasure_after: float = 0.0
+    """Keep or discard (docs/decisions.md)."""
+
+    rule: DecisionRule = setting(DecisionRule.NOISE, "noise: beat the measured run-to-run noise; greedy: a "
+                                 "strictly better mean over folds")
+    min_delta: float = setting(0.0, "the smallest gain worth keeping, in metric units", at_least=0)
+    k: float = setting(2.0, "noise rule: a keep needs a gain above k standard deviations", at_least=0)
+    confirm_band: float = setting(1.0, "noise rule: a gain this many sd below the threshold is re-run to "
+                                  "confirm (0: no confirmation)", at_least=0)
+    confirm_repeats: int = setting(1, "confirmation runs of a close call", at_least=0)
+    remeasure_after: float = setting(0.0, "re-measure the noise floor once the champion has moved this much, "
+                                     "relative (0: never)", at_least=0)
 
 
 @dataclass(frozen=True)
 class AbortSection:
     """Early abort of doomed runs (docs/early-abort.md); the defaults come from benchmarks/early_abort.py."""
-    enabled: bool = True
-    key: str = "loss"            # the progress-line value compared with the champion's
-    ratio: float = 1.5           # abort above this many times the champion's value at the same step...
-    patience: int = 2            # ...on this many progress lines in a row...
-    min_fraction: float = 0.25   # ...from this fraction of the run's steps on (NaN/inf aborts at any step)
-    min_progress: float = 0.1    # or below this share of the champion's progress since the first line (0: off)
-    fold_margin: float = 0.0     # skip the later folds once a fold scores this share worse than the champion's (0: off)
+
+    enabled: bool = setting(True, "stop a run early that is clearly worse than the champion")
+    key: str = setting("loss", "the progress-line value compared with the champion's (a name such as loss)")
+    ratio: float = setting(1.5, "abort above this many times the champion's value at the same step...",
+                           above=1, why="1 would abort every run worse than the champion")
+    patience: int = setting(2, "...on this many progress lines in a row...", above=0)
+    min_fraction: float = setting(0.25, "...from this fraction of the run's steps on (NaN/inf aborts at any step)",
+                                  at_least=0, at_most=1)
+    min_progress: float = setting(0.1, "or below this share of the champion's progress since the first line "
+                                  "(0: off)", at_least=0, at_most=1)
+    fold_margin: float = setting(0.0, "skip the later folds once a fold scores this share worse than the "
+                                 "champion's (0: off)", at_least=0)
 
 
 @dataclass(frozen=True)
 class ContentionSection:
-    """A deadline hit on a busy machine is not the candidate's fault (runner/load.py)."""
-    enabled: bool = True
-    busy_other: float = 0.5      # other work kept at least this fraction of the run's cores busy...
-    min_share: float = 0.5       # ...and the run got less than this fraction of the CPU it asked for
-    pause_after: int = 3         # this many such runs in a row: pause instead of spending the budget
-    pause_s: float = 60.0        # first pause; doubles each time the champion is still starved
-    pause_max_s: float = 1800.0  # longest single pause
+    """A deadline hit on a busy machine is not the candidate's fault (docs/contention.md, runner/load.py)."""
+
+    enabled: bool = setting(True, "tell runs starved by other work from timeouts, and pause on a busy machine")
+    busy_other: float = setting(0.5, "other work kept at least this fraction of the run's cores busy...",
+                                above=0, at_most=1)
+    min_share: float = setting(0.5, "...and the run got less than this fraction of the CPU it asked for",
+                               above=0, at_most=1)
+    pause_after: int = setting(3, "this many such runs in a row: pause instead of spending the budget", above=0)
+    pause_s: float = setting(60.0, "first pause, seconds; doubles each time the champion is still starved",
+                             at_least=0)
+    pause_max_s: float = setting(1800.0, "longest single pause, seconds (at least pause_s)", at_least=0)
 
 
 @dataclass(frozen=True)
 class AgentSection:
-    name: str = "replay"
-    queue: str = "queue.toml"
-    model: str = ""
-    base_url: str = ""
-    max_turns: int = 30
-    prices: str = ""             # a TOML file of USD per million tokens, overriding the built-in table
-    timeout_s: float = 0.0       # one API call, or one Claude Code invocation (0 = the agent's own default)
-    retries: int = 4             # tries per API call on rate limits, server errors and timeouts
-    backoff_s: float = 1.0       # first backoff; doubles with jitter
-    max_tokens: int = 8192       # output tokens per API call
-    claude_path: str = ""        # the Claude Code executable (default: `claude` on PATH)
-    max_cost_usd: float = 0.0    # stop the run once the agent has cost this much (0 = no limit)
-    max_total_tokens: int = 0    # stop the run once the agent has used this many tokens (0 = no limit)
-    max_budget_usd: float = 0.0  # Claude Code only: the CLI's own cap per invocation (0 = none)
-    tool_choice: str = "auto"    # openai: sent with the tools ("omit": not sent; llama.cpp's server needs "auto")
-    max_tokens_param: str = "auto"   # openai: max_tokens | max_completion_tokens | omit; auto: by base_url
-    context_tokens: int = 0      # API agents: fit the conversation into this many tokens (0 = no limit)
-    tools: tuple[str, ...] = ()  # API agents: offer only these tools (empty: all), e.g. a small model's few
+    """The agent that proposes changes (docs/agents.md)."""
+
+    name: str = setting("replay", "replay, optuna, openai, anthropic or claude-code")
+    queue: str = setting("queue.toml", "replay: the research plan it plays back")
+    model: str = setting("", "the model an LLM agent calls")
+    base_url: str = setting("", "openai: an OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
+    max_turns: int = setting(30, "tool-calling turns per proposal", above=0)
+    prices: str = setting("", "a TOML file of USD per million tokens, overriding the built-in table "
+                          "(relative to the repository)")
+    timeout_s: float = setting(0.0, "one API call, or one Claude Code invocation, seconds (0: the agent's own "
+                               "default)", at_least=0)
+    retries: int = setting(4, "tries per API call on rate limits, server errors and timeouts", above=0)
+    backoff_s: float = setting(1.0, "first backoff, seconds; doubles with jitter", at_least=0)
+    max_tokens: int = setting(8192, "output tokens per API call", above=0)
+    claude_path: str = setting("", "the Claude Code executable (default: claude on PATH)")
+    max_cost_usd: float = setting(0.0, "stop the run once the agent has cost this much (0: no limit)",
+                                  at_least=0)
+    max_total_tokens: int = setting(0, "stop the run once the agent has used this many tokens (0: no limit)",
+                                    at_least=0)
+    max_budget_usd: float = setting(0.0, "Claude Code only: the CLI's own cap per invocation (0: none)",
+                                    at_least=0)
+    tool_choice: str = setting("auto", "openai: sent with the tools (omit: not sent; llama.cpp's server needs "
+                               "auto)", choices=TOOL_CHOICES)
+    max_tokens_param: str = setting("auto", "openai: the field max_tokens is sent as (omit: not sent); auto: by "
+                                    "base_url", choices=MAX_TOKENS_PARAMS)
+    context_tokens: int = setting(0, "API agents: fit the conversation into this many tokens (0: no limit)",
+                                  at_least=0)
+    tools: tuple[str, ...] = setting((), "API agents: offer only these tools (empty: all), e.g. a small "
+                                     "model's few")
 
     def options(self) -> dict:
         """The settings LLM agents read from ``AgentContext.options``."""
@@ -154,15 +207,19 @@ class ResourcesSection:
     """What one fold run needs and how much runs at once (docs/parallel.md). The defaults are today's
     behaviour: one candidate at a time, its folds one after another, nothing pinned."""
 
-    cpus: float = 0.0             # CPU cores per fold run (0 = not pinned: folds run one after another)
-    gpus: int = 0                 # GPUs per fold run (0 = CUDA_VISIBLE_DEVICES left as it is)
-    gpu_ids: tuple[str, ...] = () # the GPUs to share out (default: CUDA_VISIBLE_DEVICES, else nvidia-smi)
-    parallel: int = 1             # candidates in flight at once
-    pin_cpus: bool = True         # bind each run to its own cores (sched_setaffinity) when cpus is whole
-    executor: str = "local"       # local | ray
-    ray_address: str = ""         # "" = start Ray on this machine; "auto" or host:port = join a cluster
-    custom: tuple[tuple[str, float], ...] = ()   # Ray custom resources per fold run, e.g. {accel = 1}
-    max_output_mb: float = 512.0  # Ray: the most a run's output folder may bring back to the driver
+    cpus: float = setting(0.0, "CPU cores per fold run (0: not pinned, folds run one after another; a "
+                          "fraction for runs that mostly wait; Ray: num_cpus, 1 when 0)", at_least=0)
+    gpus: int = setting(0, "GPUs per fold run (0: CUDA_VISIBLE_DEVICES left as it is; Ray: num_gpus)",
+                        at_least=0)
+    gpu_ids: tuple[str, ...] = setting((), "the GPUs to share out (default: CUDA_VISIBLE_DEVICES, else "
+                                       "nvidia-smi -L)")
+    parallel: int = setting(1, "candidates in flight at once (--parallel)", above=0)
+    pin_cpus: bool = setting(True, "bind each run to its own cores (sched_setaffinity) when cpus is whole")
+    executor: ExecutorKind = setting(ExecutorKind.LOCAL, "where fold runs go (--executor)")
+    ray_address: str = setting("", "empty: start Ray on this machine; \"auto\" or host:port: join a cluster")
+    custom: tuple[tuple[str, float], ...] = setting((), "Ray custom resources per fold run, e.g. { a100 = 1 }")
+    max_output_mb: float = setting(512.0, "Ray: the most a run's output folder may bring back to the driver; "
+                                   "more is a crashed run", above=0)
 
 
 @dataclass(frozen=True)
@@ -201,59 +258,6 @@ class Config:
 
 
 
-class _Section:
-    """Reads one TOML table, remembering which keys were used, so leftovers can be reported."""
-
-    def __init__(self, file: Path, name: str, table: Any) -> None:
-        self.file, self.name = file, name
-        if not isinstance(table, dict):
-            raise self.error(None, f"must be a table ([{name}]), got {type(table).__name__}")
-        self.table = table
-        self.used: set[str] = set()
-
-    def error(self, key: str | None, message: str) -> UserError:
-        where = f"[{self.name}]" if key is None else f"[{self.name}] {key}"
-        return UserError(f"{self.file}: {where} {message}", hint=f"fix `{where}` in {self.file.name}")
-
-    def get(self, key: str, default: Any, kind: str) -> Any:
-        self.used.add(key)
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        if kind == "str" and isinstance(value, str):
-            return value
-        if kind == "bool" and isinstance(value, bool):
-            return value
-        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if kind == "strs" and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        if kind == "table" and isinstance(value, dict):
-            return value
-        wanted = {"str": "a string", "bool": "true or false", "int": "an integer",
-                  "float": "a number", "strs": "a list of strings", "table": "a table such as { name = 1 }"}[kind]
-        raise self.error(key, f"must be {wanted}, got {value!r}")
-
-    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
-        value = self.get(key, default, "str")
-        if value not in options:
-            raise self.error(key, f"must be one of {', '.join(options)}; got {value!r}")
-        return value
-
-    def positive(self, key: str, default: float, kind: str = "float", allow_zero: bool = False) -> Any:
-        value = self.get(key, default, kind)
-        if value < 0 or (value == 0 and not allow_zero):
-            raise self.error(key, f"must be {'zero or more' if allow_zero else 'positive'}, got {value!r}")
-        return value
-
-    def finish(self) -> None:
-        extra = sorted(set(self.table) - self.used)
-        if extra:
-            raise self.error(extra[0], f"is not a known key (known: {', '.join(sorted(self.used))})")
-
-
 def _search_space(file: Path, table: Any) -> tuple[SearchParam, ...]:
     if not isinstance(table, dict):
         raise UserError(f"{file}: [search_space] must be a table of NAME = {{...}} entries")
@@ -284,197 +288,119 @@ def _search_space(file: Path, table: Any) -> tuple[SearchParam, ...]:
     return tuple(params)
 
 
-def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
-    """Validate a parsed TOML document into a Config; every error names the key."""
-    file = file or root / CONFIG_NAME
-    known = {"task", "run", "metric", "loop", "smoke", "decision", "agent", "resources", "search_space", "abort",
-             "contention"}
-    for key in data:
-        if key not in known:
-            raise UserError(f"{file}: [{key}] is not a known section (known: {', '.join(sorted(known))})")
+SEARCH_SPACE_DOC = """\
+The optuna agent's search space: one entry per UPPER_CASE constant of the editable file, either a range
+or a list of choices. `low` and `high` (numbers, `low < high`), `log = true` for a log scale (`low > 0`),
+`int = true` for whole numbers; or `choices = [...]`, a non-empty list.
 
-    s = _Section(file, "task", data.get("task", {}))
-    task = TaskSection(
-        name=s.get("name", TaskSection.name, "str"),
-        editable=s.get("editable", TaskSection.editable, "strs"),
-        scratchpad=s.get("scratchpad", TaskSection.scratchpad, "str"),
-        program=s.get("program", TaskSection.program, "str"),
-        fixed=s.get("fixed", (), "strs"),
-    )
-    s.finish()
+```toml
+[search_space]
+LR = { low = 1e-5, high = 1e-2, log = true }
+DEPTH = { low = 2, high = 8, int = true }
+ACTIVATION = { choices = ["gelu", "relu"] }
+```
+"""
+
+
+# Rules across keys, after a section is read: each takes the section, a function making the error for a
+# key, and the repository root; it returns the section (changed only to resolve a path).
+
+Error = Callable[[str, str], UserError]
+
+
+def _check_task(task: TaskSection, error: Error, root: Path) -> TaskSection:
     if not task.editable:
-        raise s.error("editable", "must name at least one file the agent may change")
+        raise error("editable", "must name at least one file the agent may change")
     for rel in (*task.editable, task.scratchpad, task.program, *task.fixed):
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise s.error("editable", f"paths must be relative and inside the repository, got {rel!r}")
+            raise error("editable", f"paths must be relative and inside the repository, got {rel!r}")
+    return task
 
-    s = _Section(file, "run", data.get("run", {}))
-    command = s.get("command", RunSection.command, "strs")
-    run = RunSection(
-        command=command,
-        time_budget_s=s.positive("time_budget_s", RunSection.time_budget_s),
-        timeout_s=s.positive("timeout_s", RunSection.timeout_s),
-        grace_s=s.positive("grace_s", RunSection.grace_s, allow_zero=True),
-        folds=s.positive("folds", RunSection.folds, "int"),
-        seed=s.get("seed", RunSection.seed, "int"),
-        memory_gb=s.positive("memory_gb", RunSection.memory_gb, allow_zero=True),
-        sandbox=s.get("sandbox", RunSection.sandbox, "bool"),
-    )
-    s.finish()
+
+def _check_run(run: RunSection, error: Error, root: Path) -> RunSection:
     if not run.command:
-        raise s.error("command", "must not be empty, for example [\"python\", \"train.py\"]")
+        raise error("command", "must not be empty, for example [\"python\", \"train.py\"]")
     if run.timeout_s < run.time_budget_s:
-        raise s.error("timeout_s", f"({run.timeout_s}) must be at least time_budget_s ({run.time_budget_s})")
+        raise error("timeout_s", f"({run.timeout_s}) must be at least time_budget_s ({run.time_budget_s})")
+    return run
 
-    s = _Section(file, "metric", data.get("metric", {}))
-    metric = MetricSection(
-        name=s.get("name", MetricSection.name, "str"),
-        direction=Direction(s.choice("direction", MetricSection.direction, tuple(Direction))),
-        source=s.get("source", MetricSection.source, "str"),   # checked against the task's sources
-        file=s.get("file", MetricSection.file, "str"),
-        key=s.get("key", "", "str"),
-        pattern=s.get("pattern", "", "str"),
-    )
-    s.finish()
+
+def _check_metric(metric: MetricSection, error: Error, root: Path) -> MetricSection:
+    # ``source`` is checked against the task's sources when scoring (scoring/sources.py)
     if metric.source == "regex":
         if not metric.pattern:
-            raise s.error("pattern", "is required when source = \"regex\", e.g. '^val_bpb:\\s*([-+0-9.eE]+)'")
+            raise error("pattern", "is required when source = \"regex\", e.g. '^val_bpb:\\s*([-+0-9.eE]+)'")
         try:
             compiled = re.compile(metric.pattern, re.MULTILINE)
         except re.error as exc:
-            raise s.error("pattern", f"is not a valid regular expression: {exc}") from None
+            raise error("pattern", f"is not a valid regular expression: {exc}") from None
         if compiled.groups < 1:
-            raise s.error("pattern", "needs one capturing group around the number")
+            raise error("pattern", "needs one capturing group around the number")
     if metric.source == "json" and not metric.key:
-        raise s.error("key", "is required when source = \"json\" (the field holding the metric)")
+        raise error("key", "is required when source = \"json\" (the field holding the metric)")
+    return metric
 
-    s = _Section(file, "loop", data.get("loop", {}))
-    loop = LoopSection(
-        max_crash_fixes=s.positive("max_crash_fixes", LoopSection.max_crash_fixes, "int", allow_zero=True),
-        scratchpad_max_chars=s.positive("scratchpad_max_chars", LoopSection.scratchpad_max_chars, "int"),
-        log_tail_lines=s.positive("log_tail_lines", LoopSection.log_tail_lines, "int"),
-    )
-    s.finish()
 
-    s = _Section(file, "smoke", data.get("smoke", {}))
-    smoke = SmokeSection(
-        enabled=s.get("enabled", SmokeSection.enabled, "bool"),
-        timeout_s=s.positive("timeout_s", SmokeSection.timeout_s, allow_zero=True),
-        steps=s.positive("steps", SmokeSection.steps, "int"),
-    )
-    s.finish()
-
-    s = _Section(file, "decision", data.get("decision", {}))
-    decision = DecisionSection(
-        rule=s.choice("rule", DecisionSection.rule, DECISION_RULES),
-        min_delta=s.positive("min_delta", DecisionSection.min_delta, allow_zero=True),
-        k=s.positive("k", DecisionSection.k, allow_zero=True),
-        confirm_band=s.positive("confirm_band", DecisionSection.confirm_band, allow_zero=True),
-        confirm_repeats=s.positive("confirm_repeats", DecisionSection.confirm_repeats, "int", allow_zero=True),
-        remeasure_after=s.positive("remeasure_after", DecisionSection.remeasure_after, allow_zero=True),
-    )
-    s.finish()
-
-    s = _Section(file, "agent", data.get("agent", {}))
-    agent = AgentSection(
-        name=s.get("name", AgentSection.name, "str"),
-        queue=s.get("queue", AgentSection.queue, "str"),
-        model=s.get("model", "", "str"),
-        base_url=s.get("base_url", "", "str"),
-        max_turns=s.positive("max_turns", AgentSection.max_turns, "int"),
-        prices=s.get("prices", "", "str"),
-        timeout_s=s.positive("timeout_s", AgentSection.timeout_s, allow_zero=True),
-        retries=s.positive("retries", AgentSection.retries, "int"),
-        backoff_s=s.positive("backoff_s", AgentSection.backoff_s, allow_zero=True),
-        max_tokens=s.positive("max_tokens", AgentSection.max_tokens, "int"),
-        claude_path=s.get("claude_path", "", "str"),
-        max_cost_usd=s.positive("max_cost_usd", 0.0, allow_zero=True),
-        max_total_tokens=s.positive("max_total_tokens", 0, "int", allow_zero=True),
-        max_budget_usd=s.positive("max_budget_usd", 0.0, allow_zero=True),
-        tool_choice=s.choice("tool_choice", AgentSection.tool_choice, TOOL_CHOICES),
-        max_tokens_param=s.choice("max_tokens_param", AgentSection.max_tokens_param, MAX_TOKENS_PARAMS),
-        context_tokens=s.positive("context_tokens", 0, "int", allow_zero=True),
-        tools=s.get("tools", (), "strs"),
-    )
+def _check_agent(agent: AgentSection, error: Error, root: Path) -> AgentSection:
+    """A relative prices file is the repository's."""
     if agent.prices and not Path(agent.prices).is_absolute():
         agent = dataclasses.replace(agent, prices=str(root / agent.prices))
-    s.finish()
-
-    resources = _resources(_Section(file, "resources", data.get("resources", {})))
-
-    space = _search_space(file, data["search_space"]) if "search_space" in data else ()
-    return Config(root=root, task=task, run=run, metric=metric, loop=loop, smoke=smoke, decision=decision,
-                  agent=agent, resources=resources, search_space=space, abort=_abort(file, data),
-                  contention=_contention(file, data))
+    return agent
 
 
-def _resources(s: _Section) -> ResourcesSection:
-    d = ResourcesSection
-    custom_raw = s.get("custom", {}, "table")
-    custom = []
-    for name, amount in custom_raw.items():
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
-            raise s.error("custom", f"{name} must be a number of zero or more, got {amount!r}")
-        custom.append((str(name), float(amount)))
-    section = ResourcesSection(
-        cpus=s.positive("cpus", d.cpus, allow_zero=True),
-        gpus=s.positive("gpus", d.gpus, "int", allow_zero=True),
-        gpu_ids=s.get("gpu_ids", (), "strs"),
-        parallel=s.positive("parallel", d.parallel, "int"),
-        pin_cpus=s.get("pin_cpus", d.pin_cpus, "bool"),
-        executor=s.choice("executor", d.executor, EXECUTORS),
-        ray_address=s.get("ray_address", d.ray_address, "str"),
-        custom=tuple(custom),
-        max_output_mb=s.positive("max_output_mb", d.max_output_mb),
-    )
-    s.finish()
-    if section.gpu_ids and section.gpus == 0:
-        raise s.error("gpu_ids", "is set but gpus (GPUs per fold run) is 0; set gpus = 1 (or more)")
-    if section.gpu_ids and section.gpus > len(section.gpu_ids):
-        raise s.error("gpus", f"({section.gpus}) is more than the {len(section.gpu_ids)} GPUs in gpu_ids")
-    return section
+def _check_resources(res: ResourcesSection, error: Error, root: Path) -> ResourcesSection:
+    if res.gpu_ids and res.gpus == 0:
+        raise error("gpu_ids", "is set but gpus (GPUs per fold run) is 0; set gpus = 1 (or more)")
+    if res.gpu_ids and res.gpus > len(res.gpu_ids):
+        raise error("gpus", f"({res.gpus}) is more than the {len(res.gpu_ids)} GPUs in gpu_ids")
+    return res
 
 
-def _fraction(s: _Section, key: str, default: float, allow_zero: bool = False) -> float:
-    value = s.positive(key, default, allow_zero=allow_zero)
-    if value > 1:
-        raise s.error(key, f"is a fraction and must be at most 1, got {value!r}")
-    return value
+def _check_abort(abort: AbortSection, error: Error, root: Path) -> AbortSection:
+    if not re.fullmatch(r"[A-Za-z_]\w*", abort.key):
+        raise error("key", f"must be the name a progress line gives the value (like \"loss\"), got {abort.key!r}")
+    return abort
 
 
-def _abort(file: Path, data: dict[str, Any]) -> AbortSection:
-    s = _Section(file, "abort", data.get("abort", {}))
-    section = AbortSection(
-        enabled=s.get("enabled", AbortSection.enabled, "bool"),
-        key=s.get("key", AbortSection.key, "str"),
-        ratio=s.positive("ratio", AbortSection.ratio),
-        patience=s.positive("patience", AbortSection.patience, "int"),
-        min_fraction=_fraction(s, "min_fraction", AbortSection.min_fraction, allow_zero=True),
-        min_progress=_fraction(s, "min_progress", AbortSection.min_progress, allow_zero=True),
-        fold_margin=s.positive("fold_margin", AbortSection.fold_margin, allow_zero=True),
-    )
-    s.finish()
-    if not re.fullmatch(r"[A-Za-z_]\w*", section.key):
-        raise s.error("key", f"must be the name a progress line gives the value (like \"loss\"), got {section.key!r}")
-    if section.ratio <= 1:
-        raise s.error("ratio", f"must be above 1 (1 would abort every run worse than the champion), got {section.ratio!r}")
-    return section
-
-
-def _contention(file: Path, data: dict[str, Any]) -> ContentionSection:
-    s = _Section(file, "contention", data.get("contention", {}))
-    section = ContentionSection(
-        enabled=s.get("enabled", ContentionSection.enabled, "bool"),
-        busy_other=_fraction(s, "busy_other", ContentionSection.busy_other),
-        min_share=_fraction(s, "min_share", ContentionSection.min_share),
-        pause_after=s.positive("pause_after", ContentionSection.pause_after, "int"),
-        pause_s=s.positive("pause_s", ContentionSection.pause_s, allow_zero=True),
-        pause_max_s=s.positive("pause_max_s", ContentionSection.pause_max_s, allow_zero=True),
-    )
-    s.finish()
+def _check_contention(section: ContentionSection, error: Error, root: Path) -> ContentionSection:
     if section.pause_max_s < section.pause_s:
-        raise s.error("pause_max_s", f"({section.pause_max_s:g}) must be at least pause_s ({section.pause_s:g})")
+        raise error("pause_max_s", f"({section.pause_max_s:g}) must be at least pause_s ({section.pause_s:g})")
     return section
+
+
+# The sections with keys, in the order of Config: every field of Config with a section as its default.
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)
+                             if f.default_factory is not dataclasses.MISSING}
+_CHECKS: dict[str, Callable[[Any, Error, Path], Any]] = {
+    "task": _check_task, "run": _check_run, "metric": _check_metric, "agent": _check_agent,
+    "resources": _check_resources, "abort": _check_abort, "contention": _check_contention,
+}
+
+
+def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
+    """Validate a parsed TOML document into a Config; every error names the key."""
+    file = file or root / CONFIG_NAME
+    known = {*SECTIONS, "search_space"}
+    for key in data:
+        if key not in known:
+            raise UserError(f"{file}: [{key}] is not a known section (known: {', '.join(sorted(known))})")
+    read: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        section = settings.read_section(file, name, cls, data.get(name, {}))
+        check = _CHECKS.get(name)
+        read[name] = check(section, functools.partial(settings.key_error, file, name), root) if check else section
+    space = _search_space(file, data["search_space"]) if "search_space" in data else ()
+    return Config(root=root, search_space=space, **read)
+
+
+def reference() -> str:
+    """docs/configuration.md: every section and key, derived from the declarations above."""
+    intro = ("Every key of `autoresearch.toml`, generated from the declarations in `src/autoresearch/config.py` "
+             "by `python scripts/config_docs.py` (a test fails when this page is out of date). A key left out "
+             "takes its default; an unknown key or section, a value of the wrong type, out of bounds or not "
+             "among the choices is an error naming the file, the section and the key.")
+    return settings.markdown(SECTIONS, title="Configuration: `autoresearch.toml`", intro=intro,
+                             extra={"search_space": SEARCH_SPACE_DOC})
 
 
 def load(root: Path | str) -> Config:

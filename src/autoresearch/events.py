@@ -9,6 +9,7 @@ error when the listener is made, not a silently dropped message).
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -95,6 +96,18 @@ def handler_name(event_type: type) -> str:
 
 def ignore(event: Any) -> None:
     """The listener that listens to nothing."""
+
+
+class Locked:
+    """A listener that may be called from several threads (runs' lines, candidates in flight)."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Any) -> None:
+        with self._lock:
+            self.listener(event)
 
 
 class Dispatcher:

@@ -29,7 +29,7 @@ def _cut(text: str) -> str:
 
 
 class RunViews:
-    """Mixed into ``Session`` (which provides ``config``, ``root``, ``ledger``, ``tag``, ``_engine_view``)."""
+    """Mixed into ``Session`` (which provides ``config``, ``root``, ``ledger``, ``tag``, ``state``)."""
 
     def run_logs(self, number: int) -> list[tuple[str, Path]]:
         """The logs of experiment ``number``: ``fold0``, ``fold1`` … of its run, then those of its
@@ -115,7 +115,7 @@ class RunViews:
         """``phase()`` from rows the caller already read (``rows()``): the same rule as ``Engine.phase`` (the
         finished experiments in order), without reading thousands of rows a second time."""
         finished = [r.status for r in rows if r.kind == Kind.EXPERIMENT and Status(r.status).finished]
-        return _current_phase(self._engine_view().program, finished)
+        return _current_phase(self.state.program, finished)
 
     def running(self) -> list[Experiment]:
         """This tag's rows still running (one query of the running rows, not of all of them)."""

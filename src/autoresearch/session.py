@@ -27,18 +27,18 @@ from autoresearch.agents import make_agent
 from autoresearch.agents.base import Agent, AgentContext
 from autoresearch.agents.brief import Brief
 from autoresearch.errors import UserError
-from autoresearch.loop import decide, fingerprints
+from autoresearch.loop import briefing, decide, fingerprints
 from autoresearch.loop.engine import Engine, StopReason, open_ledger
 from autoresearch.loop.gitops import Git, validate_tag
 from autoresearch.loop.ledger import Experiment, Ledger
 from autoresearch.loop.phases import Phase
+from autoresearch.loop.state import CONTROLS, LoopState
 from autoresearch.loop.trial import TrialResult, check_run, run_trial, tail
 from autoresearch.runner import sandbox as sandbox_mod
 from autoresearch.runner.executor import LocalExecutor
 from autoresearch.runviews import RunViews
 from autoresearch.vocab import Kind, Status
 
-CONTROLS = ("run", "pause", "stop")
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -75,6 +75,7 @@ class Session(RunViews):
         self.task = tasks.for_config(self.config)
         self.ledger: Ledger = open_ledger(self.config)
         self.tag = validate_tag(tag or self.ledger.get_meta("tag") or datetime.now().strftime("%b%d").lower())
+        self.state = LoopState(self.config, self.ledger, self.tag)
 
     def close(self) -> None:
         self.ledger.close()
@@ -117,17 +118,13 @@ class Session(RunViews):
         """The engine, with the executor of ``[resources]`` unless told otherwise (docs/parallel.md)."""
         from autoresearch.runner.executors import make_executor
 
-        from autoresearch.loop.scheduler import Locked
-
         self.ledger.set_meta("tag", self.tag)
         self._no_sandbox = no_sandbox     # the agent's check_run runs as the engine's runs do
-        listen = Locked(reporter or ev.ignore)   # runs' lines may come from several threads
+        listen = ev.Locked(reporter or ev.ignore)   # runs' lines may come from several threads
         chosen, where = make_executor(self.config, kind=executor, address=ray_address, parallel=parallel,
                                       on_line=lambda spec, line: listen(ev.RunLine(spec, line)))
-        engine = Engine(self.config, tag=self.tag, agent=agent, sandbox=self.sandboxed(no_sandbox),
-                        reporter=listen, ledger=self.ledger, executor=chosen)
-        engine.where = where
-        return engine
+        return Engine(self.config, tag=self.tag, agent=agent, sandbox=self.sandboxed(no_sandbox),
+                      reporter=listen, ledger=self.ledger, executor=chosen, where=where)
 
     # --- doing things ------------------------------------------------------------------------------------
     def run(self, agent: str | Agent | None = None, *, experiments: int | None = None, hours: float | None = None,
@@ -142,12 +139,8 @@ class Session(RunViews):
         engine = self.engine(agent=chosen, reporter=reporter, no_sandbox=no_sandbox, executor=executor,
                              ray_address=ray_address, parallel=parallel)
         try:
-            if parallel > 1:
-                from autoresearch.loop.scheduler import Scheduler
-
-                return Scheduler(engine, parallel=parallel, executor=engine.executor, where=engine.where).run(
-                    max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens)
-            return engine.run(max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens)
+            return engine.run(max_experiments=experiments, hours=hours, max_cost=max_cost, max_tokens=max_tokens,
+                              parallel=parallel)
         finally:
             close = getattr(engine.executor, "close", None)
             if close is not None:
@@ -166,14 +159,15 @@ class Session(RunViews):
                          executor=LocalExecutor(on_line=lambda spec, line: listen(ev.RunLine(spec, line))),
                          on_fold=lambda f: listen(ev.FoldFinished(0, f)))
 
-    def check_run(self, steps: int) -> str:
-        """The agent's ``check_run`` tool: the working tree's train.py for a few steps, sandboxed like a trial."""
+    def check_run(self, steps: int, tree: Path | None = None) -> str:
+        """The agent's ``check_run`` tool: the agent's working copy (``tree``; default the repository) run
+        for a few steps, sandboxed like a trial."""
         runs, stamp = self.config.state_dir / "runs", time.strftime("check-%Y%m%d-%H%M%S")
         run_dir, n = runs / stamp, 1
         while run_dir.exists():      # two checks within one second keep their own logs
             n += 1
             run_dir = runs / f"{stamp}-{n}"
-        return check_run(self.config, run_dir, steps, seed=self.config.run.seed,
+        return check_run(self.config, run_dir, steps, seed=self.config.run.seed, cwd=tree,
                          sandbox=self.sandboxed(getattr(self, "_no_sandbox", False)))
 
     def measure_noise(self, repeats: int = 3, *, reporter: ev.Listener | None = None,
@@ -348,18 +342,14 @@ class Session(RunViews):
     def champion(self) -> Experiment | None:
         return self.ledger.champion(self.tag)
 
-    def _engine_view(self) -> Engine:
-        return Engine(self.config, tag=self.tag, ledger=self.ledger, sandbox=False)
-
     def phase(self) -> tuple[Phase, int]:
-        return self._engine_view().phase()
+        return self.state.phase()
 
     def noise(self) -> decide.NoiseFloor | None:
-        raw = self.ledger.get_meta(f"noise:{self.tag}")
-        return decide.NoiseFloor.from_dict(raw) if raw else None
+        return self.state.noise()
 
     def spent(self) -> tuple[float, int]:
-        return self._engine_view().spent()
+        return self.state.spent()
 
     def status(self, recent: int = 15) -> StatusView:
         rows = self.rows()
@@ -378,23 +368,22 @@ class Session(RunViews):
 
     def in_flight(self) -> dict[int, str]:
         """Experiments running now and where: the worktree and executor of each candidate in flight (as
-        the scheduler recorded them), else the executor of a serial run."""
+        the driver recorded them)."""
         recorded = self.ledger.get_meta(f"inflight:{self.tag}") or {}
         out = {}
         for r in self.ledger.running():
             if r.tag != self.tag or r.kind != Kind.EXPERIMENT:
                 continue
             info = recorded.get(str(r.number))
-            out[r.number] = (f"{info['executor']}, worktree {info['worktree']}, from champion {info['parent']}"
+            out[r.number] = (f"{info['executor']}, slot {info.get('slot', '?')}, from champion {info['parent']}"
                              + (f", re-applied {info['reapplied']}x" if info.get("reapplied") else "")
-                             if info else "the repository's own tree")
+                             if info else "a snapshot of its candidate commit")
         return out
 
     def brief(self, agent: str | None = None) -> Brief:
         """Exactly what the agent would be told for the next experiment."""
-        engine = self._engine_view()
-        phase, _ = engine.phase()
-        return engine.brief(phase, agent_name=agent or self.config.agent.name)
+        return briefing.assemble(self.state, Git(self.root), self.state.base(), notes=[],
+                                 agent_name=agent or self.config.agent.name)
 
     def history_text(self) -> str:
         """The compact table of experiments that agents get from their ``list_experiments`` tool."""

@@ -88,6 +88,20 @@ class Kind(enum.StrEnum):
         return self in (Kind.ABLATION, Kind.TRANSFER)
 
 
+class DecisionRule(enum.StrEnum):
+    """How a candidate is kept or discarded (``[decision] rule``; docs/decisions.md)."""
+
+    NOISE = "noise"              # beat the champion by more than the measured noise
+    GREEDY = "greedy"            # strictly better mean over folds (Karpathy's rule): no noise floor
+
+
+class ExecutorKind(enum.StrEnum):
+    """Where fold runs go (``[resources] executor``, ``--executor``)."""
+
+    LOCAL = "local"              # on this machine, one after another or side by side in slots
+    RAY = "ray"                  # each fold run a Ray task
+
+
 def rerun_seed(base: int, index: int) -> int:
     """The seed of the ``index``-th re-run (index >= 1) of the same code: confirmation and noise-floor runs
     share one rule, so a confirmation run and a noise run of the same code never repeat each other's seed

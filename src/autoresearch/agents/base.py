@@ -46,7 +46,7 @@ class AgentContext:
     denied: list[Path]                          # never readable by an agent (hidden keys, test split, state)
     list_experiments: Callable[[], str] = lambda: ""        # a compact table of past experiments
     show_experiment: Callable[[int], str] = lambda n: ""    # one experiment: diff, metrics, log tail
-    check_run: Callable[[int], str] = lambda steps: ""      # run N steps of the working tree: verdict + log tail
+    check_run: Callable[[int, Path], str] = lambda steps, tree: ""   # run N steps of a working copy: verdict + log
     options: dict[str, Any] = field(default_factory=dict)   # from [agent] in autoresearch.toml and the CLI
 
 

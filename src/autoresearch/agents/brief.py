@@ -89,6 +89,7 @@ class Brief:
     recent_runs: list[RunSummary] = field(default_factory=list)   # the last few experiments, the same way
     baseline_pending: bool = False                       # no champion yet: the loop runs the baseline first
     folds: int = 0                                       # folds per experiment
+    fixing: dict = field(default_factory=dict)           # on a crash fix: the crashed proposal's own meta
 
     def render(self) -> str:
         return render(self)

@@ -14,8 +14,8 @@ exactly once (say, because the change it builds on was reverted) makes the agent
 try the next; the skipped entries and why are listed in ``Proposal.meta["skipped"]``. ``set`` always
 applies, since it only sets a value, unless the constant is gone from the file (also a skip).
 
-A crash-fix turn (``brief.attempt > 1``) concerns the entry that just crashed, the highest index in
-``past_meta``. The engine puts the crashed candidate's files back, and the entry's ``fix`` replacements
+A crash-fix turn (``brief.attempt > 1``) concerns the entry that crashed: ``brief.fixing`` (the crashed
+proposal's meta) names it; without it, the highest index in ``past_meta``. The engine puts the crashed candidate's files back, and the entry's ``fix`` replacements
 are applied to them. An entry without a fix, whose fix does not match, or whose fix was already tried
 (a meta with ``"fix": True`` for it) returns a proposal with no change and ``meta["no_fix"] = True``,
 which tells the engine to give up on the candidate.
@@ -214,8 +214,10 @@ class ReplayAgent:
         start = time.monotonic()
         done = [m["queue_index"] for m in brief.past_meta
                 if isinstance(m, dict) and isinstance(m.get("queue_index"), int)]
-        if brief.attempt > 1 and done:
-            proposal = self._fix(self.entries[min(max(done), len(self.entries) - 1)], brief, workdir)
+        fixing = brief.fixing.get("queue_index") if isinstance(brief.fixing, dict) else None
+        if brief.attempt > 1 and (isinstance(fixing, int) or done):
+            index = fixing if isinstance(fixing, int) else max(done)
+            proposal = self._fix(self.entries[min(index, len(self.entries) - 1)], brief, workdir)
         else:
             # The first entry no finished (or in-flight) proposal took or skipped: one after another this is
             # max + 1; with several candidates in flight, an entry whose run was lost is replayed, not lost.

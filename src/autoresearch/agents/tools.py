@@ -329,7 +329,7 @@ class Toolbox:
         return runview.read_run(self.root, number, file)
 
     def _check_run(self, steps: int = 3) -> str:
-        return self.context.check_run(steps) or "(check_run is not available in this session)"
+        return self.context.check_run(steps, Path(self.context.root)) or "(check_run is not available in this session)"
 
     def _replace_in_file(self, path: str, old: str, new: str) -> str:
         target = self._resolve(path, for_write=True)

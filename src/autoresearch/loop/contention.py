@@ -1,7 +1,7 @@
 """A loaded machine is not the candidate's fault: re-run starved candidates, pause when it keeps happening.
 
 A fold cut off at the deadline while other work held the machine (``runner/load.py`` decides) ends the
-experiment as ``contention``. The engine then runs the same candidate again, without a new agent turn;
+experiment as ``contention``. The driver then runs the same candidate again, without a new agent turn;
 the row counts for no phase budget, no experiment target and no crash-fix attempt (``status.NOT_CHARGED``).
 
 When ``[contention] pause_after`` experiments in a row end like this, spending the budget would only
@@ -16,26 +16,16 @@ starved candidate.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol
+from typing import Callable
 
 from autoresearch import events as ev
-from autoresearch.config import Config
-from autoresearch.loop.ledger import Experiment, Ledger
-from autoresearch.loop.status import CONTENTION
-from autoresearch.loop.trial import TrialResult, fold_ids, run_trial
+from autoresearch.loop.context import Loop
+from autoresearch.loop.rows import Experiment
+from autoresearch.loop.runs import measure_commit
+from autoresearch.loop.trial import TrialResult, fold_ids
+from autoresearch.vocab import Status
 
-
-class Engine(Protocol):
-    """What this module needs of the engine (which calls it): its settings, ledger, tag and runner."""
-
-    config: Config
-    ledger: Ledger
-    tag: str
-    sandbox: bool
-    executor: Any
-    reporter: ev.Listener
-
-    def champion(self) -> Experiment | None: ...
+CONTENTION = Status.CONTENTION
 
 SLEEP_SLICE_S = 1.0   # a pause checks the run's own stop conditions this often
 GIVE_UP = 3           # after GIVE_UP * pause_after starved experiments in a row the run stops: the
@@ -77,18 +67,18 @@ def _sleep(seconds: float, stop: Callable[[], str | None]) -> str | None:
     return stop()
 
 
-def pause(engine: "Engine", stop: Callable[[], str | None]) -> str | None:
+def pause(loop: Loop, stop: Callable[[], str | None]) -> str | None:
     """Wait until the champion's first fold runs without being starved; a stop reason if ``stop`` says
     so first (the run's hours, a stop request, Ctrl-C)."""
-    cfg = engine.config.contention
-    rows = streak(engine.ledger.rows(tag=engine.tag, kinds=("experiment",)))
-    champ = engine.champion()
+    cfg = loop.config.contention
+    rows = streak(loop.ledger.rows(tag=loop.tag, kinds=("experiment",)))
+    champ = loop.state.champion()
     before = recorded_seconds(champ) if champ else None
     wait, probe = cfg.pause_s, 0
     last = rows[-1] if rows else None
-    engine.ledger.event("contention_pause", number=last.number if last else None, tag=engine.tag,
+    loop.ledger.event("contention_pause", number=last.number if last else None, tag=loop.tag,
                         streak=len(rows), pause_s=wait, reason=last.reason if last else "")
-    engine.reporter(ev.ContentionPause(
+    loop.reporter(ev.ContentionPause(
         f"{len(rows)} experiments in a row were cut off while other work held the machine (last: "
         f"{last.reason if last else '?'}); pausing {wait:.0f} s, then timing the champion again "
         f"before spending more of the budget", wait))
@@ -97,38 +87,37 @@ def pause(engine: "Engine", stop: Callable[[], str | None]) -> str | None:
             if why := _sleep(wait, stop):
                 return why
             probe += 1
-            trial = _time_champion(engine, probe)
+            trial = _time_champion(loop, probe)
         except KeyboardInterrupt:
             return "interrupted (Ctrl-C) while paused for a busy machine; everything so far is recorded"
         seconds = trial.folds[0].outcome.seconds if trial.folds else None
-        engine.ledger.event("contention_probe", number=champ.number if champ else None, tag=engine.tag,
+        loop.ledger.event("contention_probe", number=champ.number if champ else None, tag=loop.tag,
                             probe=probe, status=trial.status, seconds=seconds, recorded_seconds=before,
                             reason=trial.reason, runs=trial.runs)
         then = f" (recorded: {before:.0f} s)" if before else ""
         took = f"{seconds:.0f} s" if seconds is not None else "no time"
         if trial.status != CONTENTION:
-            engine.reporter(ev.ContentionProbe(
+            loop.reporter(ev.ContentionProbe(
                 f"the champion's first fold took {took}{then} and was not starved: going on", True))
             return None
         wait = min(max(wait * 2, SLEEP_SLICE_S), cfg.pause_max_s)
-        engine.reporter(ev.ContentionProbe(
+        loop.reporter(ev.ContentionProbe(
             f"the champion's first fold was starved too ({trial.reason}); pausing {wait:.0f} s more", False))
 
 
-def _time_champion(engine: "Engine", probe: int) -> TrialResult:
-    """The champion's first fold (the tree is at the base: the champion's code) with the usual deadline."""
-    run_dir = engine.config.state_dir / "runs" / f"contention-{time.strftime('%Y%m%d-%H%M%S')}-{probe}"
-    first = fold_ids(engine.config, "fold")[:1]
-    return run_trial(engine.config, run_dir, seed=engine.config.run.seed, sandbox=engine.sandbox,
-                     executor=engine.executor, folds=first)
+def _time_champion(loop: Loop, probe: int) -> TrialResult:
+    """The champion's first fold with the usual deadline."""
+    name = f"contention-{time.strftime('%Y%m%d-%H%M%S')}-{probe}"
+    first = fold_ids(loop.config, "fold")[:1]
+    return measure_commit(loop, loop.state.champion().commit, name, seed=loop.config.run.seed, folds=first)
 
 
-def baseline_retry(engine: "Engine", attempt: int, reason: str) -> None:
+def baseline_retry(loop: Loop, attempt: int, reason: str) -> None:
     """Before measuring the baseline again after it was starved: say so, record it, and back off."""
-    cfg = engine.config.contention
+    cfg = loop.config.contention
     wait = min(cfg.pause_s * 2 ** (attempt - 1), cfg.pause_max_s)
-    engine.ledger.event("contention_pause", tag=engine.tag, streak=attempt, pause_s=wait, reason=reason)
-    engine.reporter(ev.ContentionPause(
+    loop.ledger.event("contention_pause", tag=loop.tag, streak=attempt, pause_s=wait, reason=reason)
+    loop.reporter(ev.ContentionPause(
         f"the baseline was cut off while other work held the machine ({reason}); pausing {wait:.0f} s and "
         f"measuring it again", wait))
     time.sleep(wait)

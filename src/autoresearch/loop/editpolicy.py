@@ -20,10 +20,14 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autoresearch.bytecode import bytecode_files
 from autoresearch.errors import UserError
 from autoresearch.loop.gitops import Git
+
+if TYPE_CHECKING:
+    from autoresearch.loop.workspace import TakeBack
 
 _STATE_DIRS = (".autoresearch/",)
 _HARMLESS_IGNORED = ("__pycache__/", ".pytest_cache/")   # byte-code has its own check (venvs excluded)
@@ -101,6 +105,25 @@ def check(git: Git, champion: str, editable: list[str], scratchpad: str, before:
             except (SyntaxError, ValueError, UnicodeDecodeError) as exc:
                 return Verdict(False, f"{rel} does not compile: {exc}", touched)
     return Verdict(True, "", touched)
+
+
+def judge(taken: "TakeBack", scratchpad: str) -> Verdict:
+    """The verdict on an agent's turn from what it left in its working copy (``workspace.TakeBack``):
+    every problem found there makes it invalid; so does a turn that changed no code, or Python that does
+    not compile."""
+    if taken.problems:
+        more = f" and {len(taken.problems) - 4} more" if len(taken.problems) > 4 else ""
+        return Verdict(False, "; ".join(taken.problems[:4]) + more, list(taken.changed))
+    code = [p for p in taken.changed if p != scratchpad]
+    if not code:
+        return Verdict(False, "nothing changed in the editable files", list(taken.changed))
+    for rel in code:
+        if rel.endswith(".py"):
+            try:
+                compile(taken.files[rel].decode("utf-8"), rel, "exec")
+            except (SyntaxError, ValueError) as exc:
+                return Verdict(False, f"{rel} does not compile: {exc}", list(taken.changed))
+    return Verdict(True, "", list(taken.changed))
 
 
 def git_metadata_changes(git: Git, before: Snapshot) -> list[str]:

@@ -85,11 +85,27 @@ class Git:
 
     def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
         """One git call with the safe overrides; the caller looks at the return code."""
+        return subprocess.run(self._argv(args), cwd=self.root, capture_output=True, text=True,
+                              env=self._safe_env(), input=input, check=False)
+
+    def raw(self, *args: str, input: bytes | None = None, index: str | None = None) -> bytes:
+        """One git call on bytes (blobs, ``-z`` listings), optionally with a private index file; raises
+        ``GitError`` when it fails."""
+        env = self._safe_env()
+        if index is not None:
+            env["GIT_INDEX_FILE"] = index
+        proc = subprocess.run(self._argv(args), cwd=self.root, capture_output=True, env=env, input=input, check=False)
+        if proc.returncode != 0:
+            raise GitError(f"git {' '.join(args)} failed in {self.root}: "
+                           f"{proc.stderr.decode('utf-8', 'replace').strip()}")
+        return proc.stdout
+
+    @staticmethod
+    def _argv(args: tuple[str, ...]) -> list[str]:
         cmd = ["git", "--no-replace-objects"]
         for item in SAFE_CONFIG:
             cmd += ["-c", item]
-        return subprocess.run([*cmd, *args], cwd=self.root, capture_output=True, text=True,
-                              env=self._safe_env(), input=input, check=False)
+        return [*cmd, *args]
 
     def plumb(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
               check: bool = True) -> bytes:
@@ -126,6 +142,11 @@ class Git:
 
     def head(self) -> str:
         return self("rev-parse", "HEAD").strip()
+
+    def rev_object(self, ref: str) -> str | None:
+        """The object ``ref`` names, of any type (None when it names nothing)."""
+        out = self("rev-parse", "--verify", "--quiet", ref, check=False).strip()
+        return out or None
 
     def rev(self, ref: str) -> str | None:
         out = self("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False).strip()

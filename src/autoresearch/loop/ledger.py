@@ -2,45 +2,48 @@
 
 Layout: ``<repo>/.autoresearch/ledger.sqlite`` with three tables.
 
-- ``meta``: key/value (JSON text); ``schema_version`` is 1.
-- ``experiments``: one row per attempt (baseline, experiment, noise, final; ablation and transfer runs made
-  after the search by ``autoresearch.findings``), keyed by ``number``.
-  The first row ever is number 0 (the baseline); then 1, 2, 3... in order. Numbers are global to the file,
-  shared by all tags, and never reused.
+- ``meta``: key/value (JSON text); ``schema_version`` is 2.
+- ``experiments``: one row per attempt (baseline, experiment, noise, final; ablation and transfer runs made after
+  the search by ``autoresearch.findings``), keyed by ``number``; the
+  row type and its columns are ``loop/rows.py``'s. The first row ever is number 0 (the baseline); then 1, 2,
+  3... in order. Numbers are global to the file, shared by all tags, and never reused.
 - ``events``: notable facts (test split used, noise floor measured, fingerprint mismatch...).
 
 Durability: WAL mode with ``synchronous=FULL``. Every ``start``/``update``/``finish``/``event`` is one
-transaction, so a ``kill -9`` at any moment leaves either the whole write or none of it. FULL (rather than
-NORMAL) also keeps the last committed write through a power cut: we commit a few times per experiment
-(minutes apart), so the extra fsync costs nothing, while a lost row would mean a kept commit without a record.
+transaction, so a ``kill -9`` at any moment leaves either the whole write or none of it; ``finish`` takes
+the meta keys that must change with the row (the next base) into the same transaction. FULL (rather than
+NORMAL) also keeps the last committed write through a power cut.
 
-Concurrency: one writer (the engine). Readers (a report, ``autoresearch status``) may open the file at the
-same time; WAL lets them read while the engine writes. Two writers are out of scope: ``start`` computes
-max+1 under a write lock, so numbers cannot be duplicated, but nothing else coordinates them.
+Seals (schema 2): ``finish`` seals the row (``rows.seal``: a digest of its record chained to the row
+finished before it; the chain's head is meta ``chain_head``) and from then on refuses any change to the
+record's columns. ``loop/records.py`` checks the seals against git at start-up. A version-1 file is
+upgraded in place on open (two columns added; its old rows stay unsealed).
+
+Concurrency: one writer (the loop's thread). Readers (a report, ``autoresearch status``, the dashboard)
+may open the file at the same time; WAL lets them read while the loop writes. Two writers are out of
+scope: ``start`` computes max+1 under a write lock, so numbers cannot be duplicated, but nothing else
+coordinates them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from autoresearch.errors import UserError
-from autoresearch.vocab import Kind, Status
+from autoresearch.vocab import Kind
+from autoresearch.loop.rows import (CHAMPION_KINDS, COLUMN_TYPES, COLUMNS, FAILED, KINDS, SEALED, STATUSES,  # noqa: F401
+                                    Event, Experiment, as_object, clean, decode, dumps, encode, seal, utc_now)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LEDGER_RELPATH = Path(".autoresearch") / "ledger.sqlite"
-
-KINDS = tuple(Kind)
-STATUSES = tuple(Status)
-FAILED = tuple(s for s in Status if s.failed)      # no usable metric
-CHAMPION_KINDS = (Kind.BASELINE, Kind.EXPERIMENT)
+CHAIN_HEAD = "chain_head"
+_SQL_TYPES = {"int": "INTEGER", "float": "REAL", "str": "TEXT"}
+_ADDED_IN_2 = ("digest", "chain_prev")
 
 
 def ledger_path(repo: Path | str) -> Path:
@@ -48,109 +51,9 @@ def ledger_path(repo: Path | str) -> Path:
     return Path(repo) / LEDGER_RELPATH
 
 
-def utc_now() -> str:
-    """The current time as ISO 8601 UTC, e.g. ``2026-03-10T21:04:05.123Z``."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One row of ``experiments``. JSON columns hold text; the properties decode them."""
-
-    number: int
-    tag: str | None = None
-    kind: str | None = None
-    phase: int | None = None
-    phase_title: str | None = None
-    attempt: int | None = None
-    parent_commit: str | None = None
-    candidate_commit: str | None = None
-    commit: str | None = None
-    agent: str | None = None
-    description: str | None = None
-    hypothesis: str | None = None
-    changed: str | None = None
-    status: str | None = None
-    reason: str | None = None
-    folds_json: str | None = None
-    metrics_json: str | None = None
-    metric_mean: float | None = None
-    metric_std: float | None = None
-    delta: float | None = None
-    champion_metric: float | None = None
-    decision_json: str | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-    agent_seconds: float | None = None
-    train_seconds: float | None = None
-    score_seconds: float | None = None
-    peak_memory_gb: float | None = None
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    cost_usd: float | None = None
-    log_path: str | None = None
-    hardware_json: str | None = None
-    sandbox: int | None = None
-    fingerprints_json: str | None = None
-    meta_json: str | None = None
-
-    @property
-    def folds(self) -> list[float]:
-        """Per-fold metric values; a fold without a value (stored as null) or with a non-number is NaN."""
-        values = _loads(self.folds_json)
-        return [_as_number(v) for v in values] if isinstance(values, list) else []
-
-    @property
-    def metrics(self) -> Any:
-        return _loads(self.metrics_json)
-
-    @property
-    def decision(self) -> dict:
-        return _object(self.decision_json)
-
-    @property
-    def hardware(self) -> dict:
-        return _object(self.hardware_json)
-
-    @property
-    def fingerprints(self) -> dict:
-        return _object(self.fingerprints_json)
-
-    @property
-    def meta(self) -> dict:
-        return _object(self.meta_json)
-
-    @property
-    def failed(self) -> bool:
-        """True for crash, timeout, invalid and aborted: attempts without a usable metric."""
-        return self.status in FAILED
-
-    def to_dict(self) -> dict:
-        """All columns, JSON columns decoded (what ``export_jsonl`` writes)."""
-        out = dataclasses.asdict(self)
-        for name in JSON_COLUMNS:
-            out[name] = _loads(out[name])
-        return out
-
-
-@dataclass(frozen=True)
-class Event:
-    id: int
-    time: str
-    kind: str
-    number: int | None
-    payload: dict
-
-
-_SQL_TYPES = {"int": "INTEGER", "float": "REAL", "str": "TEXT"}
-COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Experiment))
-JSON_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c.endswith("_json"))
-_COLUMN_TYPES = {f.name: str(f.type).split(" ")[0] for f in dataclasses.fields(Experiment)}
-
-
 def _schema_sql() -> str:
     cols = ["number INTEGER PRIMARY KEY"]
-    cols += [f'"{name}" {_SQL_TYPES[_COLUMN_TYPES[name]]}' for name in COLUMNS if name != "number"]
+    cols += [f'"{name}" {_SQL_TYPES[COLUMN_TYPES[name]]}' for name in COLUMNS if name != "number"]
     return (
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n"
         f"CREATE TABLE experiments ({', '.join(cols)});\n"
@@ -166,109 +69,8 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(f'"{n}"' for n in names)
 
 
-def _clean(value: Any) -> Any:
-    """Make a Python object JSON-safe: NaN/inf become null, numpy scalars and arrays plain Python."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):           # numpy scalar or array
-        return _clean(value.tolist())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _clean(dataclasses.asdict(value))
-    raise TypeError(f"cannot store {type(value).__name__} in the ledger: {value!r}")
-
-
-def _dumps(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        raise TypeError("JSON columns take Python objects, not text (the ledger serialises them)")
-    return json.dumps(_clean(value), allow_nan=False, sort_keys=True)
-
-
-def _loads(text: str | None) -> Any:
-    """A JSON column's value; None for a column that does not hold valid JSON text (a row written by
-    hand or by another tool must not stop a resume or a report)."""
-    if not isinstance(text, (str, bytes)):
-        return None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _object(text: str | None) -> dict:
-    value = _loads(text)
-    return value if isinstance(value, dict) else {}
-
-
-def _as_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    try:
-        return float(value)
-    except OverflowError:
-        return math.nan
-
-
-def _row(values: Sequence[Any]) -> "Experiment":
-    """An Experiment from one SQL row. SQLite keeps whatever type was stored, so a value that does not
-    fit its column's type (text in a REAL column, say) reads as None rather than breaking the caller."""
-    fixed = []
-    for name, value in zip(COLUMNS, values):
-        kind = _COLUMN_TYPES[name]
-        if value is not None and name != "number":
-            if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                value = None
-            elif kind == "float":
-                value = float(value)
-            elif kind == "int" and not isinstance(value, int):
-                value = None
-            elif kind == "str" and not isinstance(value, str):
-                value = str(value) if isinstance(value, (int, float)) else None
-        fixed.append(value)
-    return Experiment(*fixed)
-
-
-# short names accepted for JSON columns: folds=[...] is folds_json=[...]
-_ALIASES = {c[: -len("_json")]: c for c in JSON_COLUMNS}
-
-
-def _encode(fields: dict[str, Any]) -> dict[str, Any]:
-    """Validate column names and values; serialise JSON columns. Raises ValueError on programming errors."""
-    out: dict[str, Any] = {}
-    for key, value in fields.items():
-        name = _ALIASES.get(key, key)
-        if name not in COLUMNS:
-            raise ValueError(f"unknown ledger column {key!r}; columns are: {', '.join(COLUMNS)}")
-        if name in out:
-            raise ValueError(f"column {name!r} given twice (as {key!r} and its alias)")
-        if name in JSON_COLUMNS:
-            value = _dumps(value)
-        elif name == "kind" and value not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {value!r}")
-        elif name == "status" and value not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {value!r}")
-        elif name == "sandbox" and value is not None:
-            value = int(bool(value))
-        elif _COLUMN_TYPES[name] == "float" and value is not None:
-            value = float(value)
-            value = value if math.isfinite(value) else None
-        elif _COLUMN_TYPES[name] == "int" and value is not None:
-            if isinstance(value, float) or int(value) != value:
-                raise ValueError(f"column {name!r} takes an integer, not {value!r}")
-            value = int(value)
-        elif _COLUMN_TYPES[name] == "str" and value is not None:
-            value = str(value)
-        out[name] = value
-    return out
+class SealedRow(ValueError):
+    """An attempt to change the record of a finished (sealed) row."""
 
 
 class Ledger:
@@ -330,16 +132,28 @@ class Ledger:
             version = None
         if version == SCHEMA_VERSION:
             return
+        if version == 1:
+            self._upgrade_from_1()
+            return
         if version is not None and version > SCHEMA_VERSION:
             raise UserError(
                 f"{self.path} has ledger schema version {version}; this autoresearch reads version {SCHEMA_VERSION}",
                 "the ledger was written by a newer autoresearch: upgrade it (pip install -U autoresearch)",
             )
         raise UserError(
-            f"{self.path} has ledger schema version {found!r}; this autoresearch reads version {SCHEMA_VERSION}"
-            f" and no earlier version ever existed",
+            f"{self.path} has ledger schema version {found!r}; this autoresearch reads versions 1 and "
+            f"{SCHEMA_VERSION}, and no other version ever existed",
             "the file was not written by autoresearch: move it away and start again",
         )
+
+    def _upgrade_from_1(self) -> None:
+        """Schema 1 → 2: the seal columns, added in place (old rows stay unsealed, and are reported so)."""
+        with self._tx():
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(experiments)")}
+            for name in _ADDED_IN_2:
+                if name not in have:
+                    self._db.execute(f'ALTER TABLE experiments ADD COLUMN "{name}" TEXT')
+            self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -362,7 +176,7 @@ class Ledger:
     def start(self, **fields: Any) -> int:
         """Insert a row with status 'running' and ``started_at`` now (unless given); return its number.
         ``kind`` is required; ``number`` defaults to ``next_number()``."""
-        values = _encode(fields)
+        values = encode(fields)
         if values.get("kind") is None:
             raise ValueError(f"start needs a kind, one of {', '.join(KINDS)}")
         values.setdefault("status", "running")
@@ -382,27 +196,66 @@ class Ledger:
         return values["number"]
 
     def update(self, number: int, **fields: Any) -> None:
-        """Set some columns of one row, in one transaction. KeyError if the row does not exist."""
-        values = _encode(fields)
+        """Set some columns of one row, in one transaction. KeyError if the row does not exist;
+        ``SealedRow`` for a change to the record of a finished row (``rows.SEALED``, its commit, its seal)."""
+        values = encode(fields)
         if "number" in values:
             raise ValueError("the number of an experiment cannot change")
         if not values:
             return
         with self._tx():
-            assignments = ", ".join(f"{_names([n])}=?" for n in values)
-            cur = self._db.execute(
-                f"UPDATE experiments SET {assignments} WHERE number=?",
-                [*values.values(), number],
-            )
-            if cur.rowcount != 1:
-                raise KeyError(f"no experiment {number} in {self.path}")
+            self._write(number, values)
 
-    def finish(self, number: int, status: str, **fields: Any) -> None:
-        """Set the final status (not 'running'), ``ended_at`` now (unless given) and any other columns."""
+    def _write(self, number: int, values: dict[str, Any]) -> None:
+        sealed = self._db.execute("SELECT digest FROM experiments WHERE number=?", (number,)).fetchone()
+        if sealed is None:
+            raise KeyError(f"no experiment {number} in {self.path}")
+        touched = set(values) & {*SEALED, "commit", "digest", "chain_prev"}
+        if sealed[0] is not None and touched:
+            raise SealedRow(f"experiment {number} is finished and sealed; its {', '.join(sorted(touched))} "
+                            "cannot change")
+        assignments = ", ".join(f"{_names([n])}=?" for n in values)
+        self._db.execute(f"UPDATE experiments SET {assignments} WHERE number=?", [*values.values(), number])
+
+    def finish(self, number: int, status: str, *, meta: dict[str, Any] | None = None, **fields: Any) -> str:
+        """Set the final status (not 'running'), ``ended_at`` now (unless given) and any other columns, seal
+        the row, and set ``meta`` keys, all in one transaction; returns the row's seal."""
         if status == "running" or status not in STATUSES:
             raise ValueError(f"finish needs a final status, one of {', '.join(STATUSES[1:])}, not {status!r}")
         fields.setdefault("ended_at", utc_now())
-        self.update(number, status=status, **fields)
+        values = encode({**fields, "status": status})
+        with self._tx():
+            self._write(number, values)
+            stored = self._stored(number)
+            prev = self._head()
+            digest = seal(stored, prev)
+            self._db.execute("UPDATE experiments SET digest=?, chain_prev=? WHERE number=?", (digest, prev, number))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (CHAIN_HEAD, json.dumps(digest)))
+            for key, value in (meta or {}).items():
+                self._check_meta_key(key)
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(clean(value))))
+        return digest
+
+    def preview_seal(self, number: int, status: str, **fields: Any) -> str:
+        """The seal ``finish(number, status, **fields)`` would give the row now (the loop writes it into the
+        result commit's message before it finishes the row; one writer, so nothing seals in between)."""
+        stored = {**self._stored(number), **encode({**fields, "status": status})}
+        return seal(stored, self._head())
+
+    def _stored(self, number: int) -> dict[str, Any]:
+        row = self._db.execute(f"SELECT {_names(COLUMNS)} FROM experiments WHERE number=?", (number,)).fetchone()
+        if row is None:
+            raise KeyError(f"no experiment {number} in {self.path}")
+        return dict(zip(COLUMNS, row))
+
+    def _head(self) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (CHAIN_HEAD,)).fetchone()
+        return json.loads(row[0]) if row else ""
+
+    def stored_rows(self) -> list[dict[str, Any]]:
+        """Every row's columns exactly as stored (what ``loop/records.py`` checks the seals on)."""
+        cur = self._db.execute(f"SELECT {_names(COLUMNS)} FROM experiments ORDER BY number")
+        return [dict(zip(COLUMNS, r)) for r in cur]
 
     def get(self, number: int) -> Experiment | None:
         rows = self._select("WHERE number=?", (number,))
@@ -438,7 +291,7 @@ class Ledger:
 
     def _select(self, clause: str, args: Iterable[Any], order: bool = True) -> list[Experiment]:
         sql = f"SELECT {_names(COLUMNS)} FROM experiments {clause}" + (" ORDER BY number" if order else "")
-        return [_row(r) for r in self._db.execute(sql, list(args))]
+        return [decode(r) for r in self._db.execute(sql, list(args))]
 
     # -- events and meta ------------------------------------------------------------------------------
 
@@ -447,21 +300,25 @@ class Ledger:
         with self._tx():
             cur = self._db.execute(
                 "INSERT INTO events (time, kind, number, payload_json) VALUES (?, ?, ?, ?)",
-                (utc_now(), kind, number, _dumps(payload)),
+                (utc_now(), kind, number, dumps(payload)),
             )
         return int(cur.lastrowid)
 
     def events(self, kind: str | None = None) -> list[Event]:
         sql = "SELECT id, time, kind, number, payload_json FROM events"
         cur = self._db.execute(sql + " WHERE kind=? ORDER BY id", (kind,)) if kind else self._db.execute(sql + " ORDER BY id")
-        return [Event(i, t, k, n, _object(p)) for i, t, k, n, p in cur]
+        return [Event(i, t, k, n, as_object(p)) for i, t, k, n, p in cur]
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value under a key (``schema_version`` is reserved)."""
-        if key == "schema_version":
-            raise ValueError("schema_version is managed by the ledger")
+        self._check_meta_key(key)
         with self._tx():
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(_clean(value))))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(clean(value))))
+
+    @staticmethod
+    def _check_meta_key(key: str) -> None:
+        if key in ("schema_version", CHAIN_HEAD):
+            raise ValueError(f"{key} is managed by the ledger")
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

@@ -28,12 +28,12 @@ from typing import Callable
 from autoresearch.config import Config
 from autoresearch import tasks
 from autoresearch.runner.executor import Executor, LocalExecutor
-from autoresearch.runner.spec import ExitKind, RunOutcome, RunSpec
+from autoresearch.runner.spec import ExitKind, Mount, RunOutcome, RunSpec
+from autoresearch.loop.workspace import linked_inputs
 from autoresearch.scoring.facts import number, read_facts
 from autoresearch.scoring.safeio import UnsafeOutput, read_tail
 from autoresearch.scoring.sources import RunRecord, Score
 from autoresearch.loop.status import ABORTED, CONTENTION
-from autoresearch.vocab import Direction
 from autoresearch.runner import load
 from autoresearch.runner.curves import AbortRule, Point
 
@@ -146,20 +146,23 @@ def fold_specs(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", 
     each spec carries the abort rule of ``[abort]``, armed with the champion's curve of that fold. ``cwd``:
     the tree the runs execute (a snapshot of the commit under test); default the repository itself."""
     task = tasks.for_config(config)
+    inputs = linked_inputs(cwd, config.root, config.state_dir) if cwd is not None else []
     specs = []
     for fold in (fold_ids(config, mode) if folds is None else folds):
         name = "final" if fold is None else f"fold{fold}"
         out_dir = run_dir / name
         plan = task.plan(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir)
         rule = abort_rule(config, (champion_curves or {}).get(fold, [])) if mode == "fold" else None
+        readonly = plan.readonly + tuple(Mount(p) for p in inputs)
         specs.append((fold, RunSpec(name=name, command=tasks.command(config), cwd=cwd or config.root, env=plan.env,
                                     out_dir=out_dir, log_path=run_dir / f"{name}.log", timeout_s=config.run.timeout_s,
                                     grace_s=config.run.grace_s, memory_gb=config.run.memory_gb, sandbox=sandbox,
-                                    readonly=plan.readonly, hidden=plan.hidden, abort=rule)))
+                                    readonly=readonly, hidden=plan.hidden, abort=rule)))
     return specs
 
 
 SMOKE_LABEL = "smoke test"
+StopAfter = Callable[[list[FoldResult]], "dict | None"] | None   # the after-fold rule (see run_trial)
 
 
 def smoke_spec(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True, steps: int | None = None,
@@ -196,28 +199,28 @@ def smoke_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = Tru
 def candidate_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True,
                     executor: Executor | None = None, on_fold: Callable[[FoldResult], None] | None = None,
                     champion_curves: dict[int | None, list[Point]] | None = None,
-                    champion_folds: dict[int | None, float] | None = None, cwd: Path | None = None) -> TrialResult:
+                    stop_after: StopAfter = None, cwd: Path | None = None) -> TrialResult:
     """A candidate's first trial: its smoke test (``[smoke]``), then, when that passed or is off, its folds
-    with the abort rules against the champion's curves and fold scores. A smoke-test crash is the result."""
+    with the abort rules against the champion's curves and ``stop_after``. A smoke-test crash is the result."""
     if config.smoke.enabled:
         smoke = smoke_trial(config, run_dir, seed=seed, sandbox=sandbox, executor=executor, cwd=cwd)
         if smoke.status != "ok":
             return smoke
     return run_trial(config, run_dir, seed=seed, sandbox=sandbox, executor=executor, on_fold=on_fold,
-                     champion_curves=champion_curves, champion_folds=champion_folds, cwd=cwd)
+                     champion_curves=champion_curves, stop_after=stop_after, cwd=cwd)
 
 
 CHECK_MAX_STEPS = 50
 
 
 def check_run(config: Config, run_dir: Path, steps: int, *, seed: int, sandbox: bool = True,
-              executor: Executor | None = None, lines: int = 40) -> str:
+              executor: Executor | None = None, lines: int = 40, cwd: Path | None = None) -> str:
     """An agent's ``check_run`` tool: the working tree as it is now, run like a smoke test with ``steps``
     steps (at most ``CHECK_MAX_STEPS``), in the same sandbox; the verdict and the log tail as text.
     Nothing is scored or recorded: the metric stays the tool's, measured on the folds after ``finish``."""
     steps = max(1, min(int(steps), CHECK_MAX_STEPS))
     executor = executor or LocalExecutor()
-    spec = smoke_spec(config, run_dir, seed=seed, sandbox=sandbox, steps=steps, name="check")
+    spec = smoke_spec(config, run_dir, seed=seed, sandbox=sandbox, steps=steps, name="check", cwd=cwd)
     outcome = executor.run([spec])[0]
     status, reason = smoke_passed(outcome, config)
     if outcome.kind == ExitKind.TIMEOUT:
@@ -236,7 +239,7 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
               on_fold: Callable[[FoldResult], None] | None = None,
               champion_curves: dict[int | None, list[Point]] | None = None,
               folds: list[int | None] | None = None,
-              champion_folds: dict[int | None, float] | None = None, cwd: Path | None = None) -> TrialResult:
+              stop_after: StopAfter = None, cwd: Path | None = None) -> TrialResult:
     """Run every fold (or the final run, or only ``folds``) and score it.
 
     The executor gets the whole batch and decides whether the folds run one after another or side by
@@ -263,8 +266,9 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
             on_fold(fold_result)
         if _status(outcome, fold_result.score, config)[0] != "ok":
             return False
-        if mode == "fold" and not stopped and (found := fold_verdict(config, fold_result, champion_folds)):
-            stopped.update(found)
+        if mode == "fold" and not stopped and stop_after is not None and \
+                (found := stop_after(list(scored.values()))):
+            stopped.update(found, seconds=round(fold_result.outcome.seconds, 3))
             return False
         return True
 
@@ -285,26 +289,6 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
         result.reason = (f"fold{stopped['fold']}: stopped after this fold: {stopped['reason']}; its "
                          f"{len(not_run)} later fold(s) were not run")
     return result
-
-
-def fold_verdict(config: Config, fold: FoldResult, champion_folds: dict[int | None, float] | None) -> dict | None:
-    """``[abort] fold_margin``: the evidence when ``fold`` scored worse than the champion's score on the
-    same fold by more than that share of it; None when it did not, or when there is nothing to compare."""
-    margin = config.abort.fold_margin
-    champ = (champion_folds or {}).get(fold.fold)
-    value = fold.score.value
-    if not config.abort.enabled or margin <= 0 or champ is None or not math.isfinite(champ) \
-            or not math.isfinite(value) or champ == 0:
-        return None
-    sign = 1.0 if config.metric.direction == Direction.MINIMIZE else -1.0
-    worse = sign * (value - champ) / abs(champ)
-    if worse <= margin:
-        return None
-    name = config.metric.name
-    return {"kind": "fold", "fold": fold.fold, "value": value, "champion": champ, "worse": round(worse, 4),
-            "margin": margin, "seconds": round(fold.outcome.seconds, 3),
-            "reason": f"{name} {value:.4g} against the champion's {champ:.4g} on the same fold, {worse:.0%} worse "
-                      f"(rule: fold_margin {margin:g})"}
 
 
 def _score(config: Config, task: tasks.Task, outcome: RunOutcome, fold: int | None, mode: str) -> FoldResult:

@@ -75,11 +75,13 @@ def _tar(entries: list[tuple[str, Path]], recursive: bool = False) -> bytes:
 
 
 def code_files(cwd: Path, hidden: Sequence[Path]) -> list[str]:
-    """The files of the run's folder that travel: tracked by git (every file but ``.git`` when the folder is
-    no repository), minus those under a hidden path that lies inside the folder."""
+    """The files of the run's folder that travel: tracked by git when the folder is a repository's top (every
+    file but ``.git`` otherwise: a snapshot of a commit is a plain folder), minus those under a hidden path
+    that lies inside the folder."""
     inside = [h for h in hidden if _within(h, cwd) and h != cwd]
-    proc = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=cwd, capture_output=True, check=False)
-    if proc.returncode == 0:
+    proc = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=cwd, capture_output=True, check=False) \
+        if (cwd / ".git").exists() else None
+    if proc is not None and proc.returncode == 0:
         names = [n for n in proc.stdout.decode("utf-8", errors="surrogateescape").split("\0") if n]
     else:
         names = [str(p.relative_to(cwd)) for p in cwd.rglob("*") if ".git" not in p.relative_to(cwd).parts]

@@ -1,0 +1,117 @@
+"""Measurements of the champion itself: the baseline, the noise floor, the one-time test score.
+
+Contract: each function runs commits through ``runs.measure_commit`` and records one row per run
+(kinds ``baseline``, ``noise``, ``final``), sealed like any other; none of them is an experiment, so no
+phase budget is spent. A baseline that does not run, or a machine too busy to measure it, is a
+``UserError`` naming what to fix.
+"""
+
+from __future__ import annotations
+
+from autoresearch import events as ev
+from autoresearch.errors import UserError
+from autoresearch.loop import contention, decide
+from autoresearch.loop.context import Loop
+from autoresearch.loop.rows import Experiment
+from autoresearch.loop.runs import measure_commit
+from autoresearch.vocab import Kind, Status, rerun_seed
+
+
+def ensure_baseline(loop: Loop) -> Experiment:
+    """The champion; with none yet, the starting commit measured and recorded as the baseline."""
+    champ = loop.state.champion()
+    if champ is not None:
+        return champ
+    head, cfg = loop.git.head(), loop.config
+    for starved in range(1, cfg.contention.pause_after + 1):
+        number = loop.start_row(kind=Kind.BASELINE, number=0 if loop.ledger.next_number() == 0 else None,
+                                phase=0, phase_title="baseline", parent_commit=head, candidate_commit=head,
+                                agent="", description="baseline")
+        loop.reporter(ev.ExperimentStarted(number, "baseline", "baseline"))
+        trial = _measure(loop, number, head, f"{number:04d}", seed=cfg.run.seed)
+        if trial.status != Status.CONTENTION or starved == cfg.contention.pause_after:
+            break
+        loop.finish(number, Status.CONTENTION, reason=trial.reason, **trial.ledger_fields())
+        contention.baseline_retry(loop, starved, trial.reason)
+    if trial.status == Status.CONTENTION:
+        loop.finish(number, Status.CONTENTION, reason=trial.reason, **trial.ledger_fields())
+        raise UserError(f"the machine is too busy to measure the baseline: {trial.reason}",
+                        hint="free some cores (or raise [run] timeout_s in autoresearch.toml) and run again")
+    if trial.status != "ok":
+        loop.finish(number, Status(trial.status), reason=trial.reason, **trial.ledger_fields())
+        raise UserError(f"the baseline did not run: {trial.reason}\n--- log tail ---\n{trial.log_tail()}",
+                        hint="fix train.py (or the run command) so that `autoresearch trial` succeeds")
+    fields = trial.ledger_fields()
+    fields["decision_json"]["base_after"] = head
+    loop.finish(number, Status.KEEP, commit=head, reason="baseline", **fields)
+    row = loop.ledger.get(number)
+    loop.reporter(ev.ExperimentFinished(row))
+    return row
+
+
+def _measure(loop: Loop, number: int, commit: str, name: str, *, seed: int, mode: str = "fold"):
+    """A trial of ``commit`` for row ``number``; Ctrl-C records the row as interrupted and is raised again."""
+    try:
+        trial = measure_commit(loop, commit, name, seed=seed, mode=mode, number=number)
+    except KeyboardInterrupt:
+        loop.finish(number, Status.INTERRUPTED, reason="interrupted by Ctrl-C")
+        raise
+    if trial.status == Status.INTERRUPTED:
+        loop.finish(number, Status.INTERRUPTED, reason=trial.reason, **trial.ledger_fields())
+        raise KeyboardInterrupt
+    return trial
+
+
+def measure_noise(loop: Loop, repeats: int) -> decide.NoiseFloor:
+    """Run the champion ``repeats`` times with fresh seeds; record each run and the resulting noise floor.
+
+    The champion's own recorded run counts as one of the repeats, so R repeats cost R − 1 new runs."""
+    if repeats < 2:
+        raise UserError("--repeats must be at least 2 to measure a spread", hint="use --repeats 3")
+    champ = ensure_baseline(loop)
+    runs = [champ.folds]
+    for r in range(1, repeats):
+        seed = rerun_seed(loop.config.run.seed, r)
+        number = loop.start_row(kind=Kind.NOISE, phase=0, phase_title="noise floor", parent_commit=champ.commit,
+                                candidate_commit=champ.commit, commit=champ.commit,
+                                description=f"noise floor: champion {champ.number} with seed {seed}")
+        loop.reporter(ev.ExperimentStarted(number, f"champion again, seed {seed}", "noise floor"))
+        trial = _measure(loop, number, champ.commit, f"{number:04d}", seed=seed)
+        status = Status.KEEP if trial.status == "ok" else Status(trial.status)
+        loop.finish(number, status, reason=trial.reason or "noise-floor run", **trial.ledger_fields())
+        loop.reporter(ev.ExperimentFinished(loop.ledger.get(number)))
+        if trial.status != "ok":
+            raise UserError(f"a noise-floor run failed: {trial.reason}", hint=f"check `autoresearch show "
+                            f"{number}`; the champion should run reliably before its noise is measured")
+        runs.append(trial.values)
+    noise = decide.noise_floor(runs)
+    loop.ledger.set_meta(f"noise:{loop.tag}", noise.to_dict())
+    loop.ledger.event("noise_floor", number=champ.number, tag=loop.tag, **noise.to_dict())
+    return noise
+
+
+def maybe_remeasure(loop: Loop) -> None:
+    """Measure the noise floor again when the champion has moved far from where it was measured."""
+    noise, champ = loop.state.noise(), loop.state.champion()
+    if noise is None or champ is None or loop.config.decision.remeasure_after <= 0:
+        return   # without a floor, `autoresearch baseline` measures one; the rule falls back to the folds
+    if decide.needs_remeasure(noise, champ.metric_mean, loop.config.decision):
+        loop.reporter(ev.Remeasure(noise, champ))
+        measure_noise(loop, max(2, noise.n_repeats))
+
+
+def run_final(loop: Loop) -> Experiment:
+    """Train the champion on train+val and score the hidden test split once. Each use is recorded as a
+    ``test_used`` event; the result is a row of kind ``final`` that no brief ever includes."""
+    champ = loop.state.champion()
+    if champ is None:
+        raise UserError(f"tag {loop.tag!r} has no champion yet", hint="run `autoresearch run` (or `trial`) first")
+    loop.ledger.event("test_used", number=champ.number, tag=loop.tag, commit=champ.commit)
+    number = loop.start_row(kind=Kind.FINAL, phase=0, phase_title="final test", parent_commit=champ.commit,
+                            candidate_commit=champ.commit, commit=champ.commit,
+                            description=f"final: champion {champ.number} on train+val, scored on test")
+    loop.reporter(ev.ExperimentStarted(number, "final training on train+val", "final"))
+    trial = _measure(loop, number, champ.commit, f"{number:04d}-final", seed=loop.config.run.seed, mode="final")
+    status = Status.KEEP if trial.status == "ok" else Status(trial.status)
+    loop.finish(number, status, reason=trial.reason or "one-time test score", **trial.ledger_fields())
+    return loop.ledger.get(number)
