@@ -16,7 +16,7 @@ from autoresearch.cli import app
 from autoresearch.errors import UserError
 from autoresearch.findings import stats
 from autoresearch.findings.changes import History, KeptChange
-from autoresearch.findings.variants import blob, export, merge3, without
+from autoresearch.findings.variants import blob, merge3, without
 from autoresearch.loop.gitops import Git
 from autoresearch.loop.ledger import Experiment
 from autoresearch.runner import sandbox
@@ -78,16 +78,22 @@ def test_findings_rows_have_their_own_kind_name_their_variant_and_stay_out_of_re
 
 @pytest.mark.slow
 def test_ablate_again_reuses_finished_runs_and_redoes_one_a_kill_left_running(night):
+    from autoresearch.findings.measure import fresh_seeds
+
     before = night.ledger.rows(tag="n", kinds=(Kind.ABLATION,))
     night.ablate(seeds=3, no_sandbox=NO_SANDBOX)
     assert len(night.ledger.rows(tag="n", kinds=(Kind.ABLATION,))) == len(before)
-    victim = before[-1]
-    night.ledger.update(victim.number, status="running")          # as a kill -9 leaves it
-    table = night.ablate(seeds=3, no_sandbox=NO_SANDBOX)
+    # a kill -9 after a fourth seed's row was started: the row stays running
+    fourth = fresh_seeds(night.config, 4)[-1]
+    model = next(r for r in before if r.meta["findings"]["variant"] == "without #3")
+    victim = night.ledger.start(tag="n", kind=Kind.ABLATION, parent_commit=model.parent_commit,
+                                candidate_commit=model.candidate_commit, description="killed",
+                                meta_json={"findings": {**model.meta["findings"], "seed": fourth}})
+    table = night.ablate(seeds=4, no_sandbox=NO_SANDBOX)
     after = night.ledger.rows(tag="n", kinds=(Kind.ABLATION,))
-    assert night.ledger.get(victim.number).status == Status.INTERRUPTED
-    assert len(after) == len(before) + 1 and after[-1].meta["findings"]["seed"] == victim.meta["findings"]["seed"]
-    assert all(line.contribution is not None for line in table.lines)
+    assert night.ledger.get(victim).status == Status.INTERRUPTED
+    assert len(after) == len(before) + 1 + 4            # the killed row, then the fourth seed of four variants
+    assert all(line.contribution.n_seeds == 4 for line in table.lines)
 
 
 @pytest.mark.slow
@@ -257,12 +263,9 @@ def test_a_three_way_merge_applies_a_text_change_or_says_its_lines_changed_again
     assert merge3("f.txt", ours, base, base, None) == ours
 
 
-def test_a_commit_is_exported_into_a_folder_without_touching_the_worktree(tmp_path):
+def test_a_missing_file_of_a_commit_reads_as_none(tmp_path):
     git, commits = _repo(tmp_path)
-    dest = export(git, commits[1], tmp_path / "snap")
-    assert (dest / "train.py").read_text().startswith("LR = 0.001")
-    assert (git.root / "train.py").read_text().startswith("LR = 0.0003")       # the worktree as it was
-    assert blob(git, commits[0], "missing.py") is None
+    assert blob(git, commits[0], "missing.py") is None and blob(git, commits[1], "train.py").startswith(b"LR = 0.001")
 
 
 def test_ablate_without_a_night_says_what_to_do(tmp_path):

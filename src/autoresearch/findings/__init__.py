@@ -5,7 +5,7 @@ One module per idea:
 
 - ``changes``: the kept changes, read from the ledger and the champion's history (each keep's diff);
 - ``variants``: commits built with git plumbing (a kept change reverted from the champion, the others replayed
-  on the baseline, constants overridden) and a commit's tree exported into a folder to run;
+  on the baseline, constants overridden);
 - ``measure``: the one function that runs a commit under some seeds and records each run as a ledger row;
 - ``stats``: paired differences, their standard error and interval, and the verdict on them;
 - ``ablate`` and ``transfer``: the two studies, and their tables derived from the ledger;

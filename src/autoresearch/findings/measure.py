@@ -1,19 +1,18 @@
 """Running a commit: the one place where ``ablate`` and ``transfer`` turn code into recorded measurements.
 
-``measure(bench, commit, seeds, ...)`` runs the commit's tree once per seed over every fold, through the
-executor of ``[resources]`` (seeds side by side when ``--parallel`` allows; folds side by side when the
-executor has slots; Ray when chosen), each run a ledger row of kind ``ablation`` or ``transfer`` started
-before it runs and finished after, like the loop's noise-floor runs. The tree is exported into
-``.autoresearch/snapshots/<commit>`` and run there (``run_trial(..., cwd=...)``), so the user's working tree
-and branch are never touched.
+``measure(bench, commit, seeds, ...)`` runs the commit's tree once per seed over every fold, each run a
+ledger row of kind ``ablation`` or ``transfer`` started before it runs and sealed after it
+(``Loop.start_row``/``Loop.finish``, like the loop's noise-floor runs). Runs go through the loop's own
+``loop.runs.measure``: a read-only snapshot of the commit, a fresh run folder ``.autoresearch/runs/<number>``,
+the executor of ``[resources]`` (seeds side by side when ``--parallel`` allows; folds side by side when the
+executor has slots; Ray when chosen). The user's working tree and branch are never touched. Under another
+data set (``transfer --data``) the snapshot and run folders stay this repository's, and only the trial's
+configuration (which prepared data and keys score it) is the other one's.
 
 Resuming: a finished row with the same tree, seed and setting is reused (whatever study recorded it: the
 champion measured by ``ablate`` is the champion ``transfer`` needs under the same setting); rows left
-``running`` by a kill are marked ``interrupted`` when the next ``ablate`` or ``transfer`` starts, and run
-again. One ``ablate`` or ``transfer`` at a time per repository (a lock file), so a row ``running`` at
-start-up is always a leftover.
-
-When the loop's experiment lifecycle runs snapshots itself, this function is the one to point at it.
+``running`` by a kill are sealed ``interrupted`` when the next ``ablate`` or ``transfer`` starts (or when the
+loop starts), and run again. One ``ablate`` or ``transfer`` at a time per repository (a lock file).
 """
 
 from __future__ import annotations
@@ -21,20 +20,18 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import fcntl
-import shutil
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from autoresearch import events as ev
-from autoresearch import hardware
 from autoresearch.config import Config
 from autoresearch.errors import UserError
-from autoresearch.loop.gitops import Git
-from autoresearch.loop.ledger import Experiment, Ledger
+from autoresearch.loop import runs as loop_runs
+from autoresearch.loop.context import Loop
+from autoresearch.loop.ledger import Experiment, Ledger, SealedRow
 from autoresearch.loop.trial import TrialResult, run_trial
-from autoresearch.findings.variants import export, tree_of
+from autoresearch.findings.variants import tree_of
 from autoresearch.vocab import Kind, Status, rerun_seed
 
 # Seeds of findings runs are re-run seeds numbered from here (rerun_seed(seed, FRESH + i)): never a seed the
@@ -51,31 +48,26 @@ def fresh_seeds(config: Config, n: int) -> list[int]:
 
 @dataclass
 class Bench:
-    """What measuring needs: the repository's ledger and git, the configuration runs use (another data set
-    or preset makes it differ from the repository's), the executor, and the setting's key."""
+    """What measuring needs: the loop's shared parts (``Loop``: this repository's configuration, ledger, git,
+    sandbox choice, executor, listener, fingerprints), the configuration the trials use (another data set or
+    preset makes it differ from the repository's), how many seeds run side by side, the setting's key."""
 
-    config: Config                 # the runs' configuration
-    state_dir: Path                # the repository's state folder: run outputs, snapshots
-    ledger: Ledger
-    git: Git
-    tag: str
-    executor: Any
-    sandbox: bool
+    loop: Loop
+    run_config: Config
     parallel: int = 1
-    reporter: ev.Listener = ev.ignore
     setting: str = ""              # "" = as the loop ran; else e.g. "STEPS=800; preset=seed"
-    fingerprints: dict = field(default_factory=dict)
 
+    @property
+    def ledger(self) -> Ledger:
+        return self.loop.ledger
 
-class _Locked:
-    """A listener called from several threads (seeds side by side) one event at a time."""
+    @property
+    def git(self):
+        return self.loop.git
 
-    def __init__(self, listener: ev.Listener) -> None:
-        self.listener, self.lock = listener, threading.Lock()
-
-    def __call__(self, event: Any) -> None:
-        with self.lock:
-            self.listener(event)
+    @property
+    def tag(self) -> str:
+        return self.loop.tag
 
 
 @contextlib.contextmanager
@@ -90,15 +82,15 @@ def bench(session: Any, *, config: Config | None = None, setting: str = "", repo
     cfg = session.config
     sandboxed = session.sandboxed(no_sandbox)
     prints = fingerprints.verify(cfg)
-    listen = _Locked(reporter or ev.ignore)
+    listen = ev.Locked(reporter or ev.ignore)     # seeds side by side report from several threads
     parallel = parallel or cfg.resources.parallel
-    chosen, _ = make_executor(config or cfg, kind=executor, address=ray_address, parallel=parallel,
-                              on_line=lambda spec, line: listen(ev.RunLine(spec, line)))
+    chosen, where = make_executor(config or cfg, kind=executor, address=ray_address, parallel=parallel,
+                                  on_line=lambda spec, line: listen(ev.RunLine(spec, line)))
+    loop = Loop(config=cfg, tag=session.tag, ledger=session.ledger, sandbox=sandboxed, executor=chosen,
+                reporter=listen, where=where, fingerprints=prints)
     try:
-        with exclusive(cfg.state_dir, session.ledger, session.tag):
-            yield Bench(config=config or cfg, state_dir=cfg.state_dir, ledger=session.ledger, git=Git(cfg.root),
-                        tag=session.tag, executor=chosen, sandbox=sandboxed, parallel=parallel, reporter=listen,
-                        setting=setting, fingerprints=prints)
+        with exclusive(loop):
+            yield Bench(loop=loop, run_config=config or cfg, parallel=parallel, setting=setting)
     finally:
         close = getattr(chosen, "close", None)
         if close is not None:
@@ -106,19 +98,19 @@ def bench(session: Any, *, config: Config | None = None, setting: str = "", repo
 
 
 @contextlib.contextmanager
-def exclusive(state_dir: Path, ledger: Ledger, tag: str) -> Iterator[None]:
-    """Hold the findings lock of a repository; rows of this tag left ``running`` by an earlier kill become
-    ``interrupted`` (they are measured again)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "findings.lock", "a+") as fh:
+def exclusive(loop: Loop) -> Iterator[None]:
+    """Hold the findings lock of a repository; rows of this tag left ``running`` by an earlier kill are
+    sealed ``interrupted`` (they are measured again)."""
+    loop.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(loop.state_dir / "findings.lock", "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError("another `autoresearch ablate` or `transfer` is running on this repository",
                             hint="wait for it to finish (its runs are recorded as they end), or stop it") from None
-        for row in ledger.running():
-            if row.tag == tag and Kind(row.kind).finding:
-                ledger.finish(row.number, Status.INTERRUPTED, reason="the tool stopped while this ran; measured again")
+        for row in loop.ledger.running():
+            if row.tag == loop.tag and Kind(row.kind).finding:
+                loop.finish(row.number, Status.INTERRUPTED, reason="the tool stopped while this ran; measured again")
         try:
             yield
         finally:
@@ -151,50 +143,52 @@ def measure(bench: Bench, commit: str, seeds: list[int], *, kind: Kind, descript
     """``commit`` run once per seed over every fold; one finished ledger row per seed, in seed order.
     ``source``: the commit it stands for (recorded as the row's parent); ``meta``: what the study needs to
     find the row again (the variant and change), stored under ``meta["findings"]``."""
-    tree = tree_of(bench.git, commit)
-    done = recorded(bench.ledger, bench.tag, tree, bench.setting)
+    loop = bench.loop
+    tree = tree_of(loop.git, commit)
+    done = recorded(loop.ledger, loop.tag, tree, bench.setting)
     todo: list[tuple[int, int]] = []
     for seed in seeds:
         if seed in done:
             continue
         f = {**meta, "tree": tree, "seed": seed, "setting": bench.setting}
-        number = bench.ledger.start(
-            tag=bench.tag, kind=kind, phase=0, phase_title=str(kind), attempt=1, parent_commit=source,
-            candidate_commit=commit, commit=commit, agent="", description=f"{description}, seed {seed}",
-            meta_json={"findings": f}, hardware_json=hardware.describe(), sandbox=int(bench.sandbox),
-            fingerprints_json=bench.fingerprints)
-        bench.git.update_ref(f"refs/autoresearch/findings/{number}", commit)   # the commit outlives gc
+        number = loop.start_row(kind=kind, phase=0, phase_title=str(kind), parent_commit=source,
+                                candidate_commit=commit, commit=commit, agent="",
+                                description=f"{description}, seed {seed}", meta_json={"findings": f})
+        loop.git.update_ref(f"refs/autoresearch/findings/{number}", commit)   # the commit outlives gc
         todo.append((seed, number))
     if todo:
-        snapshot = export(bench.git, commit, bench.state_dir / "snapshots" / commit[:16])
-        try:
-            _run(bench, todo, snapshot)
-        finally:
-            shutil.rmtree(snapshot, ignore_errors=True)
-        done = recorded(bench.ledger, bench.tag, tree, bench.setting)
+        _run(bench, commit, todo)
+        done = recorded(loop.ledger, loop.tag, tree, bench.setting)
     missing = [s for s in seeds if s not in done]
-    if missing:   # contention: not the code's verdict, and nothing to pair
-        rows = {r.number: r for r in bench.ledger.rows(tag=bench.tag)}
+    if missing:   # contention, or the loop interrupted it: not the code's verdict, and nothing to pair
+        rows = {n: loop.ledger.get(n) for _, n in todo}
         why = "; ".join(f"seed {s}: {rows[n].status} ({rows[n].reason})" for s, n in todo if s in missing)
         raise UserError(f"{description}: not measured: {why}",
                         hint="free the machine and run the same command again: finished runs are kept")
     return [done[s] for s in seeds]
 
 
-def _run(bench: Bench, todo: list[tuple[int, int]], snapshot: Path) -> None:
+def _run(bench: Bench, commit: str, todo: list[tuple[int, int]]) -> None:
+    loop = bench.loop
+
     def one(seed: int, number: int) -> TrialResult:
-        run_dir = bench.state_dir / "runs" / f"{number:04d}"
-        return run_trial(bench.config, run_dir, seed=seed, sandbox=bench.sandbox, executor=bench.executor,
-                         on_fold=lambda f: bench.reporter(ev.FoldFinished(number, f)), cwd=snapshot)
+        def trial(run_dir: Path, cwd: Path) -> TrialResult:
+            return run_trial(bench.run_config, run_dir, seed=seed, sandbox=loop.sandbox, executor=loop.executor,
+                             on_fold=lambda f: loop.reporter(ev.FoldFinished(number, f)), cwd=cwd)
+
+        return loop_runs.measure(loop, commit, f"{number:04d}", trial)
 
     def record(number: int, trial: TrialResult) -> None:
-        status = Status.KEEP if trial.status == "ok" else trial.status
-        bench.ledger.finish(number, status, reason=trial.reason or "measured", **trial.ledger_fields())
-        bench.reporter(ev.ExperimentFinished(bench.ledger.get(number)))
+        status = Status.KEEP if trial.status == "ok" else Status(trial.status)
+        try:
+            loop.finish(number, status, reason=trial.reason or "measured", **trial.ledger_fields())
+        except SealedRow:       # the loop started meanwhile and sealed it interrupted: measured again next time
+            return
+        loop.reporter(ev.ExperimentFinished(loop.ledger.get(number)))
 
     for _, number in todo:
-        row = bench.ledger.get(number)
-        bench.reporter(ev.ExperimentStarted(number, row.description or "", str(row.kind)))
+        row = loop.ledger.get(number)
+        loop.reporter(ev.ExperimentStarted(number, row.description or "", str(row.kind)))
     if bench.parallel <= 1 or len(todo) == 1:
         for seed, number in todo:
             try:
@@ -203,7 +197,7 @@ def _run(bench: Bench, todo: list[tuple[int, int]], snapshot: Path) -> None:
                 trial = TrialResult("interrupted", "interrupted by Ctrl-C")
             record(number, trial)
             if trial.status == "interrupted":
-                _interrupt_rest(bench, todo)
+                _interrupt_rest(loop, todo)
                 raise KeyboardInterrupt
         return
     with cf.ThreadPoolExecutor(max_workers=min(bench.parallel, len(todo))) as pool:
@@ -212,7 +206,7 @@ def _run(bench: Bench, todo: list[tuple[int, int]], snapshot: Path) -> None:
             for fut in cf.as_completed(futures):
                 record(futures[fut], fut.result())
         except KeyboardInterrupt:
-            cancel = getattr(bench.executor, "cancel_all", None)
+            cancel = getattr(loop.executor, "cancel_all", None)
             if cancel is not None:
                 cancel()
             for fut, number in futures.items():
@@ -220,12 +214,12 @@ def _run(bench: Bench, todo: list[tuple[int, int]], snapshot: Path) -> None:
                     trial = fut.result()
                 except BaseException:   # noqa: BLE001 - the run was cut off: recorded as interrupted
                     trial = TrialResult("interrupted", "interrupted by Ctrl-C")
-                if bench.ledger.get(number).status == Status.RUNNING:
+                if loop.ledger.get(number).status == Status.RUNNING:
                     record(number, trial)
             raise
 
 
-def _interrupt_rest(bench: Bench, todo: list[tuple[int, int]]) -> None:
+def _interrupt_rest(loop: Loop, todo: list[tuple[int, int]]) -> None:
     for _, number in todo:
-        if bench.ledger.get(number).status == Status.RUNNING:
-            bench.ledger.finish(number, Status.INTERRUPTED, reason="not run: interrupted by Ctrl-C")
+        if loop.ledger.get(number).status == Status.RUNNING:
+            loop.finish(number, Status.INTERRUPTED, reason="not run: interrupted by Ctrl-C")

@@ -9,14 +9,13 @@
 - ``with_constants``: a commit with some constants overridden (``transfer --set STEPS=800``, a preset).
 - ``normalised``: a commit with the scratchpad of the baseline, so that two commits with the same code are
   the same tree (and a measurement of one is a measurement of the other).
-- ``export``: a commit's tree written into a folder (a private index and ``checkout-index``), the folder a
-  run executes in (``loop.trial.run_trial(..., cwd=...)``).
+
+Running a commit is the loop's (``loop/runs.py``: a read-only snapshot of its tree); see ``findings.measure``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -202,18 +201,6 @@ def with_constants(git: Git, commit: str, values: dict, files: list[str]) -> tup
                         f"{commit[:10]}", hint="name a constant defined at the top of an editable file")
     names = ", ".join(f"{k}={v!r}" for k, v in values.items())
     return overlay(git, commit, changed, f"{_subject(git, commit)}\n\nwith {names}\n"), where
-
-
-def export(git: Git, commit: str, dest: Path) -> Path:
-    """Write ``commit``'s tree into ``dest`` (replaced if present): the folder a run of that commit uses."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix="autoresearch-index-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        git.plumb("read-tree", commit, env=env)
-        git.plumb("checkout-index", "-a", "-f", f"--prefix={dest.resolve()}/", env=env)
-    return dest
 
 
 def _subject(git: Git, commit: str) -> str:
