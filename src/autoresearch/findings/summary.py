@@ -71,7 +71,7 @@ def render(session: Any, hist: History, *, final: Final | None, ablation: Ablati
     out += ["", "## The final branch", ""]
     out += _final(final, hist)
     out += ["", "## Lessons in the scratchpad", ""]
-    out += _scratchpad(git, ledger, tag, hist)
+    out += _scratchpad(git, session.state.base() or hist.champion.commit, hist)
     if hist.warnings:
         out += ["", "## Warnings", ""] + [f"- {_cell(w)}" for w in hist.warnings]
     return "\n".join(out).rstrip() + "\n"
@@ -210,8 +210,7 @@ def _final(final: Final | None, hist: History) -> list[str]:
     return out
 
 
-def _scratchpad(git: Git, ledger, tag: str, hist: History) -> list[str]:
-    base = ledger.get_meta(f"base:{tag}") or hist.champion.commit
+def _scratchpad(git: Git, base: str, hist: History) -> list[str]:
     text = git.show(base, hist.scratchpad) or ""
     if not text.strip():
         return ["(the scratchpad is empty)"]
