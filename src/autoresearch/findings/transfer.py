@@ -197,7 +197,13 @@ def tables(ledger: Ledger, git: Git, hist: History, *, tag: str, direction: Dire
                 line.verdict = stats.verdict(line.vs, k=k, min_delta=min_delta) if line.vs else ""
             elif line.failed:
                 line.verdict = f"fails ({line.failed})"
-        verdict = stats.holds(gain, k=k, min_delta=min_delta) if gain else "not measured yet"
+        failing = [x for x in lines if x.change is None and x.failed]
+        if gain:
+            verdict = stats.holds(gain, k=k, min_delta=min_delta)
+        elif failing:
+            verdict = f"the {failing[0].name} fails there ({failing[0].failed})"
+        else:
+            verdict = "not measured yet"
         out.append(Transfer(setting=key, words=plan.get("words") or key, seeds=seeds, gain=gain, tuned_gain=tuned,
                             verdict=verdict, lines=lines, warnings=list(plan.get("warnings") or [])))
     return out
