@@ -383,3 +383,10 @@ def test_a_setting_names_what_it_changes_and_refuses_data_of_another_kind(tmp_pa
         configure(cfg, None, overrides={}, preset=None, data=other)
     with pytest.raises(UserError, match="no size presets"):
         autoresearch.open(root).task.preset(cfg, "seed")
+
+
+@pytest.mark.slow
+def test_code_that_fails_under_a_setting_is_the_transfers_verdict(night):
+    t = night.transfer(seeds=1, overrides={"LR": 0}, no_sandbox=NO_SANDBOX)      # log10(0): every variant crashes
+    assert t.gain is None and t.verdict.startswith("the baseline fails there (crash")
+    assert {line.name: bool(line.failed) for line in t.lines} == {"baseline": True, "champion": True}
