@@ -118,3 +118,67 @@ def test_the_cli_goes_through_the_session(graph):
                       "autoresearch.loop.trial", "autoresearch.loop.phases"}
     source = (PACKAGE / "cli.py").read_text(encoding="utf-8")
     assert ".ledger." not in source and "decide." not in source and "fingerprints." not in source
+
+
+def _private_names(tree: ast.Module) -> set[str]:
+    """The private names a module defines: functions, classes, methods, module-level and class-level names."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                if isinstance(target, ast.Name):
+                    out.add(target.id)
+                elif isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                        and target.value.id == "self":
+                    out.add(target.attr)
+    return {n for n in out if n.startswith("_") and not n.startswith("__")}
+
+
+def _private_uses(tree: ast.Module) -> list[tuple[int, str, str]]:
+    """(line, how, name) for each private name this module takes from another: ``from x import _y``, and
+    ``something._y`` where something is not ``self``/``cls``."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("autoresearch"):
+            out += [(node.lineno, "import", a.name) for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            base = node.value
+            if not (isinstance(base, ast.Name) and base.id in ("self", "cls")):
+                out.append((node.lineno, "attribute", node.attr))
+    return out
+
+
+def test_no_module_imports_or_calls_another_modules_private_names():
+    """A module's private names are its own: no ``from autoresearch.x import _y``, and no ``obj._y`` of a
+    name that another module defines and this one does not (the scheduler once called seven private
+    methods of the engine; that is what this rules out)."""
+    trees = {name: ast.parse(path.read_text(encoding="utf-8")) for name, path in _modules().items()}
+    defined = {name: _private_names(tree) for name, tree in trees.items()}
+    bad = []
+    for name, tree in trees.items():
+        others = set().union(*(d for m, d in defined.items() if m != name)) - defined[name]
+        for line, how, attr in _private_uses(tree):
+            if how == "import" or attr in others:
+                bad.append(f"{name}:{line} {how} {attr}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_private_name_rule_would_see_a_violation():
+    tree = ast.parse("from autoresearch.loop.engine import _x\nengine._start_row()\nself._mine()\n")
+    assert [(how, n) for _, how, n in _private_uses(tree)] == [("import", "_x"), ("attribute", "_start_row")]
+
+
+LOOP_MODULE_LINES = 400
+
+
+def test_each_loop_module_owns_one_job_states_its_contract_and_stays_small():
+    for path in sorted((PACKAGE / "loop").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        assert len(doc) >= 120, f"{path.name}: its docstring should say what it owns and its contract"
+        assert len(text.splitlines()) <= LOOP_MODULE_LINES, f"{path.name} has {len(text.splitlines())} lines"

@@ -64,8 +64,11 @@ def brief() -> Brief:
                  champion_metric=1.0, champion_std=0.1, noise_sigma=0.05, history=[])
 
 
-def stand_in(tmp_path: Path, body: str) -> str:
-    """A fake `claude` executable (a shell script)."""
+def stand_in(tmp_path: Path, body: str, context: AgentContext | None = None) -> str:
+    """A fake `claude` executable (a shell script); it runs outside the jail (``sandbox`` off in ``context``):
+    these tests are about the command line and the result, ``test_claude_jail.py`` about the jail."""
+    if context is not None:
+        context.options["sandbox"] = False
     script = tmp_path / "fake-claude"
     script.write_text("#!/bin/sh\n" + body + "\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
@@ -105,7 +108,7 @@ def test_recorded_result_through_a_stand_in(context, repo, tmp_path):
     out = tmp_path / "result.json"
     out.write_text("some banner\n" + json.dumps(RECORDED) + "\n")
     got_stdin = tmp_path / "stdin.txt"
-    context.options["claude_path"] = stand_in(tmp_path, f"cat > {got_stdin}\ncat {out}")
+    context.options["claude_path"] = stand_in(tmp_path, f"cat > {got_stdin}\ncat {out}", context)
     proposal = ClaudeCodeAgent(context, model="claude-sonnet-4-6").propose(brief(), repo)
     assert got_stdin.read_text().startswith("# Experiment 4")          # the brief goes in on stdin
     assert (proposal.description, proposal.hypothesis) == ("LR 3e-4 -> 1e-4", "smaller steps")
@@ -130,7 +133,8 @@ def test_result_variants(context):
 @pytest.mark.slow
 def test_stand_in_that_hangs_is_killed(context, repo, tmp_path):
     marker = tmp_path / "still-running"
-    context.options.update(claude_path=stand_in(tmp_path, f"(sleep 3; touch {marker}) & sleep 30"), timeout_s=0.5)
+    context.options.update(claude_path=stand_in(tmp_path, f"(sleep 3; touch {marker}) & sleep 30", context),
+                           timeout_s=0.5)
     started = time.monotonic()
     with pytest.raises(llm.AgentError, match="did not finish within"):
         ClaudeCodeAgent(context, model="m").propose(brief(), repo)

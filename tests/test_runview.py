@@ -88,7 +88,7 @@ def test_claude_code_reads_copies_of_the_runs(repo, tmp_path, monkeypatch):
                       f"cat {tmp_path / 'result.json'}\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     context = AgentContext(root=repo, editable=["train.py"], denied=[repo / ".autoresearch"],
-                           options={"claude_path": str(script)})
+                           options={"claude_path": str(script), "sandbox": False})   # the jail: test_agent_jail
     agent = ClaudeCodeAgent(context, model="sonnet")
     cmd = agent.command(repo, tmp_path / "view")
     view = "//" + str((tmp_path / "view").resolve()).lstrip("/")

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from autoresearch.errors import UserError
+from autoresearch.text import shown
 
 # rich_markup_mode=None: help text is printed as written, so "[run] seed" is not taken for markup.
 app = typer.Typer(help="An overnight research loop that owns its rules: the agent proposes, the tool decides.",
@@ -26,6 +27,12 @@ console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _t(value, multiline: bool = False) -> str:
+    """Text for a Rich markup string: control characters and escape sequences made visible
+    (``text.shown``; an agent's description must not drive the terminal), square brackets escaped."""
+    return escape(shown(value, multiline=multiline))
+
+
 def friendly(fn):
     """Turn UserError into a two-line message and exit code 2; Ctrl-C into exit code 130."""
 
@@ -34,9 +41,9 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err.print(f"[bold red]error:[/] {escape(exc.message)}")
+            err.print(f"[bold red]error:[/] {_t(exc.message, multiline=True)}")
             if exc.hint:
-                err.print(f"[dim]hint:[/] {escape(exc.hint)}")
+                err.print(f"[dim]hint:[/] {_t(exc.hint, multiline=True)}")
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
@@ -64,7 +71,7 @@ def _warn_unsandboxed(session, no_sandbox: bool) -> None:
 
 
 def _say(text: str) -> None:
-    console.print(f"[dim]{escape(text)}[/]")
+    console.print(f"[dim]{_t(text)}[/]")
 
 
 REPO = typer.Option(Path("."), "--repo", "-C", help="The research repository (default: the current folder).")
@@ -110,10 +117,10 @@ def init(task: str = typer.Argument(..., help="The task: eclip (the flagship) or
     t0 = time.perf_counter()
     facts = create(task, directory, say=_say, **options)
     description = facts.get("description", "")
-    console.print(f"[green]created[/] {escape(str(directory))} in {time.perf_counter() - t0:.0f} s"
-                  + (f": {escape(description)}" if description else ""))
+    console.print(f"[green]created[/] {_t(str(directory))} in {time.perf_counter() - t0:.0f} s"
+                  + (f": {_t(description)}" if description else ""))
     _print_data_summary(facts)
-    console.print(f"next: [bold]cd {escape(str(directory))} && autoresearch trial[/]")
+    console.print(f"next: [bold]cd {_t(str(directory))} && autoresearch trial[/]")
 
 
 def _print_data_summary(facts: dict) -> None:
@@ -135,7 +142,7 @@ def data_synth(out: Path = typer.Argument(..., help="Folder to write the Ukiyo-e
                         hint=f"pass --n {synth.MIN_N} or more (10993 gives the real split sizes)")
     t0 = time.perf_counter()
     counts = synth.generate(out, n=n, seed=seed)
-    console.print(f"[green]wrote[/] {escape(str(out))}: {escape(str(counts))} in {time.perf_counter() - t0:.1f} s")
+    console.print(f"[green]wrote[/] {_t(str(out))}: {_t(str(counts))} in {time.perf_counter() - t0:.1f} s")
 
 
 @data_app.command("prepare")
@@ -154,7 +161,7 @@ def data_prepare(repo: Path = REPO,
     session = _open(repo)
     facts = session.prepare(say=_say, preset=preset, ukiyoe=ukiyoe, vocab=vocab, annotations=annotations,
                             images=images, missing_images=missing_images)
-    console.print(f"[green]prepared[/] {escape(str(session.config.state_dir))} (preset {facts.get('preset', '?')})")
+    console.print(f"[green]prepared[/] {_t(str(session.config.state_dir))} (preset {facts.get('preset', '?')})")
     _print_data_summary(facts)
 
 
@@ -183,7 +190,7 @@ def trial(repo: Path = REPO, seed: Optional[int] = typer.Option(None, help="Seed
         reporter.close()
     wall = time.perf_counter() - t0
     if result.status != "ok":
-        console.print(f"[bold red]{escape(result.status)}[/]: {escape(result.reason)}\n[dim]{escape(result.log_tail(20))}[/]")
+        console.print(f"[bold red]{_t(result.status)}[/]: {_t(result.reason)}\n[dim]{_t(result.log_tail(20), multiline=True)}[/]")
         raise typer.Exit(1)
     folds = ", ".join(fmt(v) for v in result.values)
     console.print(f"{session.config.metric.name}: [bold]{fmt(result.mean)} ± {fmt(result.std)}[/]  folds [{folds}]  "
@@ -196,7 +203,7 @@ def trial(repo: Path = REPO, seed: Optional[int] = typer.Option(None, help="Seed
 @app.command()
 @friendly
 def run(repo: Path = REPO,
-        agent: Optional[str] = typer.Option(None, help="replay, optuna, openai, anthropic or claude-code (default: [agent] name)."),
+        agent: Optional[str] = typer.Option(None, help="replay, optuna, openai, anthropic, claude-code or command (default: [agent] name)."),
         experiments: Optional[int] = typer.Option(None, help="Stop once this tag has this many finished experiments."),
         hours: Optional[float] = typer.Option(None, help="Stop after this many hours."),
         tag: Optional[str] = TAG,
@@ -212,9 +219,9 @@ def run(repo: Path = REPO,
     """Run the loop: propose, check, commit, run, score, keep or revert. Resumes after any stop."""
     session = _open(repo, tag)
     _warn_unsandboxed(session, no_sandbox)
-    chosen = session.agent(agent, model=model, base_url=base_url, queue=queue)
+    chosen = session.agent(agent, model=model, base_url=base_url, queue=queue, no_sandbox=no_sandbox)
     n = parallel or session.config.resources.parallel
-    console.print(f"[bold]autoresearch[/] on branch autoresearch/{escape(session.tag)} with agent {escape(chosen.name)}"
+    console.print(f"[bold]autoresearch[/] on branch autoresearch/{_t(session.tag)} with agent {_t(chosen.name)}"
                   + (f", {n} candidates in flight" if n > 1 else ""))
     reporter = _reporter(session)
     try:
@@ -223,7 +230,7 @@ def run(repo: Path = REPO,
                            ray_address=ray_address)
     finally:
         reporter.close()
-    console.print(f"[bold]stopped:[/] {escape(stop.why)}")
+    console.print(f"[bold]stopped:[/] {_t(stop.why)}")
     _print_status(session)
 
 
@@ -261,7 +268,7 @@ def final(repo: Path = REPO, tag: Optional[str] = TAG, no_sandbox: bool = NO_SAN
     finally:
         reporter.close()
     if row.status != "keep":
-        console.print(f"[bold red]final run failed[/]: {escape(row.reason or '')}")
+        console.print(f"[bold red]final run failed[/]: {_t(row.reason or '')}")
         raise typer.Exit(1)
     m = (row.metrics or [{}])[0]
     console.print(f"[bold]test[/] (one-time score, {m.get('n', '?')} items): {session.config.metric.name} "
@@ -275,22 +282,22 @@ def _print_status(session) -> None:
 
     view = session.status()
     champ = view.champion
-    console.print(f"tag [bold]{escape(view.tag)}[/]  champion: experiment {champ.number if champ else '—'} "
+    console.print(f"tag [bold]{_t(view.tag)}[/]  champion: experiment {champ.number if champ else '—'} "
                   f"({view.metric} {fmt(champ.metric_mean) if champ else '—'} ± {fmt(champ.metric_std) if champ else '—'}, "
                   f"{view.direction})" + ("" if view.control == "run" else f"  [yellow]{view.control}[/]"))
-    console.print(f"phase {escape(view.phase.label)} ({view.phase_used}/{view.phase.budget or '∞'} used)   "
+    console.print(f"phase {_t(view.phase.label)} ({view.phase_used}/{view.phase.budget or '∞'} used)   "
                   + "  ".join(f"{k}: {v}" for k, v in sorted(view.counts.items())))
     if view.warning:
-        console.print(f"[bold yellow]warning:[/] {escape(view.warning)}")
+        console.print(f"[bold yellow]warning:[/] {_t(view.warning)}")
     table = Table(show_edge=False, header_style="bold")
     for col in ("#", "status", view.metric, "delta", "phase", "description"):
         table.add_column(col)
     for r in view.recent:
         table.add_row(str(r.number), r.status, f"{fmt(r.metric_mean)} ± {fmt(r.metric_std)}", fmt(r.delta),
-                      str(r.phase), escape((r.description or "")[:70]))
+                      str(r.phase), escape(shown(r.description, limit=70)))
     console.print(table)
     for number, where in sorted(view.in_flight.items()):
-        console.print(f"in flight: experiment {number} on {escape(where)}", markup=False)
+        console.print(f"in flight: experiment {number} on {shown(where)}", markup=False)
 
 
 @app.command()
@@ -307,7 +314,7 @@ def show(number: int = typer.Argument(..., help="Experiment number."), repo: Pat
     session = _open(repo)
     if session.experiment(number) is None:
         raise UserError(f"no experiment {number} in the ledger", hint="`autoresearch status` lists them")
-    console.print(session.show_text(number), markup=False)
+    console.print(shown(session.show_text(number), multiline=True), markup=False, highlight=False)
 
 
 @app.command()
@@ -315,7 +322,7 @@ def show(number: int = typer.Argument(..., help="Experiment number."), repo: Pat
 def brief(repo: Path = REPO, tag: Optional[str] = TAG,
           agent: Optional[str] = typer.Option(None, help="Whose past proposals to include (default: [agent] name).")):
     """Print exactly what the agent would be told for the next experiment."""
-    console.print(_open(repo, tag).brief(agent).render(), markup=False, highlight=False)
+    console.print(shown(_open(repo, tag).brief(agent).render(), multiline=True), markup=False, highlight=False)
 
 
 @app.command()
@@ -324,7 +331,7 @@ def report(repo: Path = REPO, tag: Optional[str] = TAG,
            out: Optional[Path] = typer.Option(None, help="Output folder (default: <repo>/report).")):
     """Write index.html, progress.png, results.tsv and results.jsonl."""
     page = _open(repo, tag).report(out)
-    console.print(f"[green]report[/] {escape(str(page))}")
+    console.print(f"[green]report[/] {_t(str(page))}")
 
 
 @app.command()
@@ -341,10 +348,10 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
     if not (directory / "autoresearch.toml").is_file():
         # A fixed seed keeps the demo reproducible; its report carries the public-seed warning.
         facts = create("eclip", directory, say=_say, preset="cpu", n=n, seed=0)
-        console.print(f"[green]created[/] {escape(str(directory))}: {escape(facts.get('description', ''))}")
+        console.print(f"[green]created[/] {_t(str(directory))}: {_t(facts.get('description', ''))}")
         _print_data_summary(facts)
     else:
-        console.print(f"[dim]resuming the demo in {escape(str(directory))}[/]")
+        console.print(f"[dim]resuming the demo in {_t(str(directory))}[/]")
     session = Session(directory, tag="demo")
     _warn_unsandboxed(session, no_sandbox)
     reporter = _reporter(session)
@@ -352,10 +359,10 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
         stop = session.run("replay", experiments=experiments or None, reporter=reporter, no_sandbox=no_sandbox)
     finally:
         reporter.close()
-    console.print(f"[bold]stopped:[/] {escape(stop.why)}")
+    console.print(f"[bold]stopped:[/] {_t(stop.why)}")
     _print_status(session)
     page = session.report()
-    console.print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min; open {escape(str(page))}")
+    console.print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min; open {_t(str(page))}")
 
 
 # --- what the night found (docs/findings.md) -----------------------------------------------------------
@@ -396,10 +403,10 @@ def ablate(repo: Path = REPO, tag: Optional[str] = TAG, seeds: int = SEEDS,
                   f"paired; {wall:.0f} s)" + (f": {session.config.metric.name} {table.champion_mean:.4g}"
                                                if table.champion_mean is not None else ""))
     for cells in describe(table):
-        console.print(f"[bold]{escape(cells['change'])}[/]" + (f"  [dim]{escape(cells['changed'])}[/]" if cells['changed'] else ""))
-        console.print(f"   when kept  {escape(cells['kept'])}\n   now        {escape(cells['now'])}\n"
-                      f"   verdict    [bold]{escape(cells['verdict'])}[/]  [dim]({escape(cells['how'])})[/]")
-    console.print(f"[dim]{escape(table.rule)}[/]")
+        console.print(f"[bold]{_t(cells['change'])}[/]" + (f"  [dim]{_t(cells['changed'])}[/]" if cells['changed'] else ""))
+        console.print(f"   when kept  {_t(cells['kept'])}\n   now        {_t(cells['now'])}\n"
+                      f"   verdict    [bold]{_t(cells['verdict'])}[/]  [dim]({_t(cells['how'])})[/]")
+    console.print(f"[dim]{_t(table.rule)}[/]")
 
 
 @app.command()
@@ -425,18 +432,18 @@ def transfer(repo: Path = REPO, tag: Optional[str] = TAG, seeds: int = SEEDS,
         seeds=seeds, overrides=overrides, preset=preset, data=data, each=each, reporter=rep, no_sandbox=no_sandbox,
         executor=executor, ray_address=ray_address, parallel=parallel), no_sandbox)
     metric = session.config.metric.name
-    console.print(f"[bold]transfer[/] to {escape(t.words)} ({len(t.seeds)} fresh seeds × every fold, paired; {wall:.0f} s)")
+    console.print(f"[bold]transfer[/] to {_t(t.words)} ({len(t.seeds)} fresh seeds × every fold, paired; {wall:.0f} s)")
     for line in t.lines:
         vs = t.gain if line.name == "baseline" else line.vs
         verdict = line.failed or (t.verdict if line.name == "baseline" else line.verdict)
-        console.print(f"  {escape(line.name):<14} {metric} {'—' if line.mean is None else f'{line.mean:.4g}'}"
+        console.print(f"  {_t(line.name):<14} {metric} {'—' if line.mean is None else f'{line.mean:.4g}'}"
                       + (f"   champion's gain over it: {vs.text()}" if vs else "")
-                      + (f"   [bold]{escape(verdict)}[/]" if verdict else ""))
+                      + (f"   [bold]{_t(verdict)}[/]" if verdict else ""))
     if t.tuned_gain is not None:
         console.print(f"gain when tuned {t.tuned_gain:+.4g}; there {t.gain.text() if t.gain else '—'}: "
-                      f"[bold]{escape(t.verdict)}[/]")
+                      f"[bold]{_t(t.verdict)}[/]")
     for w in t.warnings:
-        console.print(f"[yellow]note:[/] {escape(w)}")
+        console.print(f"[yellow]note:[/] {_t(w)}")
 
 
 @app.command()
@@ -446,12 +453,12 @@ def finalize(repo: Path = REPO, tag: Optional[str] = TAG,
     """A branch autoresearch/<tag>-final with one commit per kept change, and summary.md."""
     session = _open(repo, tag)
     final, path = session.finalize(out)
-    console.print(f"[green]branch[/] {escape(final.branch)}: {len(final.commits)} commit(s) on the baseline "
+    console.print(f"[green]branch[/] {_t(final.branch)}: {len(final.commits)} commit(s) on the baseline "
                   f"{final.base[:10]}" + (f" (replaced {final.replaced[:10]})" if final.replaced else ""))
     for sha, change in final.commits:
-        console.print(f"  {sha[:10]} {escape(change.description)}", highlight=False)
-    console.print(f"left as at the baseline: {escape(', '.join(final.left_out))}")
-    console.print(f"[green]summary[/] {escape(str(path))}")
+        console.print(f"  {sha[:10]} {_t(change.description)}", highlight=False)
+    console.print(f"left as at the baseline: {_t(', '.join(final.left_out))}")
+    console.print(f"[green]summary[/] {_t(str(path))}")
 
 
 export_app = typer.Typer(help="Write the night to other tools.", no_args_is_help=True, rich_markup_mode=None)
@@ -468,7 +475,7 @@ def export_mlflow(repo: Path = REPO, tag: Optional[str] = TAG,
     """One MLflow run per ledger row of the tag: constants as parameters, per-fold and mean metrics, the diff and
     logs as artifacts. Run it again to add only what is new."""
     result = _open(repo, tag).export_mlflow(tracking_uri, experiment=experiment, say=_say)
-    console.print(f"[green]mlflow[/] experiment {escape(result.experiment)} at {escape(result.uri)}: "
+    console.print(f"[green]mlflow[/] experiment {_t(result.experiment)} at {_t(result.uri)}: "
                   f"{result.added} run(s) added, {result.skipped} already there")
 
 

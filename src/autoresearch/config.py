@@ -156,7 +156,7 @@ class ContentionSection:
 class AgentSection:
     """The agent that proposes changes (docs/agents.md)."""
 
-    name: str = setting("replay", "replay, optuna, openai, anthropic or claude-code")
+    name: str = setting("replay", "replay, optuna, openai, anthropic, claude-code or command")
     queue: str = setting("queue.toml", "replay: the research plan it plays back")
     model: str = setting("", "the model an LLM agent calls")
     base_url: str = setting("", "openai: an OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
@@ -183,6 +183,10 @@ class AgentSection:
                                   at_least=0)
     tools: tuple[str, ...] = setting((), "API agents: offer only these tools (empty: all), e.g. a small "
                                      "model's few")
+    command: tuple[str, ...] = setting((), 'name = "command": the program and its arguments (the brief on stdin)')
+    env: tuple[str, ...] = setting((), 'name = "command": the names of the tool\'s environment variables it gets '
+                                   "(its API key)")
+    sandbox: bool = setting(True, "claude-code, command: run the agent's own process in its jail (runner/jail.py)")
 
     def options(self) -> dict:
         """The settings LLM agents read from ``AgentContext.options``."""
@@ -199,6 +203,11 @@ class AgentSection:
             out["claude_path"] = self.claude_path
         if self.max_budget_usd:
             out["max_budget_usd"] = self.max_budget_usd
+        if self.command:
+            out["command"] = list(self.command)
+        if self.env:
+            out["env"] = list(self.env)
+        out["sandbox"] = self.sandbox
         return out
 
 
@@ -342,7 +351,14 @@ def _check_metric(metric: MetricSection, error: Error, root: Path) -> MetricSect
 
 
 def _check_agent(agent: AgentSection, error: Error, root: Path) -> AgentSection:
-    """A relative prices file is the repository's."""
+    """A command agent names its program; env lists names; a relative prices file is the repository's."""
+    if agent.name == "command" and not (agent.command and agent.command[0].strip()):
+        raise error("command", 'must name the agent\'s program when name = "command", '
+                               'e.g. command = ["my-agent", "--flag"]')
+    if any(not c or "\0" in c for c in agent.command):
+        raise error("command", f"must not hold an empty string or a NUL, got {list(agent.command)!r}")
+    if bad := [v for v in agent.env if not v or "=" in v or "\0" in v]:
+        raise error("env", f"must list variable names (no '=' or NUL), got {bad[0]!r}")
     if agent.prices and not Path(agent.prices).is_absolute():
         agent = dataclasses.replace(agent, prices=str(root / agent.prices))
     return agent

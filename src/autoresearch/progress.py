@@ -1,8 +1,9 @@
 """Progress on the terminal while long work runs: the loop's events and the training's own lines.
 
 The engine emits typed events (``autoresearch.events``); this listener turns them into Rich output. It
-never decides. Text that came from an agent or a run is printed with markup off, so square brackets in
-it are shown, not swallowed.
+never decides. Text that came from an agent or a run goes through ``_t``: its control characters and
+escape sequences made visible (``text.shown``, so an agent cannot move the cursor, erase or forge lines,
+or set the window title) and its square brackets escaped (so they are shown, not taken for markup).
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from autoresearch import events as ev
+from autoresearch.text import shown
 
 from autoresearch.loop.status import ABORTED, CONTENTION
 
 _STEP = re.compile(r"step\s+(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 _STATUS_STYLE = {"keep": "bold green", "discard": "yellow", "crash": "bold red", "timeout": "bold red",
                  "invalid": "magenta", "interrupted": "dim", ABORTED: "red", CONTENTION: "dim yellow", "agent_error": "dim red"}
+
+
+def _t(value: object, limit: int | None = None) -> str:
+    """Agent or run text for a Rich markup string: on one line, controls visible, brackets escaped."""
+    return escape(shown(value, limit=limit))
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -53,20 +60,20 @@ class ConsoleReporter(ev.Dispatcher):
 
     def on_agent_started(self, e: ev.AgentStarted) -> None:
         extra = f", fixing a crash (attempt {e.attempt})" if e.attempt > 1 else ""
-        self._live(f"[cyan]agent {escape(e.agent)} is proposing a change[/] (phase {escape(e.phase)}{extra})")
+        self._live(f"[cyan]agent {_t(e.agent)} is proposing a change[/] (phase {_t(e.phase)}{extra})")
 
     def on_experiment_started(self, e: ev.ExperimentStarted) -> None:
         self.close()
         self._number = e.number
         self._fold_started = time.monotonic()
-        self.console.print(f"[bold]experiment {e.number}[/] [dim]({escape(e.phase)})[/] {escape(e.description)}")
+        self.console.print(f"[bold]experiment {e.number}[/] [dim]({_t(e.phase)})[/] {_t(e.description)}")
 
     def on_run_line(self, e: ev.RunLine) -> None:
         if not _STEP.search(e.line):
             return
         elapsed = time.monotonic() - self._fold_started
         budget = f" / {self.timeout_s:.0f} s limit" if self.timeout_s else ""
-        self._live(f"  {escape(e.spec.name)}: {escape(e.line.strip()[:90])}  [dim]{elapsed:.0f} s{budget}[/]")
+        self._live(f"  {_t(e.spec.name)}: {_t(e.line.strip(), limit=90)}  [dim]{elapsed:.0f} s{budget}[/]")
 
     def on_fold_finished(self, e: ev.FoldFinished) -> None:
         self.close()
@@ -74,8 +81,8 @@ class ConsoleReporter(ev.Dispatcher):
         o = fold.outcome
         value = fold.score.value
         text = (f"{self.metric} {fmt(value)}" if math.isfinite(value)
-                else f"[red]{escape(fold.score.reason or o.reason)}[/]")
-        self.console.print(f"  {o.spec.name}: {text}  [dim]{o.seconds:.0f} s, {o.peak_rss_gb:.1f} GB[/]")
+                else f"[red]{_t(fold.score.reason or o.reason)}[/]")
+        self.console.print(f"  {_t(o.spec.name)}: {text}  [dim]{o.seconds:.0f} s, {o.peak_rss_gb:.1f} GB[/]")
         self._fold_started = time.monotonic()
 
     def on_experiment_finished(self, e: ev.ExperimentFinished) -> None:
@@ -83,8 +90,8 @@ class ConsoleReporter(ev.Dispatcher):
         row = e.row
         style = _STATUS_STYLE.get(row.status, "")
         delta = "" if row.delta is None else f" (delta {row.delta:+.2f})"
-        reason = f" — {escape(row.reason)}" if row.reason else ""
-        status = f"[{style}]{row.status}[/]" if style else escape(row.status)
+        reason = f" — {_t(row.reason)}" if row.reason else ""
+        status = f"[{style}]{row.status}[/]" if style else _t(row.status)
         self.console.print(f"  → {status}: {self.metric} {fmt(row.metric_mean)} ± "
                            f"{fmt(row.metric_std)}{delta}{reason}")
 
@@ -98,16 +105,16 @@ class ConsoleReporter(ev.Dispatcher):
 
     def on_paused(self, e: ev.Paused) -> None:
         self.close()
-        self.console.print(f"[bold yellow]paused:[/] {escape(e.why)}")
+        self.console.print(f"[bold yellow]paused:[/] {_t(e.why)}")
 
     def on_contention_pause(self, e: ev.ContentionPause) -> None:
         self.close()
-        self.console.print(f"[bold yellow]paused:[/] {escape(e.message)}")
+        self.console.print(f"[bold yellow]paused:[/] {_t(e.message)}")
 
     def on_contention_probe(self, e: ev.ContentionProbe) -> None:
         self.close()
-        self.console.print(f"[{'green' if e.resumed else 'yellow'}]{escape(e.message)}[/]")
+        self.console.print(f"[{'green' if e.resumed else 'yellow'}]{_t(e.message)}[/]")
 
     def on_notice(self, e: ev.Notice) -> None:
         self.close()
-        self.console.print(f"[dim]{escape(e.text)}[/]")
+        self.console.print(f"[dim]{_t(e.text)}[/]")

@@ -37,7 +37,8 @@ from autoresearch.loop.trial import TrialResult, check_run, run_trial, tail
 from autoresearch.runner import sandbox as sandbox_mod
 from autoresearch.runner.executor import LocalExecutor
 from autoresearch.runviews import RunViews
-from autoresearch.vocab import Kind, Status
+from autoresearch.text import NOTE_CHARS, stored
+from autoresearch.vocab import Kind
 
 
 
@@ -98,19 +99,24 @@ class Session(RunViews):
                             hint="install it (`apt-get install bubblewrap`) or pass --no-sandbox to run unprotected")
         return True
 
-    def agent_context(self, queue: Path | None = None) -> AgentContext:
+    def agent_context(self, queue: Path | None = None, *, no_sandbox: bool = False) -> AgentContext:
+        """What an agent may use besides its brief. ``no_sandbox``: an agent with a process of its own
+        (claude-code, command) runs it outside its jail, as runs go outside their sandbox."""
         cfg = self.config
+        options = {**cfg.agent.options(), "queue": str(queue) if queue else None}
+        if no_sandbox:
+            options["sandbox"] = False
         return AgentContext(
             root=cfg.root, editable=list(dict.fromkeys([*cfg.task.editable, cfg.task.scratchpad])),
             # the tool's state (keys, raw data) and the replay plan, which would give the answers away
             denied=[*self.task.agent_denied(cfg), cfg.root / cfg.agent.queue],
             list_experiments=self.history_text, show_experiment=self.show_text, check_run=self.check_run,
-            options={**cfg.agent.options(), "queue": str(queue) if queue else None})
+            options=options)
 
     def agent(self, name: str | None = None, *, model: str = "", base_url: str = "",
-              queue: Path | None = None) -> Agent:
-        return make_agent(name or self.config.agent.name, self.config, self.agent_context(queue), tag=self.tag,
-                          model=model, base_url=base_url)
+              queue: Path | None = None, no_sandbox: bool = False) -> Agent:
+        return make_agent(name or self.config.agent.name, self.config, self.agent_context(queue, no_sandbox=no_sandbox),
+                          tag=self.tag, model=model, base_url=base_url)
 
     def engine(self, *, agent: Agent | None = None, reporter: ev.Listener | None = None,
                no_sandbox: bool = False, executor: str | None = None, ray_address: str | None = None,
@@ -134,7 +140,7 @@ class Session(RunViews):
         """Run the loop until a stop condition; resumes after any stop. ``parallel`` candidates in flight
         (default ``[resources] parallel``) on ``executor`` (``local`` or ``ray``); see docs/parallel.md."""
         chosen = agent if agent is not None and not isinstance(agent, str) else \
-            self.agent(agent, model=model, base_url=base_url, queue=queue)
+            self.agent(agent, model=model, base_url=base_url, queue=queue, no_sandbox=no_sandbox)
         parallel = parallel or self.config.resources.parallel
         engine = self.engine(agent=chosen, reporter=reporter, no_sandbox=no_sandbox, executor=executor,
                              ray_address=ray_address, parallel=parallel)
@@ -320,11 +326,11 @@ class Session(RunViews):
         self.set_control("stop")
 
     def note(self, text: str) -> int:
-        """A note from the researcher, added to the next brief (and recorded)."""
-        text = text.strip()
+        """A note from the researcher, added to the next brief (and recorded, as text fit to store)."""
+        text = stored(text, NOTE_CHARS).strip()
         if not text:
             raise UserError("the note is empty")
-        return self.ledger.event("note", tag=self.tag, text=text[:4000])
+        return self.ledger.event("note", tag=self.tag, text=text)
 
     def notes(self) -> list[dict]:
         """Every note of this tag, with the experiment it was delivered to (None while pending)."""

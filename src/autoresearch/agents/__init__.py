@@ -59,8 +59,18 @@ def _claude_code(config: Config, context: AgentContext, tag: str, model: str, ba
                            max_turns=config.agent.max_turns, prices=context.options.get("prices"))
 
 
+def _command(config: Config, context: AgentContext, tag: str, model: str, base_url: str) -> Agent:
+    from autoresearch.agents.command import CommandAgent
+
+    if not context.options.get("command"):
+        raise UserError(f"{config.path}: [agent] command is not set, so the command agent has nothing to run",
+                        hint='set [agent] command = ["my-agent", "--flag"] in autoresearch.toml')
+    return CommandAgent(context)
+
+
 AGENTS: dict[str, Callable[..., Agent]] = {
     "replay": _replay, "optuna": _optuna, "openai": _openai, "anthropic": _anthropic, "claude-code": _claude_code,
+    "command": _command,
 }
 
 

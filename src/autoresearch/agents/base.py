@@ -6,10 +6,12 @@ checks whatever it did to the tree afterwards, whether or not it obeyed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from autoresearch import text
 from autoresearch.agents.brief import Brief, HistoryRow  # noqa: F401  (part of the agent contract)
 
 
@@ -35,6 +37,36 @@ class Proposal:
     usage: Usage = field(default_factory=Usage)
     meta: dict = field(default_factory=dict)   # agent-specific, stored in the ledger (e.g. optuna trial)
     exhausted: bool = False                    # True: the agent has nothing more to propose
+
+
+def recordable(proposal: Proposal) -> Proposal:
+    """``proposal`` with its text fit to record (``text.stored``): the description, hypothesis and every
+    string of its meta without NUL, control characters, escape sequences, bidi overrides or lone
+    surrogates, and capped. The loop calls this on every proposal before anything of it is recorded (a
+    commit, a ledger row, an event), so no agent text can stop ``git commit`` or SQLite, or replay the same
+    crash on every resume. An empty description becomes ``(no description)``."""
+    description = text.stored(proposal.description, text.DESCRIPTION_CHARS).strip()
+    meta = text.stored_meta(proposal.meta if isinstance(proposal.meta, dict) else {"meta": proposal.meta})
+    u = proposal.usage if isinstance(proposal.usage, Usage) else Usage()
+    usage = Usage(_count(u.input_tokens), _count(u.output_tokens),
+                  None if u.cost_usd is None else _amount(u.cost_usd), _amount(u.seconds) or 0.0)
+    return Proposal(description or "(no description)", text.stored(proposal.hypothesis, text.HYPOTHESIS_CHARS),
+                    usage, meta, bool(proposal.exhausted))
+
+
+def _count(x: object) -> int:
+    try:
+        return max(0, int(x))            # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _amount(x: object) -> float | None:
+    try:
+        value = float(x)                 # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 @dataclass

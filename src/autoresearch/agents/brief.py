@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from autoresearch.text import stored
 from autoresearch.vocab import Direction
 
 
@@ -228,7 +229,11 @@ def run_detail(run: RunSummary, metric_name: str, heading: str) -> list[str]:
 
 def render(brief: Brief) -> str:
     """The whole brief as markdown, sections in a fixed order: what to do and where things stand first,
-    then the evidence (champion, recent runs, history), then the program, the notes and the answer."""
+    then the evidence (champion, recent runs, history), then the program, the notes and the answer.
+
+    The result goes through ``text.stored``: descriptions, notes, the scratchpad and log lines may hold NUL,
+    escape sequences or lone surrogates, which an agent's stdin, a JSON request or a terminal
+    (``autoresearch brief``) would choke on or obey."""
     direction = Direction.parse(brief.direction).words
     title = f"# Experiment {brief.experiment}"
     if brief.attempt > 1:
@@ -314,4 +319,4 @@ def render(brief: Brief) -> str:
                  "hypothesis (why it should move the metric). With a `finish` tool, call "
                  "`finish(description, hypothesis)`; otherwise end your reply with two lines:")
     lines.append("`DESCRIPTION: <one line>` and `HYPOTHESIS: <one or two sentences>`.")
-    return "\n".join(lines) + "\n"
+    return stored("\n".join(lines) + "\n", None)

@@ -1,4 +1,17 @@
-"""An agent that runs the Claude Code CLI headless (``claude -p``) in the research repository.
+"""An agent that runs the Claude Code CLI headless (``claude -p``) on its working copy, inside a jail.
+
+The CLI runs in the agent jail (``runner/jail.py``) when bubblewrap works here: it sees the system
+folders, its own installation, the working copy (writable), a copy of past runs' logs and facts
+(read-only) and a private HOME, and keeps the network for its API; the repository, ``.git``,
+``.autoresearch`` (ledger, keys, runs), other slots and the raw dataset are not in its world at all.
+Without bubblewrap it refuses to start (``UserError``) unless ``[agent] sandbox = false`` (or the CLI's
+``--no-sandbox``, which the session passes as ``options["sandbox"]``) says to run it as the user, with its
+permission rules as the only fence. The private HOME holds ``.claude/`` and a ``.claude.json`` with only
+the account fields of the user's own (``CLAUDE_KEYS``), and the user's ``.credentials.json`` (a
+subscription login) copied in when no key or token is in the environment; nothing is written back. The
+user's settings, hooks, MCP servers, project history and other files are never shown.
+
+The permission rules below stay as a second layer, inside the jail.
 
 The CLI gets the brief on stdin and only these built-in tools: Read, Glob, Grep (reading) and Edit, Write
 (editing), with permission rules that allow reads inside the repository and edits of the editable files
@@ -23,10 +36,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +44,7 @@ from autoresearch.agents import llm, runview
 from autoresearch.agents.base import AgentContext, Brief, Proposal, Usage
 from autoresearch.agents.tools import HIDDEN_DIRS, parse_final_text, rooted
 from autoresearch.errors import UserError
+from autoresearch.runner import jail
 
 NOT_FINISHED = "(agent did not finish)"
 TOOLS = ("Read", "Glob", "Grep", "Edit", "Write")
@@ -50,6 +61,16 @@ APPEND_PROMPT = (
     "the editable files named in the brief, with the Edit or Write tool. When done, end your reply with "
     "two lines: 'DESCRIPTION: <one line>' and 'HYPOTHESIS: <why it should improve the metric>'."
 )
+
+# The tool's environment a jailed CLI gets: these names and prefixes (its key or token, its API address,
+# a proxy and its CA), nothing else (other services' keys stay with the tool).
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "NO_COLOR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
+              "ALL_PROXY", "https_proxy", "http_proxy", "no_proxy", "all_proxy", "NODE_EXTRA_CA_CERTS",
+              "SSL_CERT_FILE", "SSL_CERT_DIR")
+PASSED_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "DISABLE_")
+AUTH_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+CLAUDE_KEYS = ("oauthAccount", "userID", "hasCompletedOnboarding", "primaryApiKey", "customApiKeyResponses")
+MAX_CONFIG_BYTES = 1 << 20
 
 RUNS_NOTE = ("\n(For Claude Code: the tools `read_run`, `show_experiment`, `list_experiments` and `check_run` "
              "named above are not yours. The logs and facts.json of past experiments are copied to {dir} as "
@@ -72,6 +93,7 @@ class ClaudeCodeAgent:
         self.executable = str(context.options.get("claude_path") or "claude")
         self.max_budget_usd = context.options.get("max_budget_usd")
         self.retries = max(0, int(context.options.get("retries", llm.RetryPolicy.tries)) - 1)
+        self.sandbox = bool(context.options.get("sandbox", True))
 
     def command(self, root: Path, runs_view: Path | None = None) -> list[str]:
         """The command line (the brief goes to stdin). ``runs_view``: a folder outside the repository with
@@ -110,28 +132,51 @@ class ClaudeCodeAgent:
             cmd += ["--add-dir", str(Path(runs_view).resolve())]
         return cmd
 
-    def environment(self) -> dict[str, str]:
-        env = dict(os.environ, **QUIET_ENV)
+    def environment(self, home: Path | None = None) -> dict[str, str]:
+        """The CLI's environment: with ``home`` (jailed), only ``PASSED_ENV``/``PASSED_PREFIXES`` of the tool's
+        and HOME, CLAUDE_CONFIG_DIR and TMPDIR inside the jail; without, the tool's whole environment."""
+        if home is None:
+            env = dict(os.environ)
+        else:
+            env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_PREFIXES)}
+            env.update(HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"), TMPDIR="/tmp")
+            env.setdefault("PATH", os.defpath)
+            env.setdefault("LANG", "C.UTF-8")
+        env.update(QUIET_ENV)
         env["CLAUDE_CODE_MAX_RETRIES"] = str(self.retries)   # its default (10, even on a 401) takes minutes
         if self.base_url:
             env["ANTHROPIC_BASE_URL"] = self.base_url
         return env
 
+    def turn_jail(self, workdir: Path, home: Path, view: Path) -> jail.AgentJail:
+        """The jail of one turn: the working copy, the private HOME, the runs view (``jail.for_agent``)."""
+        return jail.for_agent(self.context.root, self.context.denied, workdir, home, (view,))
+
     def propose(self, brief: Brief, workdir: Path) -> Proposal:
         root = Path(workdir)
-        with tempfile.TemporaryDirectory(prefix="autoresearch-runs-") as view:
-            copied = runview.copy_runs(root, Path(view))
-            cmd = self.command(root, Path(view))
-            started = time.monotonic()
-            stdin = brief.render() + RUNS_NOTE.format(dir=Path(view).resolve(), example=copied[0] if copied
+        with tempfile.TemporaryDirectory(prefix="autoresearch-agent-") as scratch:
+            view = Path(scratch) / "runs"
+            view.mkdir()
+            copied = runview.copy_runs(Path(self.context.root), view)
+            cmd = self.command(root, view)
+            stdin = brief.render() + RUNS_NOTE.format(dir=view.resolve(), example=copied[0] if copied
                                                       else "0001/fold0.log")
-            stdout, stderr, code = _run(cmd, root, self.environment(), stdin, self.timeout_s)
-            seconds = time.monotonic() - started
-        result = parse_result(stdout)
+            if self.sandbox:
+                home = Path(scratch) / "home"
+                claude_home(home)
+                env = self.environment(home)
+                cmd = jail.wrap_agent(cmd, env, self.turn_jail(root, home, view))
+                outer = {"PATH": os.environ.get("PATH", os.defpath)}
+            else:
+                outer = self.environment()
+            done = jail.run(cmd, root, outer, stdin, self.timeout_s)
+        if done.timed_out:
+            raise llm.AgentError(f"claude-code did not finish within {self.timeout_s:.0f} s")
+        result = parse_result(done.stdout)
         if result is None:
-            tail = llm.redact((stderr or stdout)[-1500:])
-            raise llm.AgentError(f"claude-code exited {code} without a JSON result: {tail}")
-        return self.proposal(result, seconds, code)
+            tail = llm.redact((done.stderr or done.stdout)[-1500:])
+            raise llm.AgentError(f"claude-code exited {done.returncode} without a JSON result: {tail}")
+        return self.proposal(result, done.seconds, done.returncode or 0)
 
     def proposal(self, result: dict[str, Any], seconds: float, code: int = 0) -> Proposal:
         """A Proposal from the CLI's JSON result (``--output-format json``)."""
@@ -175,24 +220,39 @@ def parse_result(stdout: str) -> dict[str, Any] | None:
     return None
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], stdin: str, timeout_s: float) -> tuple[str, str, int]:
-    """Run the CLI in its own process group; kill the whole group at the deadline."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        raise llm.AgentError(f"claude-code did not finish within {timeout_s:.0f} s") from None
-    except BaseException:
-        _kill_group(proc)
-        raise
-    return out, err, proc.returncode
+def _user_claude_dir() -> Path:
+    return Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude")
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def claude_home(home: Path, source: Path | None = None) -> None:
+    """Fill a private HOME for a jailed CLI: ``.claude/`` (its config folder), a ``.claude.json`` with only
+    the account fields (``CLAUDE_KEYS``) of the user's own, and, when no key or token is in the
+    environment, a copy of the user's ``.credentials.json`` (a subscription login). Copies, never links:
+    nothing the CLI writes reaches the user's files."""
+    source = Path(source) if source is not None else _user_claude_dir()
+    config = home / ".claude"
+    config.mkdir(parents=True, mode=0o700, exist_ok=True)
+    home.chmod(0o700)
+    account: dict[str, Any] = {}
+    for candidate in (source / ".claude.json", source.parent / ".claude.json"):
+        data = _small_json(candidate)
+        if isinstance(data, dict):
+            account = {k: data[k] for k in CLAUDE_KEYS if k in data}
+            break
+    for where in (home / ".claude.json", config / ".claude.json"):
+        where.write_text(json.dumps(account), encoding="utf-8")
+        where.chmod(0o600)
+    if not any(os.environ.get(k) for k in AUTH_ENV):
+        creds = source / ".credentials.json"
+        if isinstance(_small_json(creds), dict):
+            shutil.copyfile(creds, config / ".credentials.json", follow_symlinks=True)
+            (config / ".credentials.json").chmod(0o600)
+
+
+def _small_json(path: Path) -> Any:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.communicate()
+        if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

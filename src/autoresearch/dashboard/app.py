@@ -30,6 +30,7 @@ from autoresearch.dashboard.security import Guard, GuardMiddleware, is_loopback
 from autoresearch.dashboard.watch import Sessions, Watcher
 from autoresearch.errors import UserError
 from autoresearch.session import Session
+from autoresearch.text import stored
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_S = 15.0
@@ -38,7 +39,10 @@ ACTIONS = {"pause": Session.pause, "resume": Session.resume, "stop": Session.sto
 
 
 def _dumps(content: Any) -> bytes:
-    return json.dumps(content, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """JSON as UTF-8. A lone surrogate (text recorded before ``text.stored`` existed, or a file read
+    leniently) becomes "?" instead of failing the response."""
+    text = json.dumps(content, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", errors="replace")
 
 
 class JSON(Response):
@@ -121,7 +125,7 @@ def create_app(root: Path | str, *, tag: str, guard: Guard, poll_s: float = 1.0,
         if request.method == "GET":
             return await read(lambda s: {"notes": s.notes()})
         try:
-            text = str((await _body(request)).get("text", "")).strip()
+            text = stored((await _body(request)).get("text", ""), None).strip()   # no NUL or escape recorded
         except ValueError as exc:
             return _problem(400, str(exc))
         if not text:

@@ -116,7 +116,7 @@ def code_paths(git: Git, before: str, after: str) -> list[str]:
     """The files that differ between two commits (added, changed, removed)."""
     if not before or not after:
         return []
-    out = git.plumb("diff", "--no-ext-diff", "--no-textconv", "--name-only", "-z", before, after)
+    out = git.raw("diff", "--no-ext-diff", "--no-textconv", "--name-only", "-z", before, after)
     return [p for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
 
 

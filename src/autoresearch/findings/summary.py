@@ -23,6 +23,7 @@ from autoresearch.findings.changes import History, touched
 from autoresearch.findings.finalize import Final
 from autoresearch.loop.gitops import Git
 from autoresearch.loop.ledger import Experiment
+from autoresearch.text import shown
 from autoresearch.vocab import Direction, Kind, Status
 
 
@@ -214,6 +215,7 @@ def _scratchpad(git: Git, base: str, hist: History) -> list[str]:
     text = git.show(base, hist.scratchpad) or ""
     if not text.strip():
         return ["(the scratchpad is empty)"]
+    text = shown(text, multiline=True)
     fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
     return [f"The scratchpad `{hist.scratchpad}` as the agent left it (commit {base[:10]}), verbatim:", "",
             f"{fence}text", text.rstrip("\n"), fence]
@@ -247,8 +249,9 @@ def _short(text: str | None, limit: int = 60) -> str:
 
 
 def _cell(text: Any) -> str:
-    """Text for a markdown table cell: one line, pipes escaped."""
-    return " ".join(str(text or "").split()).replace("|", "\\|")
+    """Text for a markdown table cell: one line, control characters made visible (``text.shown``), pipes
+    escaped."""
+    return " ".join(shown(text or "").split()).replace("|", "\\|")
 
 
 def _num(x: Any) -> str:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from autoresearch.errors import UserError
 from autoresearch.hyperparams import MISSING, UnknownConstant, diff_constants, read_constants, set_constants
-from autoresearch.loop.gitops import Git, GitError
+from autoresearch.loop import rebase
+from autoresearch.loop.gitops import Git
 from autoresearch.findings.changes import History, KeptChange
 
 Files = dict[str, "bytes | None"]      # path -> content (None: absent)
@@ -46,10 +47,7 @@ class Variant:
 
 def blob(git: Git, commit: str, path: str) -> bytes | None:
     """A file of a commit as bytes; None when the commit has no such file."""
-    try:
-        return git.plumb("cat-file", "blob", f"{commit}:{path}")
-    except GitError:
-        return None
+    return rebase.show(git.root, commit, path)
 
 
 def merge3(path: str, ours: bytes | None, base: bytes | None, theirs: bytes | None, git: Git) -> bytes | None:
@@ -69,8 +67,10 @@ def merge3(path: str, ours: bytes | None, base: bytes | None, theirs: bytes | No
         for name, data in (("ours", ours), ("base", base), ("theirs", theirs)):
             (Path(tmp) / name).write_bytes(data)
             names.append(str(Path(tmp) / name))
-        proc = subprocess.run(["git", "merge-file", "-p", "-q", *names], capture_output=True, check=False,
-                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
+        # three loose files in a folder of their own: no repository, so no configuration or driver of one
+        proc = subprocess.run(["git", "merge-file", "-p", "-q", *names], capture_output=True, check=False, cwd=tmp,
+                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
+                                   "GIT_CONFIG_NOSYSTEM": "1", "HOME": tmp})
     if proc.returncode != 0:
         raise Conflict(f"{path}: the change's lines were changed again later (a 3-way merge conflicts)")
     return proc.stdout
@@ -106,38 +106,21 @@ def apply(git: Git, onto: Files, base_commit: str, after_commit: str, paths: lis
     return out
 
 
-def overlay(git: Git, base: str, files: Files, message: str, *, date: str | None = None) -> str:
+def overlay(git: Git, base: str, files: Files, message: str) -> str:
     """A commit whose parent is ``base`` and whose tree is ``base``'s with ``files`` replaced (None: removed)."""
-    with tempfile.TemporaryDirectory(prefix="autoresearch-index-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        git.plumb("read-tree", base, env=env)
-        for rel, content in files.items():
-            if content is None:
-                git.plumb("update-index", "--force-remove", "--", rel, env=env)
-                continue
-            sha = git.plumb("hash-object", "-w", "--stdin", input=content).decode().strip()
-            mode = _mode(git, base, rel)
-            git.plumb("update-index", "--add", "--cacheinfo", f"{mode},{sha},{rel}", env=env)
-        tree = git.plumb("write-tree", env=env).decode().strip()
-    return commit_tree(git, tree, [base], message, date=date)
+    return rebase.overlay(git.root, base, files, message)
 
 
 def commit_tree(git: Git, tree: str, parents: list[str], message: str, *, date: str | None = None) -> str:
     """``git commit-tree``; with ``date`` (ISO 8601) as both dates, so the same inputs give the same commit."""
-    env = {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date} if date else {}
     args = ["commit-tree", tree]
     for p in parents:
         args += ["-p", p]
-    return git.plumb(*args, "-F", "-", input=message.encode(), env=env).decode().strip()
-
-
-def _mode(git: Git, commit: str, path: str) -> str:
-    out = git.plumb("ls-tree", commit, "--", path).decode()
-    return out.split()[0] if out.strip() else "100644"
+    return git.raw(*args, "-F", "-", input=message.encode(), dates=date).decode().strip()
 
 
 def tree_of(git: Git, commit: str) -> str:
-    return git.plumb("rev-parse", f"{commit}^{{tree}}").decode().strip()
+    return git.raw("rev-parse", f"{commit}^{{tree}}").decode().strip()
 
 
 def normalised(git: Git, commit: str, hist: History) -> str:
@@ -204,4 +187,4 @@ def with_constants(git: Git, commit: str, values: dict, files: list[str]) -> tup
 
 
 def _subject(git: Git, commit: str) -> str:
-    return git.plumb("log", "-1", "--format=%s", commit).decode("utf-8", "replace").strip()
+    return git.raw("log", "-1", "--format=%s", commit).decode("utf-8", "replace").strip()

@@ -20,7 +20,7 @@ from autoresearch.loop import runfacts
 from autoresearch.loop.gitops import Git
 from autoresearch.loop.phases import Phase
 from autoresearch.loop.state import LoopState
-from autoresearch.text import for_storage
+from autoresearch.text import stored
 from autoresearch.vocab import Kind, Status
 
 
@@ -72,7 +72,7 @@ def assemble(state: LoopState, git: Git, base: str | None, *, notes: list[str], 
     number = state.ledger.next_number() + (1 if champ is None else 0)
     return Brief(experiment=number, task=cfg.task.name, metric_name=cfg.metric.name,
                  direction=cfg.metric.direction, phase_title=phase.label, phase_text=phase.text,
-                 program_rules=state.program.preamble, scratchpad=for_storage(scratchpad, limit=None),
+                 program_rules=state.program.preamble, scratchpad=stored(scratchpad, None),
                  editable=list(dict.fromkeys([*cfg.task.editable, cfg.task.scratchpad])),
                  champion_metric=champ.metric_mean if champ else None,
                  champion_std=champ.metric_std if champ else None,

@@ -22,7 +22,11 @@ from autoresearch.loop.ledger import Ledger
 from autoresearch.loop.rows import utc_now
 from autoresearch.loop.state import LoopState
 from autoresearch.runner.executor import Executor, LocalExecutor
+from autoresearch.text import stored
 from autoresearch.vocab import Kind, Status
+
+
+REASON_CHARS = 4_000
 
 
 @dataclass
@@ -57,7 +61,10 @@ class Loop:
                                  sandbox=int(self.sandbox), fingerprints_json=self.fingerprints, **fields)
 
     def finish(self, number: int, status: Status, *, meta: dict | None = None, **fields: Any) -> str:
-        """Seal row ``number`` with its outcome (and ``meta`` in the same transaction), then tell git."""
+        """Seal row ``number`` with its outcome (and ``meta`` in the same transaction), then tell git. A reason
+        is often a run's own last line: it is recorded as text fit to store."""
+        if fields.get("reason") is not None:
+            fields["reason"] = stored(fields["reason"], REASON_CHARS)
         digest = self.ledger.finish(number, status, meta=meta, **fields)
         records.anchor(self.git, digest)
         return digest

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from autoresearch.bytecode import bytecode_files
 from autoresearch.errors import UserError
+from autoresearch.text import stored
 
 BRANCH_PREFIX = "autoresearch/"
 ARCHIVE_PREFIX = "refs/autoresearch/archive/"
@@ -84,16 +85,22 @@ class Git:
         return proc.stdout
 
     def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        """One git call with the safe overrides; the caller looks at the return code."""
-        return subprocess.run(self._argv(args), cwd=self.root, capture_output=True, text=True,
-                              env=self._safe_env(), input=input, check=False)
+        """One git call with the safe overrides; the caller looks at the return code. Output is decoded
+        leniently: a file that is not UTF-8 (a scratchpad, a data file) shows with U+FFFD instead of
+        stopping the loop at `git show` or `git diff`."""
+        return subprocess.run(self._argv(args), cwd=self.root, capture_output=True, text=True, encoding="utf-8",
+                              errors="replace", env=self._safe_env(), input=input, check=False)
 
-    def raw(self, *args: str, input: bytes | None = None, index: str | None = None) -> bytes:
-        """One git call on bytes (blobs, ``-z`` listings), optionally with a private index file; raises
+    def raw(self, *args: str, input: bytes | None = None, index: str | None = None,
+            dates: str | None = None) -> bytes:
+        """One git call on bytes (blobs, ``-z`` listings), optionally with a private index file and fixed
+        author and committer dates (``commit-tree``: the same inputs give the same commit); raises
         ``GitError`` when it fails."""
         env = self._safe_env()
         if index is not None:
             env["GIT_INDEX_FILE"] = index
+        if dates is not None:
+            env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = dates
         proc = subprocess.run(self._argv(args), cwd=self.root, capture_output=True, env=env, input=input, check=False)
         if proc.returncode != 0:
             raise GitError(f"git {' '.join(args)} failed in {self.root}: "
@@ -106,19 +113,6 @@ class Git:
         for item in SAFE_CONFIG:
             cmd += ["-c", item]
         return [*cmd, *args]
-
-    def plumb(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
-              check: bool = True) -> bytes:
-        """A plumbing call in bytes (blobs, trees), with the safe overrides and ``env`` added (a private
-        ``GIT_INDEX_FILE``, fixed dates); GitError on failure unless ``check`` is False."""
-        cmd = ["git", "--no-replace-objects"]
-        for item in SAFE_CONFIG:
-            cmd += ["-c", item]
-        proc = subprocess.run([*cmd, *args], cwd=self.root, capture_output=True, env={**self._safe_env(), **(env or {})},
-                              input=input, check=False)
-        if check and proc.returncode != 0:
-            raise GitError(f"git {' '.join(args)} failed in {self.root}: {proc.stderr.decode(errors='replace').strip()}")
-        return proc.stdout
 
     def _safe_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _KEEP_ENV}
@@ -230,14 +224,16 @@ class Git:
             self("checkout", "-q", "-b", branch, *([start] if start else []))
 
     def commit(self, paths: list[str], message: str, allow_empty: bool = False) -> str:
-        """Stage exactly ``paths`` (additions, edits and deletions) and commit them."""
+        """Stage exactly ``paths`` (additions, edits and deletions) and commit them. The message goes through
+        ``text.stored``: git must never see a NUL (it cannot be passed at all) or an escape sequence."""
         if paths:
             self("add", "-A", "--", *paths)
-        self("commit", "-q", "--no-verify", "-m", message, *(["--allow-empty"] if allow_empty else []))
+        self("commit", "-q", "--no-verify", "-m", stored(message, None),
+             *(["--allow-empty"] if allow_empty else []))
         return self.head()
 
     def commit_tree(self, tree: str, parent: str, message: str) -> str:
-        return self("commit-tree", tree, "-p", parent, "-F", "-", input=message).strip()
+        return self("commit-tree", tree, "-p", parent, "-F", "-", input=stored(message, None)).strip()
 
     def update_ref(self, ref: str, commit: str) -> None:
         self("update-ref", ref, commit)
@@ -291,12 +287,15 @@ def format_message(*, number: int, description: str, metric_name: str, mean: flo
                    std: float | None, prev: float | None, delta: float | None, folds: list,
                    peak_memory_gb: float | None, phase: str, changed: str, status: str,
                    hypothesis: str = "", reason: str = "") -> str:
-    """The seed's machine-readable commit message, one ``key: value`` per line after the title."""
+    """The seed's machine-readable commit message, one ``key: value`` per line after the title. Agent and
+    run text (description, hypothesis, reason, changed) goes through ``text.stored`` and onto one line each."""
 
     def num(x: float | None, fmt: str = ".2f") -> str:
         return "nan" if x is None or x != x else format(x, fmt)
 
-    lines = [f"experiment {number}: {description.splitlines()[0] if description else '(no description)'}", ""]
+    description, hypothesis, reason = stored(description), stored(hypothesis), stored(reason)
+    title = description.strip().splitlines()[0] if description.strip() else "(no description)"
+    lines = [f"experiment {number}: {title}", ""]
     if mean is None:
         lines.append(f"{metric_name}: nan (prev: {num(prev)})")
     else:
@@ -307,10 +306,10 @@ def format_message(*, number: int, description: str, metric_name: str, mean: flo
         f"peak_memory_gb: {num(peak_memory_gb)}",
         f"folds: [{', '.join(num(v) for v in folds)}]",
         f"phase: {phase}",
-        f"changed: {changed or '(code change)'}",
+        f"changed: {' '.join(stored(changed).split()) or '(code change)'}",
     ]
     if reason:
-        lines.append(f"reason: {reason}")
+        lines.append(f"reason: {' '.join(reason.split())}")
     if hypothesis:
         lines.append(f"hypothesis: {' '.join(hypothesis.split())}")
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ from autoresearch.errors import UserError
 from autoresearch.vocab import Kind
 from autoresearch.loop.rows import (CHAMPION_KINDS, COLUMN_TYPES, COLUMNS, FAILED, KINDS, SEALED, STATUSES,  # noqa: F401
                                     Event, Experiment, as_object, clean, decode, dumps, encode, seal, utc_now)
+from autoresearch.text import stored
 
 SCHEMA_VERSION = 2
 LEDGER_RELPATH = Path(".autoresearch") / "ledger.sqlite"
@@ -364,8 +365,9 @@ class Ledger:
 
 
 def _flat(text: str) -> str:
-    """One line of text without tabs: whitespace runs (tabs, newlines) become one space."""
-    return " ".join(text.split())
+    """One line of text without tabs: whitespace runs (tabs, newlines) become one space; controls and
+    escape sequences removed (``text.stored``: a terminal that prints the file must not obey them)."""
+    return " ".join(stored(text, None).split())
 
 
 def _write_atomic(path: Path, text: str) -> Path:

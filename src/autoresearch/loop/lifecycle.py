@@ -2,10 +2,10 @@
 
 Every driver (one candidate at a time, or several in flight) goes through these steps, in this order:
 
-1. ``open`` (the loop's thread): brief the agent; let it edit its own working copy (``workspace``); take
-   the editable files back as data and check them; on an agent failure or a bad edit, record the row at
-   once (``agent_error``, ``invalid``). Otherwise start the row and make the candidate commit as a git
-   object on the base (no ref moves but the candidate's archive ref) → a ``Candidate``.
+1. ``open`` (the loop's thread): the agent's turn (``loop/turn.py``: brief, its own working copy, the
+   editable files taken back as data and checked; an agent failure or a bad edit is recorded there at once,
+   ``agent_error`` or ``invalid``). Otherwise start the row and make the candidate commit as a git object
+   on the base (no ref moves but the candidate's archive ref) → a ``Candidate``.
 2. ``run`` (any thread; writes no ledger): a read-only snapshot of the candidate commit runs, its smoke
    test first, then its folds with the after-fold rule, each run into an output folder made fresh.
 3. ``conclude`` (the loop's thread): the evidence so far decides (``evidence.judge``): one more run with a
@@ -20,18 +20,15 @@ kill at any instant leaves a state start-up can finish or undo from the records 
 
 from __future__ import annotations
 
-import enum
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch import events as ev
-from autoresearch.agents.base import Brief, Proposal, Usage
-from autoresearch.errors import UserError
+from autoresearch.agents.base import Proposal
 from autoresearch.hyperparams import describe_changes, diff_constants
 from autoresearch.loop import abort as abort_mod
-from autoresearch.loop import briefing, decide, editpolicy, evidence, fingerprints, rebase, runs, scratchpad, workspace
+from autoresearch.loop import briefing, decide, evidence, fingerprints, rebase, runs
 from autoresearch.loop.context import Loop
 from autoresearch.loop.gitops import archive_ref, branch_name, format_message
 from autoresearch.loop.phases import Phase
@@ -39,26 +36,10 @@ from autoresearch.loop.records import seal_line
 from autoresearch.loop.state import RESULT
 from autoresearch.loop.rows import Experiment, utc_now
 from autoresearch.loop.trial import TrialResult, candidate_trial, fold_ids, nan_to_none, run_trial
-from autoresearch.text import for_storage
+from autoresearch.loop.turn import AgentTurn, Done, Job, JobKind
 from autoresearch.vocab import Kind, Status, rerun_seed
 
 MAX_REAPPLY = 2          # a candidate whose champion moved more often than this while it ran is stale
-
-
-class JobKind(enum.StrEnum):
-    NEW = "new"          # a new proposal
-    FIX = "fix"          # a crash-fix turn on a crashed candidate
-    RERUN = "rerun"      # the same candidate again, no agent turn (it was starved by other work)
-
-
-@dataclass
-class Job:
-    """What a free slot does next."""
-
-    kind: JobKind = JobKind.NEW
-    attempt: int = 1
-    failure: str = ""
-    row: Experiment | None = None      # FIX: the crashed row; RERUN: the starved row
 
 
 @dataclass
@@ -92,17 +73,6 @@ class Candidate:
 
 
 @dataclass
-class Done:
-    """An experiment (or an agent turn) that ended; what the driver needs to go on."""
-
-    row: Experiment | None                   # the sealed row, None when nothing was recorded
-    follow_up: Job | None = None             # what the slot's next turn must be
-    exhausted: bool = False                  # the agent has nothing more to propose
-    agent_failed: bool = False
-    trial: TrialResult | None = None
-
-
-@dataclass
 class Again:
     """The candidate runs once more (a fresh seed, or re-applied on a newer champion)."""
 
@@ -110,6 +80,7 @@ class Again:
 class Lifecycle:
     def __init__(self, loop: Loop) -> None:
         self.loop = loop
+        self.turn = AgentTurn(loop)
 
     # ------------------------------------------------------------------------------- 1. the agent's turn
     def open(self, job: Job, slot: int, in_flight: list[briefing.InFlight]) -> Candidate | Done:
@@ -119,18 +90,16 @@ class Lifecycle:
         loop.fingerprints = fingerprints.verify(cfg)
         phase, _ = state.phase()
         started = utc_now()
+        if job.row is not None:   # a fix or a re-run starts where the earlier candidate started: the stale
+            base = loop.git("log", "-1", "--format=%P", job.row.candidate_commit).split()[0]   # rule moves it on
+            champ = self._champion_of(job.row) or champ
         if job.kind is JobKind.RERUN:
-            proposal, files = self._restore(job.row)
+            proposal, files = self.turn.again(job.row)
         else:
-            parent_base = base
-            if job.kind is JobKind.FIX:
-                parent_base = loop.git("log", "-1", "--format=%P", job.row.candidate_commit).split()[0]
-                champ = self._champion_of(job.row) or champ
-            opened = self._turn(job, slot, in_flight, base=parent_base, phase=phase, champ=champ, started=started)
+            opened = self.turn.take(job, slot, in_flight, base=base, phase=phase, champ=champ, started=started)
             if isinstance(opened, Done):
                 return opened
             proposal, files = opened
-            base = parent_base
         changed = self._changed(champ.commit, files)
         number = loop.start_row(kind=Kind.EXPERIMENT, phase=phase.number, phase_title=phase.title,
                                 attempt=job.attempt, parent_commit=champ.commit, agent=loop.agent.name,
@@ -152,132 +121,11 @@ class Lifecycle:
         cfg = self.loop.config
         return {"folds": abort_mod.champion_folds(cfg, champ), "curves": abort_mod.champion_curves(cfg, champ)}
 
-    def _turn(self, job: Job, slot: int, in_flight, *, base: str, phase: Phase, champ: Experiment,
-              started: str) -> tuple[Proposal, dict[str, bytes]] | Done:
-        loop, cfg = self.loop, self.loop.config
-        start = job.row.candidate_commit if job.kind is JobKind.FIX else base
-        copy = workspace.WorkingCopy.create(loop.git, start, cfg.state_dir / workspace.WORK / f"slot{slot}")
-        brief = briefing.assemble(loop.state, loop.git, start, notes=loop.notes, agent_name=loop.agent.name,
-                                  attempt=job.attempt, failure=job.failure,
-                                  fixing=job.row.meta if job.kind is JobKind.FIX else None, in_flight=in_flight)
-        loop.notes = []
-        briefing.deliver(loop.state, brief)
-        before = editpolicy.Snapshot.take(loop.git)
-        loop.reporter(ev.AgentStarted(loop.agent.name, phase.label, job.attempt))
-        t0 = time.perf_counter()
-        try:
-            proposal = loop.agent.propose(brief, copy.path)
-        except (KeyboardInterrupt, UserError):   # Ctrl-C, or a setting only the user can fix (an API key)
-            workspace.remove(copy.path)
-            raise
-        except Exception as exc:  # an agent failing (network, bug) is an outcome, not the loop's end
-            proposal = Proposal(description=f"(agent error) {type(exc).__name__}: {exc}",
-                                usage=getattr(exc, "usage", None) or Usage())   # failed calls' tokens count too
-            proposal.meta.update(getattr(exc, "meta", None) or {})
-            proposal.meta["agent_error"] = True
-        proposal = clean(proposal, time.perf_counter() - t0)
-        outside = self._check_untouched(before, proposal)
-        fields = dict(kind=Kind.EXPERIMENT, phase=phase.number, phase_title=phase.title, attempt=job.attempt,
-                      parent_commit=champ.commit, agent=loop.agent.name, description=proposal.description,
-                      hypothesis=proposal.hypothesis, started_at=started, agent_seconds=proposal.usage.seconds,
-                      tokens_in=proposal.usage.input_tokens, tokens_out=proposal.usage.output_tokens,
-                      cost_usd=proposal.usage.cost_usd, meta_json=proposal.meta, champion_metric=champ.metric_mean)
-        try:
-            if proposal.exhausted:
-                return Done(None, exhausted=True)
-            if proposal.meta.get("agent_error"):
-                row = self._refuse(fields, Status.AGENT_ERROR, proposal.description, proposal)
-                return Done(row, follow_up=job, agent_failed=True)
-            taken = copy.take_back(list(dict.fromkeys([*cfg.task.editable, cfg.task.scratchpad])))
-            verdict = editpolicy.judge(taken, cfg.task.scratchpad)
-            if outside:
-                verdict = editpolicy.Verdict(False, outside)
-            files = self._files(taken, start)
-            if job.kind is JobKind.FIX and verdict.ok and self._same_code(job.row.candidate_commit, files):
-                loop.notes.append("the previous candidate crashed and was not fixed; it was reverted")
-                return Done(None)
-            if not verdict.ok:
-                row = self._refuse(fields, Status.INVALID, verdict.reason, proposal)
-                loop.notes.append(f"experiment {row.number} was invalid and undone: {verdict.reason}")
-                return Done(row)
-            return proposal, files
-        finally:
-            workspace.remove(copy.path)
-
-    def _files(self, taken: workspace.TakeBack, start: str) -> dict[str, bytes]:
-        """The editable files as they go into the candidate commit: what the agent left, the scratchpad
-        bounded (in memory: nothing is written back through any path)."""
-        cfg = self.loop.config
-        files = dict(taken.files)
-        pad = files.get(cfg.task.scratchpad)
-        if pad is not None:
-            text, cut = scratchpad.bound(pad.decode("utf-8"), cfg.loop.scratchpad_max_chars,
-                                         self.loop.ledger.next_number())
-            if cut:
-                files[cfg.task.scratchpad] = text.encode("utf-8")
-                self.loop.notes.append(f"the scratchpad was over {cfg.loop.scratchpad_max_chars} characters; "
-                                       f"the oldest {cut} were cut")
-        return files
-
-    def _refuse(self, fields: dict, status: Status, reason: str, proposal: Proposal) -> Experiment:
-        loop = self.loop
-        number = loop.start_row(**fields)
-        loop.finish(number, status, reason=reason)
-        loop.agent.observe(number, status, None, proposal.meta)
-        row = loop.ledger.get(number)
-        loop.reporter(ev.ExperimentFinished(row))
-        return row
-
-    def _check_untouched(self, before: editpolicy.Snapshot, proposal: Proposal) -> str:
-        """Defence in depth for agents that run inside the tool (an agent's own process cannot reach any
-        of this): the repository's .git, prepared data and hidden keys must be as before the turn. A change
-        to .git is put back and makes the turn invalid (the reason is returned); a change to data or keys
-        is recorded and stops the run, since it cannot be restored from git."""
-        loop, cfg = self.loop, self.loop.config
-        git_changes = editpolicy.git_metadata_changes(loop.git, before)
-        state = cfg.state_dir.relative_to(cfg.root).as_posix() + "/"
-        data = [d for d in fingerprints.changed(loop.fingerprints, fingerprints.compute(cfg)) if d.startswith(state)]
-        if git_changes or data:
-            editpolicy.restore(loop.git, loop.state.base(), before)
-        if not data:
-            if not git_changes:
-                return ""
-            more = f" and {len(git_changes) - 3} more" if len(git_changes) > 3 else ""
-            return f"git metadata was changed: {', '.join(git_changes[:3])}{more}"
-        fingerprints.save(cfg, loop.fingerprints)
-        number = loop.start_row(kind=Kind.EXPERIMENT, agent=loop.agent.name, description=proposal.description,
-                                meta_json=proposal.meta)
-        reason = "the agent's turn changed fixed files or data: " + ", ".join(data[:5])
-        loop.finish(number, Status.INVALID, reason=reason)
-        loop.ledger.event("fingerprint_mismatch", number=number, changed=data)
-        raise UserError(f"experiment {number}: {reason}",
-                        hint="the data or keys cannot be restored from git: re-run `autoresearch data prepare` "
-                             "(or restore a backup) and check how the agent could write there")
-
-    def _restore(self, row: Experiment) -> tuple[Proposal, dict[str, bytes]]:
-        """A starved candidate again: its editable files as they were, no agent turn."""
-        cfg, git = self.loop.config, self.loop.git
-        files = {}
-        for rel in dict.fromkeys([*cfg.task.editable, cfg.task.scratchpad]):
-            data = git.raw("cat-file", "blob", f"{row.candidate_commit}:{rel}") if \
-                git.show(row.candidate_commit, rel) is not None else None
-            if data is not None:
-                files[rel] = data
-        self.loop.reporter(ev.Notice(f"experiment {row.number} was starved by other work on the machine; "
-                                     f"running the same candidate again: {row.description or ''}"))
-        return (Proposal(description=row.description or "", hypothesis=row.hypothesis or "",
-                         meta={**row.meta, "rerun_of": row.number}), files)
-
     def _champion_of(self, row: Experiment) -> Experiment | None:
         for r in self.loop.ledger.rows(tag=self.loop.tag, kinds=(Kind.BASELINE, Kind.EXPERIMENT)):
             if r.commit == row.parent_commit and r.status == Status.KEEP:
                 return r
         return None
-
-    def _same_code(self, commit: str, files: dict[str, bytes]) -> bool:
-        cfg, git = self.loop.config, self.loop.git
-        return all(files.get(rel) == git.raw("cat-file", "blob", f"{commit}:{rel}")
-                   for rel in cfg.task.editable if rel != cfg.task.scratchpad and rel in files)
 
     def _changed(self, champion_commit: str, files: dict[str, bytes]) -> str:
         """The constants (or files) changed from the champion."""
@@ -468,22 +316,3 @@ class Lifecycle:
             return Job(JobKind.FIX, attempt=cand.job.attempt + 1, row=row,
                        failure=f"{row.status}: {row.reason}\n--- log tail ---\n{tail}")
         return None
-
-
-def clean(proposal: Proposal, seconds: float) -> Proposal:
-    """The agent's text made safe to record (NUL, control characters, escapes), and its time."""
-    proposal.description = for_storage(proposal.description, limit=2000) or "(no description)"
-    proposal.hypothesis = for_storage(proposal.hypothesis, limit=4000)
-    proposal.meta = _clean_meta(proposal.meta)
-    proposal.usage.seconds = proposal.usage.seconds or seconds
-    return proposal
-
-
-def _clean_meta(value):
-    if isinstance(value, str):
-        return for_storage(value, limit=4000)
-    if isinstance(value, dict):
-        return {for_storage(str(k), limit=200): _clean_meta(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean_meta(v) for v in value]
-    return value

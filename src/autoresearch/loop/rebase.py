@@ -15,25 +15,16 @@ index file (``GIT_INDEX_FILE``), so neither the repository's tree nor any worktr
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 
 from autoresearch.hyperparams import UnknownConstant, diff_constants, set_constants
-from autoresearch.loop.gitops import _IDENTITY, GitError
+from autoresearch.loop.gitops import Git, GitError
 
 
-def _git(root: Path, *args: str, index: str | None = None, input: bytes | None = None, check: bool = True) -> bytes:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    for key, value in _IDENTITY.items():
-        env.setdefault(key, value)
-    if index is not None:
-        env["GIT_INDEX_FILE"] = index
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, env=env, input=input, check=False)
-    if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args)} failed in {root}: {proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout
+def _git(root: Path, *args: str, index: str | None = None, input: bytes | None = None) -> bytes:
+    """One git call through the safe wrapper (no hook, filter or planted config runs), on bytes."""
+    return Git(root).raw(*args, input=input, index=index)
 
 
 def _commit_index(root: Path, index: str, base: str, message: str) -> str:
@@ -42,8 +33,10 @@ def _commit_index(root: Path, index: str, base: str, message: str) -> str:
 
 
 def show(root: Path, commit: str, path: str) -> bytes | None:
-    proc = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root, capture_output=True, check=False)
-    return proc.stdout if proc.returncode == 0 else None
+    try:
+        return _git(root, "cat-file", "blob", f"{commit}:{path}")
+    except GitError:
+        return None
 
 
 def overlay(root: Path, base: str, files: dict[str, bytes | None], message: str) -> str:
@@ -63,14 +56,14 @@ def overlay(root: Path, base: str, files: dict[str, bytes | None], message: str)
 def reapply(root: Path, old_base: str, candidate: str, new_base: str, paths: list[str], message: str) -> str | None:
     """``candidate``'s change to ``paths`` (relative to ``old_base``) as a commit on ``new_base``, or None
     when the change does not apply there without a conflict."""
-    patch = _git(root, "diff", "--binary", "--full-index", old_base, candidate, "--", *paths)
+    patch = _git(root, "diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index", old_base, candidate, "--", *paths)
     with tempfile.TemporaryDirectory(prefix="autoresearch-index-") as tmp:
         index = str(Path(tmp) / "index")
         _git(root, "read-tree", new_base, index=index)
         if patch.strip():
-            applied = subprocess.run(["git", "apply", "--cached", "--whitespace=nowarn", "-"], cwd=root, input=patch,
-                                     capture_output=True, env={**os.environ, "GIT_INDEX_FILE": index}, check=False)
-            if applied.returncode != 0:
+            try:
+                _git(root, "apply", "--cached", "--whitespace=nowarn", "-", input=patch, index=index)
+            except GitError:
                 return _reapply_constants(root, old_base, candidate, new_base, paths, message)
         return _commit_index(root, index, new_base, message)
 

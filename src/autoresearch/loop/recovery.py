@@ -77,8 +77,8 @@ def recover(loop: Loop) -> None:
         if git.head() != base:
             git.update_ref(f"refs/heads/{branch}", base)
         git.reset_hard(base)
-    for folder in (workspace.WORK, workspace.SNAPSHOTS, "worktrees"):
-        workspace.remove(cfg.state_dir / folder)
+    for folder in (cfg.state_dir / workspace.SNAPSHOTS, cfg.state_dir / "worktrees", workspace.work_root(cfg.root)):
+        workspace.remove(folder)
     git("worktree", "prune")
     loop.fingerprints = fingerprints.verify(cfg)
     tasks.for_config(cfg).check(cfg)

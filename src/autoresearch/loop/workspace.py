@@ -12,25 +12,33 @@
 - ``Snapshot``: what a run executes. The candidate commit exported read-only into a folder no agent can
   reach, so the code that ran is the code committed, whatever happens to any working copy meanwhile.
 
-Both live under ``.autoresearch/`` (``work/`` and ``snapshots/``): runs never see it (it is hidden in the
-sandbox but for the snapshot mounted read-only as the run's working folder), and an agent's process sees
-only its own working copy (``runner/jail.py``).
+Working copies live outside the repository (``work_root``: a folder of the system's temporary folder
+named for the repository), so an agent's jail (``runner/jail.py``), which never shows the repository,
+can show its copy; snapshots live under ``.autoresearch/snapshots/``, which runs see only as their own
+read-only working folder and agents never see.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch.loop.gitops import Git
 
-WORK = "work"
 SNAPSHOTS = "snapshots"
 MAX_EDITABLE_BYTES = 2 * 1024 * 1024     # one editable file taken back from an agent's turn
 _REGULAR, _EXECUTABLE, _SYMLINK = "100644", "100755", "120000"
+
+
+def work_root(repo: Path) -> Path:
+    """Where the agents' working copies of the repository at ``repo`` are made (outside it)."""
+    tag = hashlib.sha256(str(Path(repo).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"autoresearch-work-{tag}"
 
 
 @dataclass(frozen=True)

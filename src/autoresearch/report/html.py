@@ -1,7 +1,8 @@
 """The report folder: ``index.html`` (self-contained), ``progress.png``, ``results.tsv``, ``results.jsonl``.
 
-Everything on the page comes from the ledger; every piece of text is escaped (descriptions, reasons and
-hypotheses are written by agents). The one-time test score (a row of kind 'final') is shown apart from the
+Everything on the page comes from the ledger; every piece of text goes through ``_e``: its control
+characters, bidi controls and lone surrogates made visible (``text.shown``) and then HTML-escaped
+(descriptions, reasons and hypotheses are written by agents). The one-time test score (a row of kind 'final') is shown apart from the
 validation results, with the number of times the test split was used (events of kind 'test_used').
 """
 
@@ -18,7 +19,13 @@ from typing import Any, Iterable
 from autoresearch.loop.ledger import Experiment, Ledger
 from autoresearch.loop.status import ABORTED, CONTENTION
 from autoresearch.report.plot import contributions_png, direction_label, progress_png
+from autoresearch.text import shown
 from autoresearch.vocab import Direction
+
+
+def _e(value: Any, quote: bool = True) -> str:
+    """Agent or run text for the page: controls visible, then HTML-escaped."""
+    return html.escape(shown(value, multiline=True), quote=quote)
 
 
 def delta_sd(decision: dict) -> float | None:
@@ -81,7 +88,7 @@ def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction
                 notes: list[tuple[str, str, int | None]] = (), warning: str = "", ablation: Any = None,
                 ablation_png: bytes | None = None, transfers: list | None = None) -> str:
     """The HTML text of the report (pure function of its arguments)."""
-    e = html.escape
+    e = _e
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>autoresearch: {e(tag)}</title><style>{_CSS}</style></head><body>",
@@ -112,7 +119,7 @@ def _ablation_section(ablation: Any, png: bytes | None) -> str:
         return ""
     from autoresearch.findings.ablate import describe
 
-    e = html.escape
+    e = _e
     body = [_tr("keep" if cells["verdict"] == "matters" else "", [e(cells["change"]), e(cells["changed"]),
                 e(cells["kept"]), e(cells["now"]), e(cells["verdict"]), e(cells["how"])], numeric={2, 3})
             for cells in describe(ablation)]
@@ -130,7 +137,7 @@ def _transfer_section(transfers: list) -> str:
     """The baseline and the champion under settings the loop did not tune on (``autoresearch transfer``)."""
     if not transfers:
         return ""
-    e = html.escape
+    e = _e
     body = []
     for t in transfers:
         body.append(_tr("keep" if t.verdict == "holds" else "", [
@@ -148,7 +155,7 @@ def _notes_section(notes) -> str:
     """The researcher's notes to the agent (from the dashboard or ``Session.note``), and where each went."""
     if not notes:
         return ""
-    e = html.escape
+    e = _e
     items = "".join(f"<tr><td>{e(time)}</td><td>{e(text)}</td>"
                     f"<td>{'pending' if number is None else f'brief of experiment {number}'}</td></tr>"
                     for time, text, number in notes)
@@ -156,7 +163,7 @@ def _notes_section(notes) -> str:
 
 
 def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
-    e = html.escape
+    e = _e
     trials = [r for r in rows if r.kind in ("baseline", "experiment")]
     base = next((r for r in trials if r.kind == "baseline" and _finite(r.metric_mean)), None)
     champions = sorted((r for r in trials if r.status == "keep" and _finite(r.metric_mean)),
@@ -250,7 +257,7 @@ def _final_section(rows: list[Experiment], metric_name: str, test_uses: int) -> 
     finals = [r for r in rows if r.kind == "final"]
     if not finals:
         return ""
-    e = html.escape
+    e = _e
     out = ["<h2>Final test result</h2><div class='test'>",
            "<p><b>One-time test score</b>: the champion retrained on train+val and scored once on the "
            f"held-out test split. The test split was used <b>{test_uses}</b> time(s) in this run.</p>"]
@@ -268,7 +275,7 @@ def _final_section(rows: list[Experiment], metric_name: str, test_uses: int) -> 
 
 def _kept_table(rows: list[Experiment], metric_name: str) -> str:
     kept = [r for r in rows if r.kind == "experiment" and r.status == "keep"]
-    e = html.escape
+    e = _e
     head = ["#", "description", "changed", f"{metric_name} mean ± std", "delta", "hypothesis"]
     body = []
     for r in kept:
@@ -282,7 +289,7 @@ def _kept_table(rows: list[Experiment], metric_name: str) -> str:
 
 
 def _all_table(rows: list[Experiment], metric_name: str) -> str:
-    e = html.escape
+    e = _e
     head = ["#", "kind", "status", "attempt", "description", f"{metric_name} mean ± std", "delta", "train s",
             "tokens", "cost $", "reason"]
     body = []
@@ -326,23 +333,23 @@ def _hardware(rows: list[Experiment]) -> dict:
 
 
 def _kv_section(title: str, values: dict) -> str:
-    return f"<h2>{html.escape(title)}</h2>{_kv_table(values)}" if values else ""
+    return f"<h2>{_e(title)}</h2>{_kv_table(values)}" if values else ""
 
 
 def _kv_table(values: dict) -> str:
-    body = [f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_plain(v))}</td></tr>" for k, v in values.items()]
+    body = [f"<tr><th>{_e(str(k))}</th><td>{_e(_plain(v))}</td></tr>" for k, v in values.items()]
     return "<table>" + "".join(body) + "</table>"
 
 
 def _table(head: list[str], body: list[str]) -> str:
-    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+    return ("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
             + "".join(body) + "</tbody></table>")
 
 
 def _tr(status: str | None, cells: list[str], numeric: Iterable[int]) -> str:
     """A row whose cells are already escaped HTML; the status becomes a CSS class."""
     num = set(numeric)
-    cls = html.escape(status or "", quote=True)
+    cls = _e(status or "", quote=True)
     return f"<tr class='{cls}'>" + "".join(
         f"<td class='n'>{c}</td>" if i in num else f"<td>{c}</td>" for i, c in enumerate(cells)) + "</tr>"
 

@@ -286,14 +286,14 @@ def command_roots(command: Sequence[str], env: Mapping[str, str]) -> list[Path]:
     else:
         roots += running_python_roots()    # the tool's Python, or a script that will likely call it
         if program is not None:
-            roots.append(_program_folder(program))
+            roots.append(program_folder(program))
     for entry in env.get("PYTHONPATH", "").split(os.pathsep):
         if entry and os.path.isabs(entry) and os.path.isdir(entry):
             roots.append(Path(entry))
     return roots
 
 
-def _program_folder(program: Path) -> Path:
+def program_folder(program: Path) -> Path:
     """A non-Python program's installation (``/opt/tool`` for ``/opt/tool/bin/tool``), or only its own folder
     when that installation would be a home folder or a top-level one (``~/bin/tool``, ``/opt/bin/tool``)."""
     prefix = install_prefix(program)

@@ -38,23 +38,30 @@ class SandboxUnavailable(UserError):
         super().__init__(f"the sandbox (bubblewrap) is not usable here: {detail}", INSTALL_HINT)
 
 
-# The options every run gets, before any path-specific mount.
-_BASE = (
-    "--unshare-all",       # user (when possible), ipc, pid, net, uts, cgroup namespaces: only loopback inside
+# What every confined process gets, a run or an agent (``jail.py``), besides its namespaces.
+CONFINE = (
     "--die-with-parent",   # if bwrap dies, everything in the sandbox is killed with it
     "--new-session",       # setsid inside: no access to a controlling terminal (TIOCSTI)
     "--cap-drop", "ALL",   # as root, bwrap would otherwise keep every capability (and could umount)
 )
+# The options every run gets, before any path-specific mount: user (when possible), ipc, pid, net, uts,
+# cgroup namespaces, so only loopback inside.
+_BASE = ("--unshare-all", *CONFINE)
 
 
-def _system_args(allow: allowlist.AllowList) -> list[str]:
-    """The system folders (as links or read-only binds), then /dev, /proc and the private /tmp."""
+def system_args(allow: allowlist.AllowList, tmp_bytes: int | None = None) -> list[str]:
+    """The system folders (as links or read-only binds), then /dev, /proc and the private /tmp (of at most
+    ``tmp_bytes`` when given, with ``/dev/shm`` bounded alike)."""
     args: list[str] = []
     for path in allow.system:
         args += ["--ro-bind", str(path), str(path)]
     for target, link in allow.symlinks:
         args += ["--symlink", target, str(link)]
-    return args + ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    args += ["--dev", "/dev", "--proc", "/proc"]
+    if tmp_bytes is None:
+        return args + ["--tmpfs", "/tmp"]
+    return args + ["--size", str(int(tmp_bytes)), "--tmpfs", "/tmp",
+                   "--size", str(int(tmp_bytes)), "--tmpfs", "/dev/shm"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,7 +71,7 @@ def _probe() -> tuple[bool, str]:
     if exe is None:
         return False, "the `bwrap` program is not on PATH"
     allow = allowlist.compute(["true"], {"PATH": "/usr/bin:/bin"}, Path("/nonexistent-repository"))
-    cmd = [exe, *_BASE, *_system_args(allow), "--remount-ro", "/", "true"]
+    cmd = [exe, *_BASE, *system_args(allow), "--remount-ro", "/", "true"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -83,6 +90,14 @@ def available() -> bool:
 def unavailable_reason() -> str:
     """Why ``available()`` is false ('' when it is true)."""
     return _probe()[1]
+
+
+def require() -> str:
+    """The bwrap program, or ``SandboxUnavailable`` saying why it cannot be used here."""
+    ok, why = _probe()
+    if not ok:
+        raise SandboxUnavailable(why)
+    return shutil.which("bwrap") or "bwrap"
 
 
 def _depth(path: Path) -> int:
@@ -162,15 +177,12 @@ def wrap(spec: RunSpec) -> list[str]:
     ``SandboxUnavailable`` when bubblewrap does not work here, ``UserError`` for a missing read-only mount or
     for a program that the allow-list would leave out.
     """
-    ok, why = _probe()
-    if not ok:
-        raise SandboxUnavailable(why)
-    exe = shutil.which("bwrap") or "bwrap"
+    exe = require()
     out_dir = Path(spec.out_dir).resolve()
     cwd = Path(spec.cwd).resolve()
     allow = allowlist.compute(spec.command, spec.env, cwd)
     _check_program(spec, cwd, allow)
-    args = [exe, *_BASE, *_system_args(allow)]
+    args = [exe, *_BASE, *system_args(allow)]
     ops = _mount_ops(spec, out_dir, cwd, allow)
     for _, op in ops:
         args += op

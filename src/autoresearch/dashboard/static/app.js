@@ -98,9 +98,9 @@
     document.getElementById("tag").textContent = sm.tag;
     const c = sm.champion;
     const running = sm.running.length ? ` · running #${sm.running.map((r) => r.number).join(", #")}` : "";
-    document.getElementById("headline").textContent =
+    document.getElementById("headline").textContent = AR.visible(
       (c ? `champion #${c.number}: ${sm.metric} ${pm(c.mean, c.std)} (${sm.direction_words})` : "no champion yet") +
-      ` · phase ${sm.phase.label}${running}`;
+      ` · phase ${sm.phase.label}${running}`);
     const badge = document.getElementById("control-badge");
     badge.className = `badge ${sm.control}`;
     badge.textContent = CONTROL[sm.control] || sm.control;

@@ -1,23 +1,36 @@
 // autoresearch dashboard: DOM helpers and the SVG plots (progress plot, training curves). Plain JS.
 // Every piece of text goes into the page as a text node or an attribute value (never parsed as
-// markup): descriptions, logs and diffs come from agents and runs.
+// markup): descriptions, logs and diffs come from agents and runs. Text nodes go through `visible`: control
+// characters, bidi overrides and isolates, and lone surrogates are shown as such (as `text.shown` does on
+// the server), so an agent's text cannot reorder or hide what the page says.
 "use strict";
 
 const AR = (() => {
   const SVGNS = "http://www.w3.org/2000/svg";
+
+  // C0/C1 controls but tab and newline, DEL, bidi controls, invisible marks, lone surrogates.
+  const HIDDEN = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+  function visible(text) {
+    return text.replace(HIDDEN, (c) => {
+      const code = c.charCodeAt(0);
+      if (code < 0x20) return String.fromCharCode(0x2400 + code);
+      if (code === 0x7f) return "\u2421";
+      return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+    });
+  }
 
   function fill(e, attrs, kids) {
     for (const [k, v] of Object.entries(attrs || {})) {
       if (v === null || v === undefined || v === false) continue;
       if (k === "class") e.setAttribute("class", v);
       else if (k === "style") Object.assign(e.style, v);   // through the CSSOM: the CSP forbids style attributes
-      else if (k === "text") e.textContent = v;
+      else if (k === "text") e.textContent = visible(String(v));
       else if (k.startsWith("on") && typeof v === "function") e.addEventListener(k.slice(2), v);
       else e.setAttribute(k, String(v));
     }
     for (const kid of kids.flat(Infinity)) {
       if (kid === null || kid === undefined || kid === false) continue;
-      e.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+      e.append(kid instanceof Node ? kid : document.createTextNode(visible(String(kid))));
     }
     return e;
   }
@@ -207,5 +220,5 @@ const AR = (() => {
     return out;
   }
 
-  return { h, s, fmt, duration, finite, progress, curve, curveKeys, showTip, hideTip };
+  return { h, s, fmt, duration, finite, progress, curve, curveKeys, showTip, hideTip, visible };
 })();
