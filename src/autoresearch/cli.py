@@ -383,6 +383,120 @@ def demo(directory: Path = typer.Argument(Path("autoresearch-demo"), help="Where
     console.print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min; open {_t(str(page))}")
 
 
+# --- what the night found (docs/findings.md) -----------------------------------------------------------
+SEEDS = typer.Option(3, "--seeds", min=1, help="Fresh seeds per piece of code, each over every fold (paired).")
+PARALLEL = typer.Option(None, "--parallel", min=1, help="Runs side by side (default: [resources] parallel, 1).")
+EXECUTOR = typer.Option(None, "--executor", help="Where runs go: local or ray (default: [resources] executor).")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="Ray cluster to join: auto or host:port.")
+
+
+def _measuring(session, what, no_sandbox: bool):
+    """Run ``what(reporter)`` with the terminal reporter; the time it took."""
+    _warn_unsandboxed(session, no_sandbox)
+    reporter = _reporter(session)
+    t0 = time.perf_counter()
+    try:
+        result = what(reporter)
+    finally:
+        reporter.close()
+    return result, time.perf_counter() - t0
+
+
+@app.command()
+@friendly
+def ablate(repo: Path = REPO, tag: Optional[str] = TAG, seeds: int = SEEDS,
+           only: Optional[list[int]] = typer.Option(None, "--only", help="Only this kept experiment (repeatable)."),
+           no_sandbox: bool = NO_SANDBOX, parallel: Optional[int] = PARALLEL, executor: Optional[str] = EXECUTOR,
+           ray_address: Optional[str] = RAY_ADDRESS):
+    """Which kept changes still matter: the champion without each one, paired with the champion on fresh seeds.
+
+    Resumes after any stop (finished runs are reused). Recorded in the ledger as rows of kind 'ablation'."""
+    from autoresearch.findings.ablate import describe
+
+    session = _open(repo, tag)
+    table, wall = _measuring(session, lambda rep: session.ablate(
+        seeds=seeds, only=only, reporter=rep, no_sandbox=no_sandbox, executor=executor, ray_address=ray_address,
+        parallel=parallel), no_sandbox)
+    console.print(f"[bold]ablation[/] of champion {table.champion} ({len(table.seeds)} fresh seeds × every fold, "
+                  f"paired; {wall:.0f} s)" + (f": {session.config.metric.name} {table.champion_mean:.4g}"
+                                               if table.champion_mean is not None else ""))
+    for cells in describe(table):
+        console.print(f"[bold]{_t(cells['change'])}[/]" + (f"  [dim]{_t(cells['changed'])}[/]" if cells['changed'] else ""))
+        console.print(f"   when kept  {_t(cells['kept'])}\n   now        {_t(cells['now'])}\n"
+                      f"   verdict    [bold]{_t(cells['verdict'])}[/]  [dim]({_t(cells['how'])})[/]")
+    console.print(f"[dim]{_t(table.rule)}[/]")
+
+
+@app.command()
+@friendly
+def transfer(repo: Path = REPO, tag: Optional[str] = TAG, seeds: int = SEEDS,
+             set_: Optional[list[str]] = typer.Option(None, "--set", help="NAME=VALUE: a constant set in every "
+                                                      "variant, e.g. --set STEPS=800 (repeatable)."),
+             preset: Optional[str] = typer.Option(None, "--preset", help="The task's size preset (eclip: cpu or seed); "
+                                                  "the prepared data must be made for it (see --data)."),
+             data: Optional[Path] = typer.Option(None, "--data", help="Another research repository of the same task: "
+                                                 "its prepared data and hidden keys score the runs."),
+             each: bool = typer.Option(False, "--each", help="Also the champion without each kept change."),
+             no_sandbox: bool = NO_SANDBOX, parallel: Optional[int] = PARALLEL, executor: Optional[str] = EXECUTOR,
+             ray_address: Optional[str] = RAY_ADDRESS):
+    """Does the gain hold? The baseline and the champion under a setting the loop did not tune on, paired.
+
+    Recorded in the ledger as rows of kind 'transfer'; runs already made under the same setting are reused."""
+    from autoresearch.findings.transfer import parse_overrides
+
+    session = _open(repo, tag)
+    overrides = parse_overrides(set_ or [])
+    t, wall = _measuring(session, lambda rep: session.transfer(
+        seeds=seeds, overrides=overrides, preset=preset, data=data, each=each, reporter=rep, no_sandbox=no_sandbox,
+        executor=executor, ray_address=ray_address, parallel=parallel), no_sandbox)
+    metric = session.config.metric.name
+    console.print(f"[bold]transfer[/] to {_t(t.words)} ({len(t.seeds)} fresh seeds × every fold, paired; {wall:.0f} s)")
+    for line in t.lines:
+        vs = t.gain if line.name == "baseline" else line.vs
+        verdict = line.failed or (t.verdict if line.name == "baseline" else line.verdict)
+        console.print(f"  {_t(line.name):<14} {metric} {'—' if line.mean is None else f'{line.mean:.4g}'}"
+                      + (f"   champion's gain over it: {vs.text()}" if vs else "")
+                      + (f"   [bold]{_t(verdict)}[/]" if verdict else ""))
+    if t.tuned_gain is not None:
+        console.print(f"gain when tuned {t.tuned_gain:+.4g}; there {t.gain.text() if t.gain else '—'}: "
+                      f"[bold]{_t(t.verdict)}[/]")
+    for w in t.warnings:
+        console.print(f"[yellow]note:[/] {_t(w)}")
+
+
+@app.command()
+@friendly
+def finalize(repo: Path = REPO, tag: Optional[str] = TAG,
+             out: Optional[Path] = typer.Option(None, help="Folder for summary.md (default: <repo>/report).")):
+    """A branch autoresearch/<tag>-final with one commit per kept change, and summary.md."""
+    session = _open(repo, tag)
+    final, path = session.finalize(out)
+    console.print(f"[green]branch[/] {_t(final.branch)}: {len(final.commits)} commit(s) on the baseline "
+                  f"{final.base[:10]}" + (f" (replaced {final.replaced[:10]})" if final.replaced else ""))
+    for sha, change in final.commits:
+        console.print(f"  {sha[:10]} {_t(change.description)}", highlight=False)
+    console.print(f"left as at the baseline: {_t(', '.join(final.left_out))}")
+    console.print(f"[green]summary[/] {_t(str(path))}")
+
+
+export_app = typer.Typer(help="Write the night to other tools.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("mlflow")
+@friendly
+def export_mlflow(repo: Path = REPO, tag: Optional[str] = TAG,
+                  tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI "
+                                                             "(default: MLflow's own, MLFLOW_TRACKING_URI or ./mlflow.db)."),
+                  experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name "
+                                                           "(default: the tag).")):
+    """One MLflow run per ledger row of the tag: constants as parameters, per-fold and mean metrics, the diff and
+    logs as artifacts. Run it again to add only what is new."""
+    result = _open(repo, tag).export_mlflow(tracking_uri, experiment=experiment, say=_say)
+    console.print(f"[green]mlflow[/] experiment {_t(result.experiment)} at {_t(result.uri)}: "
+                  f"{result.added} run(s) added, {result.skipped} already there")
+
+
 @app.command()
 @friendly
 def dashboard(repo: Path = REPO, tag: Optional[str] = TAG,

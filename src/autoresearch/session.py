@@ -219,7 +219,99 @@ class Session(RunViews):
         _exclude_from_git(self.root, target)
         noise = self.noise()
         return write_report(self.ledger, target, tag=self.tag, metric_name=self.config.metric.name,
-                            direction=self.config.metric.direction, noise_sigma=noise.sigma if noise else None)
+                            direction=self.config.metric.direction, noise_sigma=noise.sigma if noise else None,
+                            ablation=self.ablation(), transfers=self.transfers())
+
+    # --- what the night found (autoresearch.findings; docs/findings.md) ---------------------------------------
+    def kept_changes(self):
+        """The baseline, the champion and the kept changes between them (``findings.changes.History``)."""
+        from autoresearch.findings.changes import history
+
+        return history(self.ledger, Git(self.root), tag=self.tag, direction=self.config.metric.direction,
+                       scratchpad=self.config.task.scratchpad)
+
+    def ablate(self, *, seeds: int = 3, only: list[int] | None = None, reporter: ev.Listener | None = None,
+               no_sandbox: bool = False, executor: str | None = None, ray_address: str | None = None,
+               parallel: int | None = None):
+        """Run the champion without each kept change, paired with the champion (``seeds`` fresh seeds, every
+        fold); resumes after any stop. Returns the table (``ablation()``)."""
+        from autoresearch.findings import ablate, measure
+
+        hist = self._with_changes("ablate")
+        with measure.bench(self, reporter=reporter, no_sandbox=no_sandbox, executor=executor,
+                           ray_address=ray_address, parallel=parallel) as bench:
+            ablate.run(bench, hist, measure.fresh_seeds(self.config, seeds), only=only)
+        return self.ablation()
+
+    def ablation(self):
+        """The ablation table of the current champion (``findings.ablate.Ablation``), None when not run."""
+        from autoresearch.findings import ablate
+
+        hist = self._history_or_none()
+        return None if hist is None else ablate.table(
+            self.ledger, Git(self.root), hist, tag=self.tag, metric=self.config.metric.name,
+            direction=self.config.metric.direction, k=self.config.decision.k, min_delta=self.config.decision.min_delta)
+
+    def transfer(self, *, seeds: int = 3, overrides: dict | None = None, preset: str | None = None,
+                 data: Path | None = None, each: bool = False, reporter: ev.Listener | None = None,
+                 no_sandbox: bool = False, executor: str | None = None, ray_address: str | None = None,
+                 parallel: int | None = None):
+        """The baseline and the champion (with ``each``, the champion without each kept change) under a
+        setting the loop did not tune on; returns its table (``findings.transfer.Transfer``)."""
+        from autoresearch.findings import measure, transfer
+
+        hist = self._with_changes("transfer")
+        run_config, setting, constants = transfer.configure(self.config, self.task, overrides=overrides or {},
+                                                            preset=preset, data=data)
+        editable = [p for p in self.config.task.editable if p != self.config.task.scratchpad]
+        with measure.bench(self, config=run_config, setting=setting.key, reporter=reporter, no_sandbox=no_sandbox,
+                           executor=executor, ray_address=ray_address, parallel=parallel) as bench:
+            transfer.run(bench, hist, setting, constants, measure.fresh_seeds(self.config, seeds), editable=editable,
+                         each=each)
+        return next(t for t in self.transfers() if t.setting == setting.key)
+
+    def transfers(self) -> list:
+        """Every setting the current champion was moved to (``findings.transfer.Transfer``)."""
+        from autoresearch.findings import transfer
+
+        hist = self._history_or_none()
+        return [] if hist is None else transfer.tables(
+            self.ledger, Git(self.root), hist, tag=self.tag, direction=self.config.metric.direction,
+            k=self.config.decision.k, min_delta=self.config.decision.min_delta)
+
+    def finalize(self, out: Path | None = None):
+        """The branch ``autoresearch/<tag>-final`` (one commit per kept change) and ``summary.md`` in the
+        report folder; returns (``findings.finalize.Final``, the summary's path)."""
+        from autoresearch.findings import finalize, summary
+
+        hist = self.kept_changes()
+        ablation = self.ablation()
+        final = finalize.build(Git(self.root), hist, tag=self.tag, metric=self.config.metric.name, ablation=ablation)
+        target = Path(out or self.root / "report").resolve()
+        _exclude_from_git(self.root, target)
+        path = summary.write(self, hist, target / "summary.md", final=final, ablation=ablation,
+                             transfers=self.transfers())
+        self.ledger.event("finalize", tag=self.tag, branch=final.branch, head=final.head, summary=str(path))
+        return final, path
+
+    def export_mlflow(self, tracking_uri: str | None = None, *, experiment: str | None = None, say=None):
+        """Every finished row of this tag as an MLflow run (``export.mlflow``); only what is new."""
+        from autoresearch.export.mlflow import export
+
+        return export(self, tracking_uri=tracking_uri, experiment=experiment, say=say)
+
+    def _with_changes(self, what: str):
+        hist = self.kept_changes()
+        if not hist.changes:
+            raise UserError(f"tag {self.tag!r} has no kept change: the champion is the baseline, nothing to {what}",
+                            hint="run the loop until it keeps a change (`autoresearch run`)")
+        return hist
+
+    def _history_or_none(self):
+        try:
+            return self.kept_changes()
+        except UserError:
+            return None
 
     # --- steering (read by the engine between experiments) --------------------------------------------------
     def control(self) -> str:

@@ -78,6 +78,14 @@ class Kind(enum.StrEnum):
     EXPERIMENT = "experiment"    # one proposal of the agent
     NOISE = "noise"              # the champion again with another seed (the noise floor)
     FINAL = "final"              # the one-time score on the test split (never in a brief)
+    ABLATION = "ablation"        # the champion, or the champion without one kept change, after the night (findings/)
+    TRANSFER = "transfer"        # the baseline, the champion (or a variant) under a setting the loop did not tune on
+
+    @property
+    def finding(self) -> bool:
+        """A measurement made after the search to explain it (``autoresearch ablate``/``transfer``): never a
+        champion, never in a brief, not in results.tsv."""
+        return self in (Kind.ABLATION, Kind.TRANSFER)
 
 
 class DecisionRule(enum.StrEnum):

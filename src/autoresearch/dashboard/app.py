@@ -111,6 +111,9 @@ def create_app(root: Path | str, *, tag: str, guard: Guard, poll_s: float = 1.0,
     async def now(request: Request) -> JSON:
         return await read(views.now)
 
+    async def findings(request: Request) -> JSON:
+        return await read(views.findings, cache=True)
+
     async def compare(request: Request) -> JSON:
         try:
             a, b = int(request.query_params["a"]), int(request.query_params["b"])
@@ -173,6 +176,7 @@ def create_app(root: Path | str, *, tag: str, guard: Guard, poll_s: float = 1.0,
         Route("/api/experiments", experiments),
         Route("/api/experiments/{number:int}", experiment),
         Route("/api/now", now),
+        Route("/api/findings", findings),
         Route("/api/compare", compare),
         Route("/api/notes", notes, methods=["GET", "POST"]),
         Route("/api/control", control, methods=["POST"]),

@@ -173,6 +173,21 @@ def compare(s: Session, a: int, b: int) -> dict | None:
     return {"a": side[0], "b": side[1], "diff": _safe(s.diff_between, a, b), "metric": s.config.metric.name}
 
 
+def findings(s: Session) -> dict:
+    """What ``autoresearch ablate`` and ``transfer`` found about the current champion: the ablation table (each
+    kept change's gain when kept and its contribution now, with the interval) and one table per setting."""
+    from autoresearch.findings.ablate import describe
+
+    ablation = s.ablation()
+    return finite({
+        "metric": s.config.metric.name, "direction_words": Direction.parse(s.config.metric.direction).words,
+        "ablation": None if ablation is None else {**ablation.to_dict(), "cells": describe(ablation)},
+        "transfers": [{**t.to_dict(), "gain_text": t.gain.text() if t.gain else None,
+                       "lines": [{**line.to_dict(), "vs_text": line.vs.text() if line.vs else None} for line in t.lines]}
+                      for t in s.transfers()],
+    })
+
+
 def tag_champions(s: Session) -> list[dict]:
     """Each tag's champion, for comparing two tags."""
     return [finite({"tag": tag, "number": c.number, "mean": c.metric_mean}) for tag, c in s.tag_champions().items()]

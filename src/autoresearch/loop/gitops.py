@@ -91,12 +91,16 @@ class Git:
         return subprocess.run(self._argv(args), cwd=self.root, capture_output=True, text=True, encoding="utf-8",
                               errors="replace", env=self._safe_env(), input=input, check=False)
 
-    def raw(self, *args: str, input: bytes | None = None, index: str | None = None) -> bytes:
-        """One git call on bytes (blobs, ``-z`` listings), optionally with a private index file; raises
+    def raw(self, *args: str, input: bytes | None = None, index: str | None = None,
+            dates: str | None = None) -> bytes:
+        """One git call on bytes (blobs, ``-z`` listings), optionally with a private index file and fixed
+        author and committer dates (``commit-tree``: the same inputs give the same commit); raises
         ``GitError`` when it fails."""
         env = self._safe_env()
         if index is not None:
             env["GIT_INDEX_FILE"] = index
+        if dates is not None:
+            env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = dates
         proc = subprocess.run(self._argv(args), cwd=self.root, capture_output=True, env=env, input=input, check=False)
         if proc.returncode != 0:
             raise GitError(f"git {' '.join(args)} failed in {self.root}: "

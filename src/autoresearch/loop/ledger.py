@@ -3,7 +3,8 @@
 Layout: ``<repo>/.autoresearch/ledger.sqlite`` with three tables.
 
 - ``meta``: key/value (JSON text); ``schema_version`` is 2.
-- ``experiments``: one row per attempt (baseline, experiment, noise, final, ...), keyed by ``number``; the
+- ``experiments``: one row per attempt (baseline, experiment, noise, final; ablation and transfer runs made after
+  the search by ``autoresearch.findings``), keyed by ``number``; the
   row type and its columns are ``loop/rows.py``'s. The first row ever is number 0 (the baseline); then 1, 2,
   3... in order. Numbers are global to the file, shared by all tags, and never reused.
 - ``events``: notable facts (test split used, noise floor measured, fingerprint mismatch...).
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from autoresearch.errors import UserError
+from autoresearch.vocab import Kind
 from autoresearch.loop.rows import (CHAMPION_KINDS, COLUMN_TYPES, COLUMNS, FAILED, KINDS, SEALED, STATUSES,  # noqa: F401
                                     Event, Experiment, as_object, clean, decode, dumps, encode, seal, utc_now)
 from autoresearch.text import stored
@@ -353,14 +355,15 @@ class Ledger:
 
     def export_tsv(self, path: Path | str, tag: str | None = None, metric_name: str = "metric") -> Path:
         """Karpathy's ``results.tsv``: ``commit <metric> memory_gb status description``, one line per
-        validation attempt (every kind but 'final', the test score), crashes included, in number order.
+        validation attempt of the search (every kind but 'final', the test score, and the findings kinds
+        'ablation' and 'transfer', measured after it), crashes included, in number order.
 
         The commit is the candidate commit (else the result commit), 7 characters; the metric has 6
         significant digits (``0.997900``), 0.0 when the attempt failed or has no metric; memory in GB, one
         decimal; the description on one line without tabs.
         """
         lines = ["\t".join(("commit", _flat(metric_name), "memory_gb", "status", "description"))]
-        for e in self.rows(tag=tag, kinds=[k for k in KINDS if k != "final"]):
+        for e in self.rows(tag=tag, kinds=[k for k in KINDS if k != Kind.FINAL and not k.finding]):
             commit = (e.candidate_commit or e.commit or "")[:7]
             metric = "0.0" if e.failed or e.metric_mean is None else f"{e.metric_mean:#.6g}"
             memory = f"{e.peak_memory_gb or 0.0:.1f}"

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from autoresearch.loop.ledger import Experiment, Ledger
 from autoresearch.loop.status import ABORTED, CONTENTION
-from autoresearch.report.plot import direction_label, progress_png
+from autoresearch.report.plot import contributions_png, direction_label, progress_png
 from autoresearch.text import shown
 from autoresearch.vocab import Direction
 
@@ -55,8 +55,11 @@ img{max-width:100%;border:1px solid #eee}
 
 
 def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, direction: str,
-                 noise_sigma: float | None = None, extra: dict | None = None) -> Path:
-    """Write the four report files for one tag into ``out_dir``; return the path of ``index.html``."""
+                 noise_sigma: float | None = None, extra: dict | None = None, ablation: Any = None,
+                 transfers: Iterable[Any] = ()) -> Path:
+    """Write the four report files for one tag into ``out_dir`` (and ``ablation.png`` when the champion has
+    been ablated: ``findings.ablate.Ablation``; ``transfers``: ``findings.transfer.Transfer``); return the path
+    of ``index.html``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = ledger.rows(tag=tag)
@@ -68,9 +71,11 @@ def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, d
     delivered = {ev.payload.get("note"): ev.number for ev in ledger.events("note_delivered")}
     notes = [(ev.time, ev.payload.get("text", ""), delivered.get(ev.id)) for ev in ledger.events("note")
              if ev.payload.get("tag") == tag]
+    bars = contributions_png(ablation, out_dir / "ablation.png").read_bytes() if ablation is not None else None
     page = render_page(rows, tag=tag, metric_name=metric_name, direction=direction, noise_sigma=noise_sigma,
                        png=png.read_bytes(), test_uses=len(test_uses), extra=extra or {}, notes=notes,
-                       warning=ledger.get_meta("data_warning") or "")
+                       warning=ledger.get_meta("data_warning") or "", ablation=ablation, ablation_png=bars,
+                       transfers=list(transfers))
     index = out_dir / "index.html"
     tmp = index.with_name("index.html.tmp")
     tmp.write_text(page, encoding="utf-8")
@@ -80,7 +85,8 @@ def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, d
 
 def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction: str,
                 noise_sigma: float | None, png: bytes, test_uses: int, extra: dict,
-                notes: list[tuple[str, str, int | None]] = (), warning: str = "") -> str:
+                notes: list[tuple[str, str, int | None]] = (), warning: str = "", ablation: Any = None,
+                ablation_png: bytes | None = None, transfers: list | None = None) -> str:
     """The HTML text of the report (pure function of its arguments)."""
     e = _e
     parts = [
@@ -95,6 +101,8 @@ def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction
         f"{base64.b64encode(png).decode('ascii')}'>",
         _final_section(rows, metric_name, test_uses),
         _kept_table(rows, metric_name),
+        _ablation_section(ablation, ablation_png),
+        _transfer_section(transfers or []),
         _all_table(rows, metric_name),
         _notes_section(notes),
         _kv_section("Hardware", _hardware(rows)),
@@ -103,6 +111,44 @@ def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)
+
+
+def _ablation_section(ablation: Any, png: bytes | None) -> str:
+    """Each kept change's contribution at the champion beside its gain when kept (``autoresearch ablate``)."""
+    if ablation is None:
+        return ""
+    from autoresearch.findings.ablate import describe
+
+    e = _e
+    body = [_tr("keep" if cells["verdict"] == "matters" else "", [e(cells["change"]), e(cells["changed"]),
+                e(cells["kept"]), e(cells["now"]), e(cells["verdict"]), e(cells["how"])], numeric={2, 3})
+            for cells in describe(ablation)]
+    mean = f"; the champion re-measured: {_num(ablation.champion_mean)}" if ablation.champion_mean is not None else ""
+    picture = (f"<img alt='contribution of each kept change' src='data:image/png;base64,"
+               f"{base64.b64encode(png).decode('ascii')}'>") if png else ""
+    return (f"<h2>Ablation: what still matters</h2><p class='sub'>Champion #{ablation.champion} without each kept "
+            f"change, paired with the champion ({len(ablation.seeds)} fresh seeds × every fold{e(mean)}). "
+            f"{e(ablation.rule)}.</p>" + picture
+            + _table(["kept change", "changed", "gain when kept ± sd", "contribution now (95% CI)", "verdict", "variant"],
+                     body))
+
+
+def _transfer_section(transfers: list) -> str:
+    """The baseline and the champion under settings the loop did not tune on (``autoresearch transfer``)."""
+    if not transfers:
+        return ""
+    e = _e
+    body = []
+    for t in transfers:
+        body.append(_tr("keep" if t.verdict == "holds" else "", [
+            e(t.words), str(len(t.seeds)), _num(t.tuned_gain, signed=True), e(t.gain.text() if t.gain else "—"),
+            e(t.verdict), e("; ".join(f"{x.name} {_num(x.mean)}" for x in t.lines if x.mean is not None)),
+            e("; ".join(f"{x.name}: {x.vs.text() if x.vs else '—'} ({x.verdict})" for x in t.lines if x.change is not None)),
+            e(" ".join(t.warnings))], numeric={1, 2}))
+    return ("<h2>Transfer: does the gain hold?</h2><p class='sub'>The baseline and the champion under a setting the "
+            "loop did not tune on, paired (same seeds, same folds); the gain is the champion's over the baseline.</p>"
+            + _table(["setting", "seeds", "gain when tuned", "gain there (95% CI)", "verdict", "means there",
+                      "each kept change there", "notes"], body))
 
 
 def _notes_section(notes) -> str:
@@ -137,7 +183,7 @@ def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
     order = ("keep", "discard", "crash", "timeout", ABORTED, "invalid", "stale", "interrupted", CONTENTION, "agent_error", "running")
     cards.append(_card(f"{sum(counts.values())} experiments",
                        ", ".join(f"{counts[s]} {s}" for s in order if counts[s]) or "none yet"))
-    other = Counter(r.kind for r in rows if r.kind in ("confirm", "noise"))
+    other = Counter(r.kind for r in rows if r.kind in ("noise", "ablation", "transfer"))
     if other:
         cards.append(_card("extra runs", ", ".join(f"{n} {k}" for k, n in sorted(other.items()))))
     hours = _hours(rows)

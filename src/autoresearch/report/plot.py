@@ -228,3 +228,46 @@ def _save(fig, path: Path | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
+
+
+def contributions_png(ablation, path: Path | str, *, title: str = "") -> Path:
+    """Each kept change's contribution at the champion (``findings.ablate.Ablation``) as a bar with its 95%
+    interval, beside the gain it had when it was kept (± one standard deviation): one row per change, in the
+    order of keeping, positive = the change helps, whichever way the metric goes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    lines = list(ablation.lines)
+    fig = Figure(figsize=(10, 1.2 + 0.62 * max(1, len(lines))), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(len(lines)))[::-1]
+    colours = {"matters": _KEEP_COLOUR, "no longer": "#9a9a9a", "hurts": "#d62728"}
+    for y, line in zip(ys, lines):
+        c = line.change
+        if c.gain is not None:
+            ax.barh(y + 0.2, c.gain, height=0.36, color="#c7d8ea", edgecolor=_CHAMPION_COLOUR, linewidth=0.6,
+                    xerr=c.sd or None, error_kw={"ecolor": "#555555", "capsize": 3, "linewidth": 0.8})
+        p = line.contribution
+        if p is not None and _finite(p.gain):
+            colour = next((v for k, v in colours.items() if line.verdict.startswith(k)), "#7f7f7f")
+            half = (p.high - p.low) / 2 if _finite(p.high) and _finite(p.low) else None
+            ax.barh(y - 0.2, p.gain, height=0.36, color=colour, xerr=half,
+                    error_kw={"ecolor": "black", "capsize": 4, "linewidth": 1.0})
+        else:
+            ax.text(0, y - 0.2, f"  {line.verdict}", va="center", fontsize=8, color="#b42318")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([ellipsise(f"#{line.change.number} {line.change.description}", 48) for line in lines], fontsize=9)
+    ax.set_xlabel(f"gain in {ablation.metric} ({Direction.parse(ablation.direction).words}; positive = the change helps)")
+    ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.set_title(title or f"kept changes at champion {ablation.champion}: contribution now (95% CI, "
+                          f"{len(ablation.seeds)} seeds, paired) and gain when kept (± 1 sd)", loc="left", fontsize=10)
+    ax.legend(handles=[Patch(facecolor="#c7d8ea", edgecolor=_CHAMPION_COLOUR, label="gain when kept"),
+                       Patch(facecolor=_KEEP_COLOUR, label="now: matters"),
+                       Patch(facecolor="#9a9a9a", label="now: no longer matters"),
+                       Patch(facecolor="#d62728", label="now: hurts")], fontsize=8, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -78,6 +78,12 @@ class Task:
         """One line about what `init` made, for the terminal."""
         return ""
 
+    def preset(self, config: Config, name: str) -> tuple[dict[str, Any], dict[str, float]]:
+        """A size preset of the task for code of this repository: the constants it sets in the editable files
+        and its ``[run]`` limits (``autoresearch transfer --preset``). A generic repository has none."""
+        raise UserError(f"task {self.name!r} has no size presets",
+                        hint="set the constants yourself with --set NAME=VALUE")
+
     # --- running and scoring ------------------------------------------------------------------------
     def plan(self, config: Config, *, fold: int | None, mode: str, seed: int, out_dir: Path) -> RunPlan:
         return RunPlan(base_env(config, fold=fold, mode=mode, seed=seed, out_dir=out_dir), (), hidden(config))

@@ -345,6 +345,41 @@
     },
   });
 
+  // What `autoresearch ablate` and `transfer` found about the champion (the same tables as the report).
+  pages.findings = () => ({
+    tab: "findings", live: false,
+    load: () => api("/api/findings"),
+    render(d) {
+      const out = [h("h2", {}, "Findings")];
+      const a = d.ablation;
+      if (!a) {
+        out.push(h("p", { class: "muted", id: "no-ablation" }, "The champion has not been ablated: `autoresearch ablate` runs it without each kept change, paired with the champion on fresh seeds."));
+      } else {
+        out.push(h("h3", {}, `Ablation of champion #${a.champion}`),
+          h("p", { class: "muted" }, `${a.seeds.length} fresh seeds × every fold, paired · ${d.metric} (${d.direction_words}) · ${a.rule}`),
+          h("table", { id: "ablation" },
+            h("thead", {}, h("tr", {}, ["kept change", "changed", "gain when kept", "contribution now (95% CI)", "verdict", "variant"].map((c) => h("th", {}, c)))),
+            h("tbody", {}, a.cells.map((c) => h("tr", {},
+              h("td", {}, c.change), h("td", {}, c.changed), h("td", { class: "n" }, c.kept), h("td", { class: "n" }, c.now),
+              h("td", { class: c.verdict === "matters" ? "st-keep" : "" }, c.verdict), h("td", { class: "muted" }, c.how))))));
+      }
+      if (!d.transfers.length) {
+        out.push(h("p", { class: "muted" }, "No transfer yet: `autoresearch transfer --seeds 3 [--set NAME=VALUE] [--preset P] [--data DIR]`."));
+      }
+      for (const t of d.transfers) {
+        out.push(h("h3", {}, `Transfer: ${t.words}`),
+          h("p", {}, `gain when tuned ${signed(t.tuned_gain)} · there ${t.gain_text || "—"} · `, h("b", {}, t.verdict)),
+          h("table", { class: "transfer" },
+            h("thead", {}, h("tr", {}, ["code", `${d.metric} there`, "champion's gain over it", "verdict"].map((c) => h("th", {}, c)))),
+            h("tbody", {}, t.lines.map((l) => h("tr", {}, h("td", {}, l.name), h("td", { class: "n" }, fmt(l.mean)),
+              h("td", { class: "n" }, l.name === "baseline" ? (t.gain_text || "—") : (l.vs_text || "")),
+              h("td", {}, l.failed || (l.name === "baseline" ? t.verdict : l.verdict)))))),
+          t.warnings.length ? h("ul", {}, t.warnings.map((w) => h("li", { class: "muted" }, w))) : null);
+      }
+      return out;
+    },
+  });
+
   function notesList(notes, title) {
     return h("div", { class: "panel" }, h("h3", {}, title),
       notes.length ? h("ul", { class: "notes", id: "notes" }, notes.map((n) => h("li", {}, h("span", { class: "muted" }, `${when(n.time)} · `),

@@ -253,6 +253,22 @@ class EclipTask(Task):
                  f"{100 / max(chunks):.2g}%; a perfect one scores mean rank 0."]
         return lines
 
+    def preset(self, config: Config, name: str) -> tuple[dict[str, Any], dict[str, float]]:
+        """The preset's model constants (its pretrained-weight paths left as the repository has them) and its
+        run limits; the prepared data (``config``'s) must have been made for it."""
+        from autoresearch.tasks.eclip import presets
+
+        if name not in presets.PRESETS:
+            raise UserError(f"unknown eCLIP preset {name!r}", hint=f"use one of: {', '.join(presets.PRESETS)}")
+        have = preset_of(config.state_dir)
+        if have != name:
+            raise UserError(f"the prepared data of {config.root} was made for the {have!r} preset, not {name!r}",
+                            hint=f"prepare another repository for it (`autoresearch init eclip DIR --preset {name}`) "
+                                 "and pass --data DIR")
+        constants = {k: v for k, v in presets.PRESETS[name].items() if not k.startswith("PRETRAINED_")}
+        limits = {k: v for k, v in presets.run_settings(name).items() if k != "seed"}
+        return constants, limits
+
     def plan(self, config: Config, *, fold: int | None, mode: str, seed: int, out_dir: Path) -> RunPlan:
         prepared = config.state_dir / "prepared"
         secret = config.state_dir / "secret"
