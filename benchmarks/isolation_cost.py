@@ -13,7 +13,12 @@ machine's noise falls on both, times through ``jail.run`` (the same supervision 
 It also times what the tool does before each jailed turn: deriving the jail's command line
 (``jail.wrap_agent``: the allow-list, the program's folders) and filling the private HOME
 (``claude_code.claude_home``). Prints per program the median and mean wall seconds of each mode, their
-difference and ratio. Exits 2 if bubblewrap is not usable here.
+difference and ratio.
+
+And what the loop's isolation costs on a real eCLIP repository (``--repo DIR``, else one made with 300
+synthetic prints): per agent turn, the working copy exported from the base commit and taken back
+(``workspace.WorkingCopy``); per run, the read-only snapshot of the commit, the check that it did not
+change, and its removal (``workspace.snapshot``). Exits 2 if bubblewrap is not usable here.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="runs per mode and program (default 20)")
     parser.add_argument("--no-cli", action="store_true", help="skip `claude --version`")
+    parser.add_argument("--repo", type=Path, default=None, help="an eCLIP repository (default: one made with 300 prints)")
     args = parser.parse_args()
     if not sandbox.available():
         print(f"bubblewrap does not work here: {sandbox.unavailable_reason()}", file=sys.stderr)
@@ -85,6 +91,7 @@ def main() -> int:
             started = time.perf_counter()
             claude_home(fresh)
             prep["claude_home"].append(time.perf_counter() - started)
+    _loop_costs(args.repo, args.runs)
     print(f"per agent turn, {args.runs} runs per mode, alternating (wall seconds, through jail.run):")
     print(f"{'program':<18} {'plain median':>12} {'jail median':>12} {'plain mean':>11} {'jail mean':>10} "
           f"{'jail - plain':>13} {'ratio':>7}")
@@ -96,6 +103,41 @@ def main() -> int:
         print(f"before each jailed turn, {part}: median {statistics.median(values) * 1000:.1f} ms, "
               f"mean {statistics.mean(values) * 1000:.1f} ms")
     return 0
+
+
+def _loop_costs(repo: Path | None, runs: int) -> None:
+    """The working copy (per agent turn) and the snapshot (per run) on an eCLIP repository."""
+    import autoresearch
+    from autoresearch.loop import workspace
+    from autoresearch.loop.gitops import Git
+
+    with tempfile.TemporaryDirectory(prefix="isolation-loop-") as tmp:
+        if repo is None:
+            repo = Path(tmp) / "eclip"
+            autoresearch.create("eclip", repo, say=lambda *a: None, n=300)
+        git = Git(repo)
+        head = git.head()
+        editable = ["train.py", "scratchpad.md"]
+        turn, snap = [], []
+        for i in range(runs):
+            started = time.perf_counter()
+            copy = workspace.WorkingCopy.create(git, head, Path(tmp) / "copy")
+            (copy.path / "train.py").write_text((copy.path / "train.py").read_text() + f"# {i}\n")
+            taken = copy.take_back(editable)
+            workspace.remove(copy.path)
+            turn.append(time.perf_counter() - started)
+            assert taken.ok and taken.changed == ["train.py"], taken.problems
+            started = time.perf_counter()
+            made = workspace.snapshot(git, head, Path(tmp) / "snap")
+            assert made.changes() == []
+            workspace.remove(made.path)
+            snap.append(time.perf_counter() - started)
+        files = len(workspace.tree(git, head))
+    print(f"the loop's isolation on an eCLIP repository ({files} tracked files), {runs} times each:")
+    print(f"  per agent turn, working copy made and taken back: median {statistics.median(turn) * 1000:.1f} ms, "
+          f"mean {statistics.mean(turn) * 1000:.1f} ms")
+    print(f"  per run, snapshot made, checked and removed:      median {statistics.median(snap) * 1000:.1f} ms, "
+          f"mean {statistics.mean(snap) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":
