@@ -17,6 +17,7 @@ from rich.table import Table
 from autoresearch.errors import UserError
 from autoresearch.runviews import result_text
 from autoresearch.text import shown
+from autoresearch.vocab import Status
 
 # rich_markup_mode=None: help text is printed as written, so "[run] seed" is not taken for markup.
 app = typer.Typer(help="An overnight research loop that owns its rules: the agent proposes, the tool decides.",
@@ -285,7 +286,7 @@ def final(repo: Path = REPO, tag: Optional[str] = TAG, no_sandbox: bool = NO_SAN
         row = session.final(reporter=reporter, no_sandbox=no_sandbox)
     finally:
         reporter.close()
-    if row.status != "keep":
+    if row.status != Status.KEEP:
         console.print(f"[bold red]final run failed[/]: {_t(row.reason or '')}")
         raise typer.Exit(1)
     m = (row.metrics or [{}])[0]

@@ -387,9 +387,9 @@ def _check_contention(section: ContentionSection, error: Error, root: Path) -> C
 # The sections with keys, in the order of Config: every field of Config with a section as its default.
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)
                              if f.default_factory is not dataclasses.MISSING}
-_CHECKS: dict[str, Callable[[Any, Error, Path], Any]] = {
-    "task": _check_task, "run": _check_run, "metric": _check_metric, "agent": _check_agent,
-    "resources": _check_resources, "abort": _check_abort, "contention": _check_contention,
+_CHECKS: dict[type, Callable[[Any, Error, Path], Any]] = {   # by section type: a name is written once
+    TaskSection: _check_task, RunSection: _check_run, MetricSection: _check_metric, AgentSection: _check_agent,
+    ResourcesSection: _check_resources, AbortSection: _check_abort, ContentionSection: _check_contention,
 }
 
 
@@ -403,7 +403,7 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
     read: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         section = settings.read_section(file, name, cls, data.get(name, {}))
-        check = _CHECKS.get(name)
+        check = _CHECKS.get(cls)
         read[name] = check(section, functools.partial(settings.key_error, file, name), root) if check else section
     space = _search_space(file, data["search_space"]) if "search_space" in data else ()
     return Config(root=root, search_space=space, **read)

@@ -19,10 +19,13 @@ from autoresearch import events as ev
 from autoresearch.text import shown
 
 from autoresearch.loop.status import ABORTED, CONTENTION
+from autoresearch.vocab import Status
 
 _STEP = re.compile(r"step\s+(\d+)\s*/\s*(\d+)", re.IGNORECASE)
-_STATUS_STYLE = {"keep": "bold green", "discard": "yellow", "crash": "bold red", "timeout": "bold red",
-                 "invalid": "magenta", "interrupted": "dim", ABORTED: "red", CONTENTION: "dim yellow", "agent_error": "dim red"}
+_STATUS_STYLE = {Status.KEEP: "bold green", Status.DISCARD: "yellow", Status.CRASH: "bold red",
+                 Status.TIMEOUT: "bold red", Status.INVALID: "magenta", Status.INTERRUPTED: "dim",
+                 Status.ABORTED: "red", Status.CONTENTION: "dim yellow", Status.AGENT_ERROR: "dim red",
+                 Status.STALE: "dim"}
 
 
 def _t(value: object, limit: int | None = None) -> str:

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from autoresearch.text import stored
-from autoresearch.vocab import Direction
+from autoresearch.vocab import Direction, Status
 
 
 @dataclass
@@ -218,7 +218,7 @@ def run_detail(run: RunSummary, metric_name: str, heading: str) -> list[str]:
     if run.peak_memory_gb:
         summary += f"; peak memory {run.peak_memory_gb:.2f} GB"
     out.append(summary + ".")
-    if run.reason and run.status not in ("keep",):
+    if run.reason and run.status != Status.KEEP:
         out.append(f"Why: {one_line(run.reason, 300)}")
     if run.folds:
         out += _fold_table(run, metric_name)

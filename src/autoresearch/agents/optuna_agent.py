@@ -25,8 +25,9 @@ from autoresearch.agents.base import AgentContext, Brief, Proposal, Usage
 from autoresearch.hyperparams import read_constants, set_constants
 from autoresearch.config import Config, SearchParam
 from autoresearch.errors import UserError
+from autoresearch.vocab import Status
 
-SCORED = ("keep", "discard", "kept", "discarded")   # statuses whose metric is told to the study
+SCORED = (Status.KEEP, Status.DISCARD)   # statuses whose metric is told to the study
 
 
 def _short(value: Any) -> str:

@@ -88,7 +88,7 @@ def summary(s: Session, rows: list[Experiment] | None = None) -> dict:
         "direction_words": Direction.parse(direction).words,
         "champion": _champion_brief(s.champion()), "control": s.control(),
         "phase": {"label": phase.label, "used": used, "budget": phase.budget},
-        "counts": counts, "running": [row_summary(r) for r in rows if r.status == Status.RUNNING],
+        "counts": counts, Status.RUNNING.value: [row_summary(r) for r in rows if r.status == Status.RUNNING],
         "noise": None if noise is None else {"sigma": noise.sigma, "n_repeats": noise.n_repeats,
                                              "metric_at": noise.metric_at},
         "cost_usd": sum(r.cost_usd or 0.0 for r in experiments),
@@ -108,7 +108,7 @@ def overview(s: Session) -> dict:
         **summary(s, rows),
         "n_experiments": sum(1 for r in rows if r.kind == Kind.EXPERIMENT),
         "time": {"first_started": min(starts, default=None), "last_ended": max(ends, default=None),
-                 "running": any(r.status == Status.RUNNING for r in rows),
+                 Status.RUNNING.value: any(r.status == Status.RUNNING for r in rows),
                  "train_s": sum(r.train_seconds or 0 for r in rows), "agent_s": sum(r.agent_seconds or 0 for r in rows)},
         "plot": {"points": [_plot_point(r) for r in measured], "steps": steps},
         "notes": s.notes(), "tags": tag_champions(s),
@@ -159,7 +159,7 @@ def now(s: Session) -> dict:
             "elapsed_s": None if started is None else time.time() - started,
             "run_elapsed_s": None if latest is None or not running_runs else time.time() - latest,
         }))
-    return finite({"running": out, "champion": _champion_brief(champ), "champion_curves": champion_curves,
+    return finite({Status.RUNNING.value: out, "champion": _champion_brief(champ), "champion_curves": champion_curves,
                    "timeout_s": s.config.run.timeout_s, "folds": s.config.run.folds, "control": s.control(),
                    "metric": s.config.metric.name})
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 
 from autoresearch.config import Config
 from autoresearch.loop import decide as decide_mod
+from autoresearch.vocab import Status
 
 
 class Verdict(enum.StrEnum):
-    KEEP = "keep"
-    DISCARD = "discard"
+    KEEP = Status.KEEP.value
+    DISCARD = Status.DISCARD.value
     MORE = "more"          # uncertain: one more run of the candidate with a fresh seed
 
 

@@ -265,7 +265,7 @@ class Lifecycle:
             decision["numbers"]["confirm_runs"] = [t.values for t in cand.runs[1:]]
             decision["confirm_runs_load"] = [t.runs for t in cand.runs[1:]]
         if cand.stale:
-            decision["numbers"]["stale"] = cand.stale
+            decision["numbers"][Status.STALE] = cand.stale
         found = abort_mod.evidence(first) if status == Status.ABORTED else None
         if found:
             decision["abort"] = found

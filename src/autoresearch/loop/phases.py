@@ -17,6 +17,7 @@ from pathlib import Path
 
 from autoresearch.errors import UserError
 from autoresearch.loop.status import NOT_CHARGED
+from autoresearch.vocab import Status
 
 _HEADING = re.compile(r"^##\s+Phase\s+(\d+)\s*[:.\-–]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 _BUDGET = re.compile(r"budget:\s*(\d+)\s*experiments?", re.IGNORECASE)
@@ -81,7 +82,7 @@ def current_phase(program: Program, outcomes: list[str]) -> tuple[Phase, int]:
         if status in NOT_CHARGED:
             continue
         used += 1
-        since_keep = 0 if status == "keep" else since_keep + 1
+        since_keep = 0 if status == Status.KEEP else since_keep + 1
         phase = program.phases[index]
         spent = phase.budget is not None and used >= phase.budget
         stalled = phase.patience is not None and since_keep >= phase.patience

@@ -27,6 +27,9 @@ from autoresearch.loop.trial import TrialResult
 from autoresearch.vocab import Kind, Status
 
 
+AGENT_FAILED = "agent_failed"       # a proposal's meta flag: the agent's call raised (its row: agent_error)
+
+
 class JobKind(enum.StrEnum):
     NEW = "new"          # a new proposal
     FIX = "fix"          # a crash-fix turn on a crashed candidate
@@ -80,7 +83,7 @@ class AgentTurn:
             proposal = Proposal(description=f"(agent error) {type(exc).__name__}: {exc}",
                                 usage=getattr(exc, "usage", None) or Usage())   # failed calls' tokens count too
             proposal.meta.update(getattr(exc, "meta", None) or {})
-            proposal.meta["agent_error"] = True
+            proposal.meta[AGENT_FAILED] = True
             loop.notes = told + loop.notes       # a failed call heard nothing: the next brief says it again
         else:
             briefing.deliver(loop.state, brief)  # the researcher's notes reached an agent that answered
@@ -94,7 +97,7 @@ class AgentTurn:
         try:
             if proposal.exhausted:
                 return Done(None, exhausted=True)
-            if proposal.meta.get("agent_error"):
+            if proposal.meta.get(AGENT_FAILED):
                 row = self._refuse(fields, Status.AGENT_ERROR, proposal.description, proposal)
                 return Done(row, follow_up=job, agent_failed=True)
             taken = copy.take_back(list(dict.fromkeys([*cfg.task.editable, cfg.task.scratchpad])))

@@ -20,7 +20,7 @@ from autoresearch.loop.ledger import Experiment, Ledger
 from autoresearch.loop.status import ABORTED, CONTENTION
 from autoresearch.report.plot import contributions_png, direction_label, progress_png
 from autoresearch.text import shown
-from autoresearch.vocab import Direction
+from autoresearch.vocab import Direction, Status
 
 
 def _e(value: Any, quote: bool = True) -> str:
@@ -120,7 +120,7 @@ def _ablation_section(ablation: Any, png: bytes | None) -> str:
     from autoresearch.findings.ablate import describe
 
     e = _e
-    body = [_tr("keep" if cells["verdict"] == "matters" else "", [e(cells["change"]), e(cells["changed"]),
+    body = [_tr(Status.KEEP if cells["verdict"] == "matters" else "", [e(cells["change"]), e(cells["changed"]),
                 e(cells["kept"]), e(cells["now"]), e(cells["verdict"]), e(cells["how"])], numeric={2, 3})
             for cells in describe(ablation)]
     mean = f"; the champion re-measured: {_num(ablation.champion_mean)}" if ablation.champion_mean is not None else ""
@@ -140,7 +140,7 @@ def _transfer_section(transfers: list) -> str:
     e = _e
     body = []
     for t in transfers:
-        body.append(_tr("keep" if t.verdict == "holds" else "", [
+        body.append(_tr(Status.KEEP if t.verdict == "holds" else "", [
             e(t.words), str(len(t.seeds)), _num(t.tuned_gain, signed=True), e(t.gain.text() if t.gain else "—"),
             e(t.verdict), e("; ".join(f"{x.name} {_num(x.mean)}" for x in t.lines if x.mean is not None)),
             e("; ".join(f"{x.name}: {x.vs.text() if x.vs else '—'} ({x.verdict})" for x in t.lines if x.change is not None)),
@@ -166,7 +166,7 @@ def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
     e = _e
     trials = [r for r in rows if r.kind in ("baseline", "experiment")]
     base = next((r for r in trials if r.kind == "baseline" and _finite(r.metric_mean)), None)
-    champions = sorted((r for r in trials if r.status == "keep" and _finite(r.metric_mean)),
+    champions = sorted((r for r in trials if r.status == Status.KEEP and _finite(r.metric_mean)),
                        key=lambda r: (r.ended_at or "", r.number))   # decided last (several may run at once)
     best = champions[-1] if champions else None
     cards = []
@@ -180,7 +180,8 @@ def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
     elif base is not None:
         cards.append(_card(f"{e(metric_name)}: baseline", _pm(base)))
     counts = Counter(r.status for r in rows if r.kind == "experiment")
-    order = ("keep", "discard", "crash", "timeout", ABORTED, "invalid", "stale", "interrupted", CONTENTION, "agent_error", "running")
+    order = (Status.KEEP, Status.DISCARD, Status.CRASH, Status.TIMEOUT, Status.ABORTED, Status.INVALID, Status.STALE,
+             Status.INTERRUPTED, Status.CONTENTION, Status.AGENT_ERROR, Status.RUNNING)
     cards.append(_card(f"{sum(counts.values())} experiments",
                        ", ".join(f"{counts[s]} {s}" for s in order if counts[s]) or "none yet"))
     other = Counter(r.kind for r in rows if r.kind in ("noise", "ablation", "transfer"))
@@ -196,7 +197,7 @@ def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
     if confirmations or counts:
         cards.append(_card("confirmation runs", f"{confirmations}<br><span class='sub'>re-runs of candidates "
                                                 f"near the threshold</span>"))
-    cards += _cost_cards(rows, counts["keep"])
+    cards += _cost_cards(rows, counts[Status.KEEP])
     return "<div class='cards'>" + "".join(cards) + "</div>"
 
 
@@ -274,7 +275,7 @@ def _final_section(rows: list[Experiment], metric_name: str, test_uses: int) -> 
 
 
 def _kept_table(rows: list[Experiment], metric_name: str) -> str:
-    kept = [r for r in rows if r.kind == "experiment" and r.status == "keep"]
+    kept = [r for r in rows if r.kind == "experiment" and r.status == Status.KEEP]
     e = _e
     head = ["#", "description", "changed", f"{metric_name} mean ± std", "delta", "hypothesis"]
     body = []
@@ -316,8 +317,8 @@ def parallel_marks(rows: list[Experiment]) -> dict[int, str]:
         others = [o.number for o, b0, b1 in spans if o is not r and b0 and b1 and a0 < b1 and b0 < a1]
         if others:
             out.setdefault(r.number, []).append("∥ " + ", ".join(map(str, others[:6])) + (" …" if len(others) > 6 else ""))
-        stale = (r.decision.get("numbers") or {}).get("stale")
-        if stale and r.status != "stale":
+        stale = (r.decision.get("numbers") or {}).get(Status.STALE)
+        if stale and r.status != Status.STALE:
             out.setdefault(r.number, []).append(
                 "re-run on the new champion" if "re-applied" in stale.get("rule", "")
                 else f"stale: judged against its parent {stale.get('parent')}")

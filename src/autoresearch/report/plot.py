@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Sequence
 
 from autoresearch.loop.ledger import CHAMPION_KINDS, Experiment
-from autoresearch.vocab import Direction
+from autoresearch.vocab import Direction, Status
 from autoresearch.loop.status import ABORTED, NOT_CHARGED
 
 LABEL_CHARS = 42
 
 _FAIL_STYLE = {  # status -> (colour, legend label)
-    "crash": ("#d62728", "crash"),
-    "timeout": ("#ff7f0e", "timeout"),
-    "invalid": ("#9467bd", "invalid"),
+    Status.CRASH: ("#d62728", Status.CRASH.value),
+    Status.TIMEOUT: ("#ff7f0e", Status.TIMEOUT.value),
+    Status.INVALID: ("#9467bd", Status.INVALID.value),
     ABORTED: ("#8c564b", "aborted early"),
 }
 _KEEP_COLOUR = "#2ca02c"
@@ -43,7 +43,7 @@ def direction_label(metric_name: str, direction: str) -> str:
 def champion_steps(rows: Sequence[Experiment]) -> list[tuple[int, float]]:
     """(number, champion mean) at each row where the champion changed: kept baseline/experiment rows."""
     return [(r.number, r.metric_mean) for r in rows
-            if r.kind in CHAMPION_KINDS and r.status == "keep" and _finite(r.metric_mean)]
+            if r.kind in CHAMPION_KINDS and r.status == Status.KEEP and _finite(r.metric_mean)]
 
 
 def progress_png(rows: Sequence[Experiment], path: Path | str, *, metric_name: str, direction: str,
@@ -69,7 +69,7 @@ def progress_png(rows: Sequence[Experiment], path: Path | str, *, metric_name: s
     ax.set_ylabel(ylabel)
     ax.grid(True, color="#e6e6e6", linewidth=0.8)
     ax.set_axisbelow(True)
-    kept_n = sum(1 for r in rows if r.kind == "experiment" and r.status == "keep")
+    kept_n = sum(1 for r in rows if r.kind == "experiment" and r.status == Status.KEEP)
     ax.set_title(title or f"{n_exp} experiments, {kept_n} kept", loc="left", fontsize=12)
 
     if not rows:
@@ -113,7 +113,7 @@ def progress_png(rows: Sequence[Experiment], path: Path | str, *, metric_name: s
         legend.append(Line2D([], [], marker="^", linestyle="", color="#7f7f7f", label="off the scale (value shown)"))
 
     # kept experiments in colour, labelled; the baseline as a star
-    kept = [r for r in rows if r.kind == "experiment" and r.status == "keep" and _finite(r.metric_mean)]
+    kept = [r for r in rows if r.kind == "experiment" and r.status == Status.KEEP and _finite(r.metric_mean)]
     ax.scatter([r.number for r in kept], [r.metric_mean for r in kept], s=60, color=_KEEP_COLOUR,
                edgecolors="black", linewidths=0.6, zorder=5)
     if kept:
