@@ -17,7 +17,7 @@ from autoresearch.errors import UserError
 from autoresearch.vocab import Direction
 
 CONFIG_NAME = "autoresearch.toml"
-DECISION_RULES = ("noise", "greedy")
+DECISION_RULES = ("sequential", "noise", "greedy")
 EXECUTORS = ("local", "ray")
 TOOL_CHOICES = ("auto", "required", "none", "omit")
 MAX_TOKENS_PARAMS = ("auto", "max_tokens", "max_completion_tokens", "omit")
@@ -79,9 +79,15 @@ class SmokeSection:
 
 @dataclass(frozen=True)
 class DecisionSection:
-    rule: str = "noise"
-    min_delta: float = 0.0
-    k: float = 2.0
+    """Keep or discard (docs/decisions.md); the defaults come from benchmarks/decision_sim.py."""
+    rule: str = "noise"          # sequential | noise | greedy
+    min_delta: float = 0.0       # a keep must be better by more than this, in metric units
+    k: float = 2.0               # keep once the gain is this many sd of the difference beyond min_delta
+    # the sequential rule
+    max_runs: int = 4            # at most this many runs of a candidate (fresh seeds) before it is discarded
+    baseline_repeats: int = 3    # runs of the baseline, the first included: the night's first evidence of noise
+    stop_margin: float = 1.0     # after a fold: stop when this many sd below the run's discard boundary
+    # the noise rule
     confirm_band: float = 1.0
     confirm_repeats: int = 1
     remeasure_after: float = 0.0
@@ -372,8 +378,14 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
         confirm_band=s.positive("confirm_band", DecisionSection.confirm_band, allow_zero=True),
         confirm_repeats=s.positive("confirm_repeats", DecisionSection.confirm_repeats, "int", allow_zero=True),
         remeasure_after=s.positive("remeasure_after", DecisionSection.remeasure_after, allow_zero=True),
+        max_runs=s.positive("max_runs", DecisionSection.max_runs, "int"),
+        baseline_repeats=s.positive("baseline_repeats", DecisionSection.baseline_repeats, "int"),
+        stop_margin=s.positive("stop_margin", DecisionSection.stop_margin, allow_zero=True),
     )
     s.finish()
+    if decision.max_runs < 2:
+        raise s.error("max_runs", f"must be at least 2 (the sequential rule keeps a candidate only after two runs "
+                                  f"under different seeds, to check that it uses its seed), got {decision.max_runs}")
 
     s = _Section(file, "agent", data.get("agent", {}))
     agent = AgentSection(
