@@ -238,8 +238,9 @@ def evaluate_sequential(runs, candidates, settings: DecisionSection, with_curves
         (false if r.status == "keep" else hits).append((r, fold, why))
         if r.status == "discard":
             saved += secs
-    return {"hits": hits, "false": false, "n_discarded": len(discarded), "n_kept": sum(r.status == "keep" for r in multi),
-            "saved": saved / total if total else 0.0, "saved_s": saved, "total_s": total, "sources": sources}
+    return {"hits": hits, "false": false, "n_discarded": len(discarded),
+            "n_kept": sum(r.status == "keep" for r in multi), "saved": saved / total if total else 0.0,
+            "saved_s": saved, "total_s": total, "sources": sources}
 
 
 def print_sequential(runs, candidates) -> None:

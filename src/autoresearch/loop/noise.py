@@ -252,9 +252,9 @@ def f_cdf(x: float, d1: int, d2: int) -> float:
     if y > 0.9:
         return 1.0
     a, b = d1 / 2, d2 / 2
-    log_front = a * math.log(y) + b * math.log1p(-y) - math.log(a) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
-    # I_y(a, b) = y^a (1-y)^b / (a B(a, b)) * (1 + sum_n B(a+1, n+1)/B(a+b, n+1) y^(n+1)) ... via the
-    # hypergeometric form: sum_{n>=0} (a+b)_n / (a+1)_n y^n
+    log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    log_front = a * math.log(y) + b * math.log1p(-y) - math.log(a) - log_beta
+    # I_y(a, b) = y^a (1-y)^b / (a B(a, b)) * sum_{n>=0} (a+b)_n / (a+1)_n y^n   (a hypergeometric series)
     term, acc = 1.0, 1.0
     for n in range(2000):
         term *= (a + b + n) / (a + 1 + n) * y
