@@ -62,7 +62,7 @@ def test_a_candidate_whose_runs_agree_bit_for_bit_under_two_seeds_is_never_kept(
         assert after_run(ev([lucky, list(lucky), list(lucky)], settings=settings)).action is Action.DISCARD
 
 
-def test_a_candidate_whose_digests_agree_is_never_kept_even_when_its_scores_differ_by_rounding():
+def test_a_candidate_whose_output_digests_agree_is_never_kept():
     runs = [better(5.0, jitter=J1), better(5.0, jitter=(0.3 + 1e-9, -0.2, 0.1))]
     v = after_run(ev(runs, digests=[["d0", "d1", "d2"], ["d0", "d1", "d2"]]))
     assert v.action is Action.DISCARD and "same outputs" in v.reason

@@ -111,10 +111,10 @@ def ignores_seed(runs: Runs, digests: Sequence[Sequence[str | None]] | None = No
     """Whether runs of one code under *different* seeds show that the code ignores its seed: the evidence as
     a sentence, or None.
 
-    - Two runs agree bit for bit on every fold both have run (at least one): the same scores. Where
-      ``digests`` (per run, per fold: a digest of that fold run's output files, None when unknown or empty)
-      are given for both runs on a fold, they decide that fold instead of the score, so two different outputs
-      that happen to score the same are not a match.
+    - Two runs agree bit for bit on every fold both have run (at least one): the same score, or the same
+      ``digests`` (per run, per fold: a digest of the files that fold run wrote that the scorer reads, None when
+      unknown or empty). Digests only add evidence: different digests never clear two equal scores (a
+      ``facts.json`` with timings differs between any two runs, whatever the seed).
     - Or, with ``noise`` measured on other code, the group's own spread is so far below it that an honest
       code with that noise would show it less than once in 1/``TOO_CLOSE_P`` times: a fixed seed on
       hardware that rounds differently from run to run.
@@ -127,8 +127,7 @@ def ignores_seed(runs: Runs, digests: Sequence[Sequence[str | None]] | None = No
             common = [f for f in range(min(len(clean[i]), len(clean[j])))
                       if clean[i][f] is not None and clean[j][f] is not None]
             if common and all(_same(clean, digests, i, j, f) for f in common):
-                how = "outputs" if digests is not None and all(_digest(digests, i, f) and _digest(digests, j, f)
-                                                              for f in common) else "scores"
+                how = "scores" if all(clean[i][f] == clean[j][f] for f in common) else "outputs"
                 return (f"runs {i + 1} and {j + 1}, under different seeds, have the same {how} bit for bit on "
                         f"{'every fold' if len(common) > 1 else 'fold ' + str(common[0])} "
                         f"({', '.join(f'{clean[i][f]:.6g}' for f in common)})")
@@ -163,11 +162,10 @@ def _digest(digests, run: int, fold: int) -> str | None:
 
 
 def _same(clean, digests, i: int, j: int, f: int) -> bool:
-    if digests is not None:
-        a, b = _digest(digests, i, f), _digest(digests, j, f)
-        if a and b:
-            return a == b
-    return clean[i][f] == clean[j][f]
+    if clean[i][f] == clean[j][f]:
+        return True
+    a, b = (_digest(digests, i, f), _digest(digests, j, f)) if digests is not None else (None, None)
+    return a is not None and a == b
 
 
 def noise_evidence(groups: Mapping[str, Runs] | Iterable[tuple[str, Runs]],
