@@ -266,7 +266,7 @@ def print_sequential(runs, candidates) -> None:
                   f"{len(res['false']):>3d}/{res['n_kept']:<3d}         {goal}{mark}")
     alone = evaluate_sequential(runs, candidates, default, False)
     print(f"(the default without the curve rule: {100 * alone['saved']:.1f}% saved, {len(alone['false'])} kept "
-          f"stopped; noise sd x0.5 and x2: the stand-in halved and doubled)")
+          f"stopped; noise sd x0.5 and x2: the noise estimate halved and doubled)")
     res = evaluate_sequential(runs, candidates, default, True)
     print("\ncandidates the default stops (curve rule, then the sequential rule):")
     for r, fold, why in res["hits"] + res["false"]:

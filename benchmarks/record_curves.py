@@ -1,7 +1,7 @@
 """Record real training curves for ``benchmarks/early_abort.py``: the replay queue on the eCLIP cpu preset.
 
     python benchmarks/record_curves.py DIR [--n 1200] [--folds 1] [--name SESSION]   # create, run, export
-    python benchmarks/record_curves.py DIR --folds 3 --n 300 --experiments 2 --out /tmp/curves   # a short check
+    python benchmarks/record_curves.py DIR --folds 3 --n 300 --experiments 1 --out /tmp/curves   # a short check
     python benchmarks/record_curves.py DIR --export-only [--name SESSION]   # export a repository already run
     python benchmarks/record_curves.py DIR --doomed [--name SESSION]        # doomed candidates (see below)
 
