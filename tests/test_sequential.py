@@ -280,3 +280,7 @@ def test_simulation_of_the_sequential_rule_meets_its_goals_and_keeps_no_fixed_se
     assert seq["false_keep"] <= 0.04 and seq["real_revert"] <= 0.04
     assert seq["real_revert"] < old["real_revert"] and seq["near_revert"] < old["near_revert"]
     assert 1.2 < seq["runs_per_exp"] < 2.0
+
+
+def test_the_sequential_rule_is_the_default():
+    assert config_mod.parse(Path("/tmp"), METRIC).decision.rule == "sequential"

@@ -80,7 +80,7 @@ class SmokeSection:
 @dataclass(frozen=True)
 class DecisionSection:
     """Keep or discard (docs/decisions.md); the defaults come from benchmarks/decision_sim.py."""
-    rule: str = "noise"          # sequential | noise | greedy
+    rule: str = "sequential"     # sequential | noise | greedy
     min_delta: float = 0.0       # a keep must be better by more than this, in metric units
     k: float = 2.0               # keep once the gain is this many sd of the difference beyond min_delta
     # the sequential rule
