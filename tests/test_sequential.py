@@ -284,3 +284,9 @@ def test_simulation_of_the_sequential_rule_meets_its_goals_and_keeps_no_fixed_se
 
 def test_the_sequential_rule_is_the_default():
     assert config_mod.parse(Path("/tmp"), METRIC).decision.rule == "sequential"
+
+
+def test_a_short_last_run_is_a_partial_run_not_a_finished_one():
+    assert after_fold(ev([[104.0]])).action is Action.STOP
+    with pytest.raises(ValueError, match="last run complete"):
+        after_run(ev([[99.0]]))

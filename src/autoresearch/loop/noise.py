@@ -178,18 +178,21 @@ def noise_evidence(groups: Mapping[str, Runs] | Iterable[tuple[str, Runs]],
     """
     items = list(groups.items()) if isinstance(groups, Mapping) else list(groups)
     digests = digests or {}
-    parts = {label: group_ss(runs) for label, runs in items}
+    rejected = {label: found for label, runs in items if (found := ignores_seed(runs, digests.get(label)))}
+    parts = {label: group_ss(runs) for label, runs in items if label not in rejected}
     total_ss = sum(ss for ss, _ in parts.values())
     total_dof = sum(d for _, d in parts.values())
+    for label, runs in items:     # then each group's spread against the others' (equal runs already out)
+        if label in parts:
+            ss, dof = parts[label]
+            if found := ignores_seed(runs, noise=NoiseEvidence(total_ss - ss, total_dof - dof)):
+                rejected[label] = found
     out = NO_EVIDENCE
-    for label, runs in items:
-        ss, dof = parts[label]
-        others = NoiseEvidence(total_ss - ss, total_dof - dof)
-        found = ignores_seed(runs, digests.get(label), noise=others)
-        if found:
-            out = out.plus(NoiseEvidence(rejected=(f"{label}: {found}",)))
-        elif dof > 0:
-            out = out.plus(NoiseEvidence(ss, dof, (label,)))
+    for label, _ in items:
+        if label in rejected:
+            out = out.plus(NoiseEvidence(rejected=(f"{label}: {rejected[label]}",)))
+        elif parts[label][1] > 0:
+            out = out.plus(NoiseEvidence(*parts[label], (label,)))
     return out
 
 

@@ -15,9 +15,11 @@ degrees of freedom (``t_dof(Phi(b))``), so a thin estimate of the noise widens e
 
 After a run n of at most ``max_runs`` (``after_run``):
 
-    keep      z >= k, with n >= 2 runs whose seeds were honoured, tau > 0 and dof >= MIN_DOF
+    keep      z >= k, with n >= 2 runs whose seeds were honoured, and evidence of noise from code other than
+              the candidate (``Evidence.noise``: at least MIN_DOF degrees of freedom, a spread above zero)
     discard   z <  c_n,  c_n = k * (n - 1) / (max_runs - 1): the band for another run narrows to nothing
-    more      otherwise (one more run of the candidate with a fresh seed); at n = max_runs: discard
+    more      otherwise: one more run of the candidate with a fresh seed (at n = max_runs: discard); or, when
+              only the evidence from other code is missing, one more run of the champion
 
 After a fold that leaves folds of the run still to run (``after_fold``): stop when ``z < c_n - stop_margin``
 (clearly not better, on the folds seen so far), else go on.
@@ -53,7 +55,7 @@ class Action(enum.StrEnum):
     STOP = "stop"           # after a fold: clearly not better; the run's later folds are not run (a discard)
     KEEP = "keep"           # after a run: the new champion
     DISCARD = "discard"     # after a run: not better beyond the noise, or not trustworthy
-    MORE = "more"           # after a run: still uncertain; run the candidate once more with a fresh seed
+    MORE = "more"           # after a run: still uncertain; run once more with a fresh seed (``Verdict.more``)
 
 
 @dataclass(frozen=True)
@@ -255,11 +257,11 @@ def after_fold(e: Evidence) -> Verdict:
 def after_run(e: Evidence) -> Verdict:
     """After the candidate's last run has all its folds: ``KEEP``, ``DISCARD`` or ``MORE`` (run it once more
     with a fresh seed; never beyond ``max_runs``)."""
-    if any(v is None for v in e.candidate_runs[-1]) if e.candidate_runs else False:
-        raise ValueError("after_run needs the last run complete (use after_fold while folds are missing)")
     n = len(e.candidate_runs)
     s = e.settings
     st = _State(e, f"after run {n}")
+    if any(v is None for v in st.cand[-1]):
+        raise ValueError("after_run needs the last run complete (use after_fold while folds are missing)")
     common = _common(e, st)
     if common is not None:
         return common
