@@ -28,7 +28,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoresearch.config import AbortSection
+from autoresearch.config import AbortSection, DecisionSection
+from autoresearch.loop.noise import NoiseEvidence, noise_evidence
+from autoresearch.loop.sequential import Action, Evidence, after_fold
 from autoresearch.runner.curves import AbortRule, AbortWatch, Point, curve_from_log
 
 DATA = Path(__file__).resolve().parent / "data" / "curves"
@@ -51,6 +53,7 @@ class Run:
     seconds: float        # training and evaluation: the "done in" line (elapsed since the script's start)
     folds: list[float | None] = ()          # per-fold scores (sessions recorded with several folds)
     fold_seconds: list[float | None] = ()   # per-fold wall times
+    runs: list[list[float | None]] = ()     # every run of this code (its own first; noise and extra runs)
 
     def elapsed_at(self, step: int) -> float:
         for p in self.curve:
@@ -71,9 +74,10 @@ def load(data: Path) -> tuple[dict[tuple[str, int], Run], list[Run]]:
             if not curve:
                 continue
             seconds = float(done.group(1)) if done else curve[-1].values.get("elapsed", 0.0)
+            folds = row.get("folds") or []
             runs[(session, row["number"])] = Run(session, row["number"], row["description"], row["status"],
-                                                 row["champion"], curve, seconds, row.get("folds") or [],
-                                                 row.get("fold_seconds") or [])
+                                                 row["champion"], curve, seconds, folds,
+                                                 row.get("fold_seconds") or [], row.get("runs") or [folds])
     candidates = [r for r in runs.values() if r.champion is not None and r.status in ("keep", "discard")
                   and (r.session, r.champion) in runs]
     return runs, candidates
@@ -178,6 +182,111 @@ def print_folds(runs, candidates) -> None:
               f"{100 * worst[0]:+.1f}% ({worst[2].session}/{worst[2].number} fold {worst[1]}: {worst[2].description})")
 
 
+def session_noise(runs, session: str) -> tuple[NoiseEvidence, str]:
+    """The evidence of seed noise a session holds: its codes' repeated runs (the baseline's repeats, the
+    champions' extra runs) when it recorded any; otherwise a stand-in from the spread of each candidate's
+    fold-paired differences against its champion (each pair of single runs: Var(d_f - mean d) =
+    2 tau^2 (1 - 1/K) plus any real fold-to-fold difference of the change's effect, so the stand-in is
+    if anything too large, which makes the rule stop less)."""
+    mine = {r.number: r for (s, _), r in runs.items() if s == session}
+    measured = noise_evidence({f"experiment {n}": r.runs for n, r in mine.items() if len(r.runs) > 1})
+    if measured.dof:
+        return measured, f"measured: {measured.dof} dof from repeated runs"
+    ss = dof = 0.0
+    for r in mine.values():
+        champ = mine.get(r.champion) if r.champion is not None else None
+        if champ is None or len(r.folds) < 2 or len(champ.folds) != len(r.folds) or None in r.folds + champ.folds:
+            continue
+        d = [a - b for a, b in zip(r.folds, champ.folds)]
+        mean = sum(d) / len(d)
+        ss += sum((x - mean) ** 2 for x in d) / 2       # two runs' noise in each difference
+        dof += len(d) - 1
+    return NoiseEvidence(ss, int(dof), ("stand-in",)), (f"stand-in: the spread of fold-paired differences, "
+                                                       f"{int(dof)} dof (no repeated runs recorded)")
+
+
+def sequential_replay(run: Run, champion: Run, noise: NoiseEvidence, settings: DecisionSection,
+                      stop_step: int | None = None) -> tuple[int | None, float, str]:
+    """The sequential rule's after-fold stop on the candidate's first run, fold by fold, against every
+    recorded run of its champion: (the fold after which it stopped, or None; seconds saved; the reason)."""
+    secs = [s or 0.0 for s in run.fold_seconds]
+    if stop_step is not None:
+        return 0, max(0.0, run.seconds - run.elapsed_at(stop_step)) + sum(secs[1:]), "curve rule"
+    k = len(run.folds)
+    for j in range(k - 1):
+        partial = list(run.folds[:j + 1]) + [None] * (k - j - 1)
+        v = after_fold(Evidence([partial], champion.runs, noise, "minimize", settings))
+        if v.action is Action.STOP:
+            return j, sum(secs[j + 1:]), v.reason
+    return None, 0.0, ""
+
+
+def evaluate_sequential(runs, candidates, settings: DecisionSection, with_curves: bool, scale: float = 1.0) -> dict:
+    multi = [r for r in candidates if len(r.folds) > 1 and len(runs[(r.session, r.champion)].folds) == len(r.folds)]
+    discarded = [r for r in multi if r.status == "discard"]
+    total = sum(sum(s or 0.0 for s in r.fold_seconds) for r in discarded)
+    d = AbortSection()
+    saved, hits, false, sources = 0.0, [], [], {}
+    for r in multi:
+        champ = runs[(r.session, r.champion)]
+        noise, sources[r.session] = session_noise(runs, r.session)
+        noise = NoiseEvidence(noise.ss * scale ** 2, noise.dof, noise.groups)
+        stop = replay(r, champ, d.ratio, d.min_progress, d.patience, d.min_fraction) if with_curves else None
+        fold, secs, why = sequential_replay(r, champ, noise, settings, stop.step if stop else None)
+        if fold is None:
+            continue
+        (false if r.status == "keep" else hits).append((r, fold, why))
+        if r.status == "discard":
+            saved += secs
+    return {"hits": hits, "false": false, "n_discarded": len(discarded),
+            "n_kept": sum(r.status == "keep" for r in multi), "saved": saved / total if total else 0.0,
+            "saved_s": saved, "total_s": total, "sources": sources}
+
+
+def print_sequential(runs, candidates) -> None:
+    if not any(len(r.folds) > 1 for r in candidates):
+        return
+    default = DecisionSection(rule="sequential")
+    first = evaluate_sequential(runs, candidates, default, False)
+    print("\nThe sequential rule's after-fold stop ([decision] rule = \"sequential\", the default), on the sessions "
+          "recorded\nwith several folds, after the default curve rule: after each fold but the last of the "
+          "candidate's first run,\nstop when z < c_1 - stop_margin (c_1 = 0), z the gain on the folds so far in sd of "
+          "the difference, against\nevery recorded run of the champion. Noise: "
+          + "; ".join(f"{s}: {src}" for s, src in first["sources"].items()))
+    print(f"\n{'noise sd':>9} {'stop_margin':>11}  discarded stopped   saved (time)               kept stopped   goal")
+    print("-" * 93)
+    for scale in (0.5, 1.0, 2.0):
+        for margin in (0.5, 1.0, 2.0):
+            settings = DecisionSection(rule="sequential", stop_margin=margin)
+            res = evaluate_sequential(runs, candidates, settings, True, scale)
+            goal = "yes" if res["saved"] >= GOAL and not res["false"] else "no"
+            mark = "  <- the default" if (scale, margin) == (1.0, default.stop_margin) else ""
+            print(f"{f'x{scale:g}':>9} {margin:>11g}  {len(res['hits']):>3d}/{res['n_discarded']:<3d}             "
+                  f"{100 * res['saved']:>5.1f}%  ({res['saved_s']:>5.0f} of {res['total_s']:>5.0f} s)  "
+                  f"{len(res['false']):>3d}/{res['n_kept']:<3d}         {goal}{mark}")
+    alone = evaluate_sequential(runs, candidates, default, False)
+    print(f"(the default without the curve rule: {100 * alone['saved']:.1f}% saved, {len(alone['false'])} kept "
+          f"stopped; noise sd x0.5 and x2: the noise estimate halved and doubled)")
+    res = evaluate_sequential(runs, candidates, default, True)
+    print("\ncandidates the default stops (curve rule, then the sequential rule):")
+    for r, fold, why in res["hits"] + res["false"]:
+        print(f"  {r.session}/{r.number:<3d} {r.status:<8} after fold {fold}: {r.description}\n      {why}")
+    closest = []
+    for r in candidates:
+        champ = runs.get((r.session, r.champion))
+        if r.status != "keep" or len(r.folds) < 2 or champ is None or len(champ.folds) != len(r.folds):
+            continue
+        noise, _ = session_noise(runs, r.session)
+        for j in range(len(r.folds) - 1):
+            partial = list(r.folds[:j + 1]) + [None] * (len(r.folds) - j - 1)
+            n = after_fold(Evidence([partial], champ.runs, noise, "minimize", default)).numbers
+            closest.append((n["z"] - n["stop_t"], n["z"], n["stop_t"], j, r))
+    if closest:
+        gap, z, stop, j, r = min(closest, key=lambda c: c[0])
+        print(f"\nkept candidates, closest call: z = {z:+.2f} against the stop boundary {stop:+.2f} after fold {j} "
+              f"({r.session}/{r.number}: {r.description})")
+
+
 def _line(res: dict, mark: str = "") -> str:
     goal = "yes" if res["saved_time"] >= GOAL and not res["false"] else "no"
     return (f"{res['ratio']:>6g} {res['min_progress']:>8g} {res['patience']:>8d} {res['min_fraction']:>12g}  "
@@ -231,6 +340,7 @@ def main() -> None:
         print(f"\nkept candidates, closest calls from {d.min_fraction:.0%} of the steps on: progress {low[0]:.2f} of "
               f"the champion's ({low[3].session}/{low[3].number} at step {low[2]}), loss {high[1]:.2f}x the "
               f"champion's ({high[3].session}/{high[3].number} at step {high[2]})")
+    print_sequential(runs, candidates)
     print_folds(runs, candidates)
     print("\nnever stopped by any setting without a false abort (their loss tracks the champion's):")
     safe = [g for g in grid if not g["false"]]

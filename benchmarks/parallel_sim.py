@@ -204,8 +204,8 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=48.0, help="the night, in trial lengths")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    settings = DecisionSection()
-    print(f"{args.trajectories} nights of {args.hours:g} trial-lengths each; decide() with its defaults; "
+    settings = DecisionSection(rule="noise")   # the figures in docs/parallel.md were measured with the noise rule
+    print(f"{args.trajectories} nights of {args.hours:g} trial-lengths each; decide() with the noise rule's defaults; "
           f"mean over nights\n")
     head = (f"{'rule':6} {'slots':>5} | {'decided':>7} {'kept':>5} {'trials':>7} {'gain':>7} {'± se':>5} {'x serial':>8} {'regress':>7} "
             f"{'stale%':>6} {'rerun':>6} {'lost':>5}")

@@ -1,16 +1,21 @@
 """Record real training curves for ``benchmarks/early_abort.py``: the replay queue on the eCLIP cpu preset.
 
     python benchmarks/record_curves.py DIR [--n 1200] [--folds 1] [--name SESSION]   # create, run, export
+    python benchmarks/record_curves.py DIR --folds 3 --n 300 --experiments 1 --out /tmp/curves   # a short check
     python benchmarks/record_curves.py DIR --export-only [--name SESSION]   # export a repository already run
     python benchmarks/record_curves.py DIR --doomed [--name SESSION]        # doomed candidates (see below)
 
 Creates an eCLIP research repository (``autoresearch init eclip DIR --n N``, synthetic data, cpu preset),
-sets one fold, a 1200 s deadline (so that a busy machine does not cut a curve short), the greedy rule and
-no early abort,
-commits that, then runs the replay agent through the whole ``queue.toml`` (the baseline and each entry on
-top of the champion of its time, kept or discarded by the loop itself). The export copies each run's fold
-log to ``benchmarks/data/curves/SESSION/NNNN.log`` and writes ``runs.json``: for every row its number,
-description, status, metric, seconds and the number of the champion it was compared against.
+sets the folds, a 1200 s deadline (so that a busy machine does not cut a curve short), no early abort (no
+curve rule and no fold-level stop: every fold of every run is recorded whole) and, with one fold, the greedy
+rule; with several folds the loop's own default rule decides, and the baseline is first run
+``baseline_repeats`` times (``autoresearch baseline``: the evidence of noise that rule needs).
+It commits that, then runs the replay agent through the whole ``queue.toml`` (the baseline and each entry on
+top of the champion of its time, kept or discarded by the loop itself; ``--experiments N``: the first N).
+The export copies each run's fold-0 log to ``OUT/SESSION/NNNN.log`` and writes ``runs.json``: for every row
+its number, description, status, metric, seconds, per-fold scores and times, the number of the champion it
+was compared against, and ``runs``: every run of its code (its own first, then its extra runs and the
+noise-floor runs of that commit), which ``benchmarks/early_abort.py`` pools as the session's measured noise.
 Takes about 13 runs of 30-60 s on two idle cores; much longer on a shared machine.
 
 The queue holds no candidate that diverges on the cpu preset, so ``--doomed`` adds some (``DOOMED``):
@@ -39,7 +44,7 @@ def _cli(*args: str, cwd: Path | None = None) -> None:
     subprocess.run([sys.executable, "-m", "autoresearch", *args], cwd=cwd, check=True)
 
 
-def create_and_run(repo: Path, n: int, folds: int = 1) -> None:
+def create_and_run(repo: Path, n: int, folds: int = 1, experiments: int = 0) -> None:
     _cli("init", "eclip", str(repo), "--n", str(n))
     toml = repo / "autoresearch.toml"
     text = toml.read_text(encoding="utf-8")
@@ -55,7 +60,11 @@ def create_and_run(repo: Path, n: int, folds: int = 1) -> None:
     subprocess.run(["git", "commit", "-qam", f"{folds} fold(s), long deadline, no abort (curve recording)"], cwd=repo,
                    check=True, env=env)
     _cli("rehash", cwd=repo)
-    _cli("run", "--agent", "replay", "--tag", "curves", cwd=repo)
+    if folds > 1:   # the evidence of noise the default rule needs (a run that measures it itself tops it up)
+        from autoresearch.config import DecisionSection
+        _cli("baseline", "--repeats", str(DecisionSection.baseline_repeats), "--tag", "curves", cwd=repo)
+    _cli("run", "--agent", "replay", "--tag", "curves", *(["--experiments", str(experiments)] if experiments else []),
+         cwd=repo)
 
 
 DOOMED = {"LR 3e-4 -> 1e-2": {"LR": 1e-2}, "LR 3e-4 -> 1.0": {"LR": 1.0}}
@@ -101,11 +110,21 @@ def _seconds(log: Path) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def export(repo: Path, name: str) -> Path:
+def _runs(row, noise_rows) -> list[list[float | None]]:
+    """Every run of a row's code: its own, its extra runs (confirmation, or the sequential rule's), and the
+    noise-floor runs of the same commit."""
+    numbers = (row.decision or {}).get("numbers") or {}
+    extra = [list(r) for r in numbers.get("confirm_runs") or []]
+    extra += [n.folds for n in noise_rows if n.commit and n.commit == row.commit and n.status == "keep"]
+    return [[None if v != v else v for v in r] for r in [row.folds] + extra]
+
+
+def export(repo: Path, name: str, out: Path = OUT) -> Path:
     ledger = Ledger(repo / ".autoresearch" / "ledger.sqlite", create=False)
     rows = ledger.rows(tag="curves", kinds=("baseline", "experiment"))
+    noise_rows = ledger.rows(tag="curves", kinds=("noise",))
     by_commit = {r.commit: r.number for r in rows if r.status == "keep" and r.commit}
-    dest = OUT / name
+    dest = out / name
     dest.mkdir(parents=True, exist_ok=True)
     manifest = []
     for r in rows:
@@ -118,6 +137,7 @@ def export(repo: Path, name: str) -> Path:
                          "metric": r.metric_mean, "seconds": r.train_seconds,
                          "folds": [None if v != v else v for v in r.folds],
                          "fold_seconds": [_seconds(p) for p in fold_logs],
+                         "runs": _runs(r, noise_rows),
                          "champion": None if r.kind == "baseline" else by_commit.get(r.parent_commit)})
     (dest / "runs.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     ledger.close()
@@ -131,6 +151,8 @@ def main() -> None:
     ap.add_argument("--name", default="")
     ap.add_argument("--folds", type=int, default=1, help="folds per experiment (several: the loop's default "
                     "decision rule; benchmarks/early_abort.py --folds replays their scores)")
+    ap.add_argument("--experiments", type=int, default=0, help="replay only the first N entries of the queue")
+    ap.add_argument("--out", type=Path, default=OUT, help="where the session folder is written")
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--doomed", action="store_true", help="run the DOOMED candidates on a recorded repository")
     args = ap.parse_args()
@@ -138,8 +160,8 @@ def main() -> None:
         print(f"exported to {record_doomed(args.repo, args.name or args.repo.name + '-doomed')}")
         return
     if not args.export_only:
-        create_and_run(args.repo, args.n, args.folds)
-    print(f"exported to {export(args.repo, args.name or args.repo.name)}")
+        create_and_run(args.repo, args.n, args.folds, args.experiments)
+    print(f"exported to {export(args.repo, args.name or args.repo.name, args.out)}")
 
 
 if __name__ == "__main__":

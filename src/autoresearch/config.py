@@ -107,12 +107,21 @@ class SmokeSection:
 
 @dataclass(frozen=True)
 class DecisionSection:
-    """Keep or discard (docs/decisions.md)."""
+    """Keep or discard (docs/decisions.md); the defaults come from benchmarks/decision_sim.py."""
 
-    rule: DecisionRule = setting(DecisionRule.NOISE, "noise: beat the measured run-to-run noise; greedy: a "
-                                 "strictly better mean over folds")
+    rule: DecisionRule = setting(DecisionRule.SEQUENTIAL, "sequential: fold by fold and run by run against the "
+                                 "measured seed noise, more runs while uncertain; noise: one run, a confirmation "
+                                 "band; greedy: a strictly better mean over folds")
     min_delta: float = setting(0.0, "the smallest gain worth keeping, in metric units", at_least=0)
-    k: float = setting(2.0, "noise rule: a keep needs a gain above k standard deviations", at_least=0)
+    k: float = setting(2.0, "a keep needs a gain this many standard deviations of the difference beyond "
+                       "min_delta", at_least=0)
+    max_runs: int = setting(4, "sequential rule: at most this many runs of a candidate (fresh seeds) before it is "
+                            "discarded", at_least=2, why="a keep needs two runs under different seeds, to check "
+                            "that the candidate uses its seed")
+    baseline_repeats: int = setting(3, "sequential rule: runs of the baseline, the first included, measured at the "
+                                    "start of a night: the first evidence of seed noise", at_least=1)
+    stop_margin: float = setting(1.0, "sequential rule: after a fold, stop a run this many sd below its discard "
+                                 "boundary", at_least=0)
     confirm_band: float = setting(1.0, "noise rule: a gain this many sd below the threshold is re-run to "
                                   "confirm (0: no confirmation)", at_least=0)
     confirm_repeats: int = setting(1, "confirmation runs of a close call", at_least=0)

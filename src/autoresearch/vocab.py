@@ -91,6 +91,7 @@ class Kind(enum.StrEnum):
 class DecisionRule(enum.StrEnum):
     """How a candidate is kept or discarded (``[decision] rule``; docs/decisions.md)."""
 
+    SEQUENTIAL = "sequential"    # fold by fold and run by run against the measured seed noise (the default)
     NOISE = "noise"              # beat the champion by more than the measured noise
     GREEDY = "greedy"            # strictly better mean over folds (Karpathy's rule): no noise floor
 

@@ -1,7 +1,11 @@
-"""Keep or discard: the rule that turns per-fold metrics into a decision, with the numbers behind it.
+"""Keep or discard: the rules that turn per-fold metrics into a decision, with the numbers behind it.
 
-Two rules (``[decision] rule``):
+Three rules (``[decision] rule``):
 
+- ``sequential`` (the default): ``loop.sequential``, one statistical model for the whole experiment, judged
+  after each fold and each run, with the noise gathered as the loop goes (``loop.noise``). Its API is
+  ``sequential.after_fold`` / ``sequential.after_run``; ``decide`` and ``decide_confirmed`` below answer for it
+  too, for a caller that runs at most one confirmation run (a MORE becomes ``confirm``, then ``discard``).
 - ``greedy``: keep iff the candidate's mean over folds is strictly better (Karpathy's rule). One run
   decides, so a change of random seed alone is kept about half the time.
 - ``noise``: the improvement must beat the run-to-run noise. ``sigma`` is the standard deviation of
@@ -18,8 +22,9 @@ Two rules (``[decision] rule``):
   A confirmed candidate is decided once more by ``decide_confirmed`` on all its runs pooled fold by
   fold: keep iff the pooled improvement beats ``max(min_delta, k * sd)`` with the smaller sd of the
   pooled means. Without a noise floor the sd is estimated from the spread of the fold-paired
-  differences (few degrees of freedom; the reason says so). ``benchmarks/decision_sim.py`` measures
-  the false-keep and false-revert rates of these rules; docs/decisions.md has the table.
+  differences (few degrees of freedom; the reason says so). A spread of zero never keeps.
+  ``benchmarks/decision_sim.py`` measures the false-keep and false-revert rates of these rules;
+  docs/decisions.md has the table.
 
 A failed (NaN) candidate is never kept. ``is_seed_only`` recognises a change of seed or comments only.
 """
@@ -34,10 +39,14 @@ from typing import Sequence
 import numpy as np
 
 from autoresearch.config import DecisionSection
+from autoresearch.loop import sequential
+from autoresearch.loop.noise import NO_EVIDENCE, NoiseEvidence, noise_evidence
 from autoresearch.vocab import Direction
 
 STATUSES = ("keep", "discard", "confirm")
-SEED_ONLY_REASON = "only a random seed / comments changed"
+SEED_ONLY_REASON = sequential.SEED_ONLY_REASON
+NO_SPREAD = ("the measured spread is zero, which is no evidence of noise (runs that agree bit for bit "
+             "ignore their seed); measure the noise floor: autoresearch baseline --repeats 3")
 
 
 # ---------------------------------------------------------------- noise floor
@@ -98,10 +107,11 @@ def noise_floor(runs: list[list[float]]) -> NoiseFloor:
 
 
 def needs_remeasure(noise: NoiseFloor | None, champion_mean: float, settings: DecisionSection) -> bool:
-    """Whether the noise floor should be measured (again) at the current champion.
+    """Whether the noise floor should be measured (again) at the current champion (the ``noise`` rule).
 
     With the ``noise`` rule and no floor yet: True. Otherwise True when the champion has moved from
-    where the floor was measured by more than ``remeasure_after`` (relative); 0 disables.
+    where the floor was measured by more than ``remeasure_after`` (relative); 0 disables. The sequential
+    rule pools every run as it goes and asks for runs itself (``sequential.Verdict.more``).
     """
     if settings.rule != "noise":
         return False
@@ -211,12 +221,16 @@ def decide(candidate: Sequence[float], champion: Sequence, *, direction: str,
 
     ``champion`` is one run's per-fold list, or a list of such lists pooled fold by fold.
     """
+    if settings.rule == "sequential":
+        return _sequential([candidate], champion, direction, settings, noise, seed_only, confirmed=False)
     early, cand, champ, numbers = _prepare(candidate, champion, direction, seed_only, "first")
     if early is not None:
         return early
     if settings.rule == "greedy":
         return _greedy(numbers)
     gain, sd, threshold, source = _threshold(cand, champ, direction, settings, noise, numbers)
+    if sd <= 0 < settings.k:
+        return Decision("discard", f"not kept: {NO_SPREAD}", numbers)
     lower = threshold - settings.confirm_band * sd
     numbers.update(confirm_band=settings.confirm_band, confirm_from=lower, confirm_repeats=settings.confirm_repeats)
     versus = f"improvement {_fmt(gain)} vs threshold {_fmt(threshold)} (k={settings.k:g} x sd {_fmt(sd)}, " \
@@ -241,18 +255,46 @@ def decide_confirmed(candidate_runs: Sequence[Sequence[float]], champion_runs: S
     difference of the two pooled means (it shrinks as runs are added). Any failed confirmation run
     discards the candidate. Never returns "confirm".
     """
+    if settings.rule == "sequential":
+        return _sequential(candidate_runs, champion_runs, direction, settings, noise, seed_only, confirmed=True)
     early, cand, champ, numbers = _prepare(candidate_runs, champion_runs, direction, seed_only, "confirmed")
     if early is not None:
         return early
     if settings.rule == "greedy":
         return _greedy(numbers)
     gain, sd, threshold, source = _threshold(cand, champ, direction, settings, noise, numbers)
+    if sd <= 0 < settings.k:
+        return Decision("discard", f"not confirmed: {NO_SPREAD}", numbers)
     numbers["run_means"] = [float(v) for v in cand.mean(axis=1)]
     versus = (f"pooled over {len(cand)} candidate and {len(champ)} champion runs, improvement {_fmt(gain)} "
               f"vs threshold {_fmt(threshold)} (k={settings.k:g} x sd {_fmt(sd)}; {source})")
     if gain > threshold:
         return Decision("keep", f"confirmed: {versus}", numbers)
     return Decision("discard", f"not confirmed: {versus}", numbers)
+
+
+def floor_evidence(noise: NoiseFloor | None, champion_runs: Sequence) -> NoiseEvidence:
+    """The evidence of noise a caller of ``decide`` holds: the champion's runs (its noise-floor runs among
+    them), and the floor's runs when they were measured on other code."""
+    champ = _matrix(champion_runs, "champion").tolist() if len(champion_runs) else []
+    groups = {"champion": champ}
+    if noise is not None and noise.runs and not all(list(r) in champ for r in noise.runs):
+        groups["noise floor"] = noise.runs
+    return noise_evidence(groups) if champ or noise is not None else NO_EVIDENCE
+
+
+def _sequential(candidate_runs, champion_runs, direction, settings, noise, seed_only, *, confirmed: bool) -> Decision:
+    """The sequential rule for a caller of ``decide`` (a MORE is ``confirm`` the first time, then a discard)."""
+    cand = _matrix(candidate_runs, "candidate").tolist()
+    evidence = sequential.Evidence(cand, _matrix(champion_runs, "champion").tolist(),
+                                   floor_evidence(noise, champion_runs), direction, settings, seed_only=seed_only)
+    verdict = sequential.after_run(evidence)
+    if verdict.action is sequential.Action.MORE:
+        if not confirmed:
+            return Decision("confirm", verdict.reason, verdict.numbers)
+        return Decision("discard", f"discarded: still uncertain after {len(cand)} runs, and this loop runs no "
+                        f"more: {verdict.reason}", verdict.numbers)
+    return Decision(str(verdict.action), verdict.reason, verdict.numbers)
 
 
 # ---------------------------------------------------------------- seed-only changes
