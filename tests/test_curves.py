@@ -280,7 +280,7 @@ def test_a_fold_far_worse_than_the_champions_stops_the_later_folds(tmp_path):
 
 
 def test_the_fold_rule_follows_the_metric_direction_and_can_be_off():
-    from autoresearch.loop.evidence import fold_stop
+    from autoresearch.loop.evidence import fold_margin as fold_stop
 
     def cfg(direction, **abort):
         return config_mod.parse(Path("/tmp"), {"metric": {"pattern": "(x)", "direction": direction, "name": "m"},

@@ -247,7 +247,7 @@ def test_decide_answers_for_the_sequential_rule_with_one_confirmation_run():
 METRIC = {"metric": {"source": "json", "key": "m"}}
 
 @pytest.mark.parametrize("table, message", [({"max_runs": 1}, "[decision] max_runs must be at least 2"),
-                                            ({"baseline_repeats": 0}, "[decision] baseline_repeats must be positive"),
+                                            ({"baseline_repeats": 0}, "[decision] baseline_repeats must be at least 1"),
                                             ({"stop_margin": -1}, "[decision] stop_margin must be zero or more"),
                                             ({"rule": "bayes"}, "[decision] rule must be one of sequential")])
 def test_decision_settings_are_checked_and_the_error_names_the_key(tmp_path, table, message):

@@ -52,7 +52,8 @@ def test_status_history_and_show_come_from_the_ledger(toy):
     assert sum(view.counts.values()) == 2 and view.champion is not None
     history = toy.history_text()
     assert "baseline" in history and "LR 1e-2 -> 1e-3" in history
-    assert "+LR = 0.001" in toy.show_text(1)
+    first = toy.rows((Kind.EXPERIMENT,))[0].number       # after the baseline and its repeats (noise rows)
+    assert "+LR = 0.001" in toy.show_text(first)
     assert toy.show_text(999) == "no experiment 999"
 
 
@@ -93,10 +94,11 @@ def test_a_note_reaches_the_next_brief_once(toy):
     assert "a note from the researcher: look at the <b>width</b> next" in toy.brief().render()
     toy.run("replay", experiments=2, no_sandbox=NO_SANDBOX)
     delivered = toy.notes()[0]["delivered_to"]
-    assert delivered == 2                                   # the experiment whose brief carried it
+    second = toy.rows((Kind.EXPERIMENT,))[1].number
+    assert delivered == second                              # the experiment whose brief carried it
     assert "look at the" not in toy.brief().render()       # delivered once
     page = toy.report(toy.root / "report").read_text()
-    assert "look at the &lt;b&gt;width&lt;/b&gt; next" in page and "brief of experiment 2" in page
+    assert "look at the &lt;b&gt;width&lt;/b&gt; next" in page and f"brief of experiment {second}" in page
 
 
 def test_dispatcher_refuses_a_listener_without_a_handler():

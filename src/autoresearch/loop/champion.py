@@ -10,18 +10,65 @@ from __future__ import annotations
 
 from autoresearch import events as ev
 from autoresearch.errors import UserError
-from autoresearch.loop import contention, decide
+from autoresearch.loop import contention, decide, noise
 from autoresearch.loop.context import Loop
 from autoresearch.loop.rows import Experiment
 from autoresearch.loop.runs import measure_commit
-from autoresearch.vocab import Kind, Status, rerun_seed
+from autoresearch.vocab import DecisionRule, Kind, Status, rerun_seed
 
 
 def ensure_baseline(loop: Loop) -> Experiment:
-    """The champion; with none yet, the starting commit measured and recorded as the baseline."""
+    """The champion; with none yet, the starting commit measured and recorded as the baseline, then run again
+    with fresh seeds up to ``[decision] baseline_repeats`` (the night's first evidence of seed noise)."""
     champ = loop.state.champion()
     if champ is not None:
+        if champ.kind == Kind.BASELINE:
+            _baseline_repeats(loop, champ)
         return champ
+    row = _measure_baseline(loop)
+    _baseline_repeats(loop, row)
+    return row
+
+
+def _baseline_repeats(loop: Loop, base: Experiment) -> None:
+    """Top the baseline up to ``baseline_repeats`` runs (idempotent: runs made earlier count), check from the
+    results that it honours its seed, and record the noise floor they give."""
+    settings = loop.config.decision
+    if settings.rule != DecisionRule.SEQUENTIAL or settings.baseline_repeats < 2:
+        return
+    runs = repeat(loop, base, settings.baseline_repeats)
+    if message := noise.seed_error(runs, script=" ".join(loop.config.run.command[1:2]) or "the run"):
+        raise UserError(message, hint="seed every random draw from AUTORESEARCH_SEED, or set [decision] rule = "
+                                      "\"greedy\" to decide on single runs without a noise model")
+    if loop.state.noise() is None:
+        floor = decide.noise_floor(runs)
+        loop.ledger.set_meta(f"noise:{loop.tag}", floor.to_dict())
+        loop.ledger.event("noise_floor", number=base.number, tag=loop.tag, **floor.to_dict())
+
+
+def repeat(loop: Loop, champ: Experiment, total: int) -> list[list[float]]:
+    """The champion's commit measured until it has ``total`` runs (its own runs and noise-floor runs, each
+    under a seed none of them used); returns them all. A run that fails stops with a message."""
+    runs = loop.state.champion_runs(champ)
+    while len(runs) < total:
+        seed = rerun_seed(loop.config.run.seed, len(runs))
+        number = loop.start_row(kind=Kind.NOISE, phase=0, phase_title="noise floor", parent_commit=champ.commit,
+                                candidate_commit=champ.commit, commit=champ.commit,
+                                description=f"noise floor: champion {champ.number} with seed {seed}")
+        loop.reporter(ev.ExperimentStarted(number, f"champion again, seed {seed}", "noise floor"))
+        trial = _measure(loop, number, champ.commit, f"{number:04d}", seed=seed)
+        status = Status.KEEP if trial.status == "ok" else Status(trial.status)
+        loop.finish(number, status, reason=trial.reason or "noise-floor run", **trial.ledger_fields())
+        loop.reporter(ev.ExperimentFinished(loop.ledger.get(number)))
+        if trial.status != "ok":
+            raise UserError(f"a noise-floor run of experiment {champ.number} failed: {trial.reason}",
+                            hint=f"check `autoresearch show {number}`; the champion should run reliably before its "
+                                 "noise is measured (a busy machine: free some cores and run again)")
+        runs.append(trial.values)
+    return runs
+
+
+def _measure_baseline(loop: Loop) -> Experiment:
     head, cfg = loop.git.head(), loop.config
     for starved in range(1, cfg.contention.pause_after + 1):
         number = loop.start_row(kind=Kind.BASELINE, number=0 if loop.ledger.next_number() == 0 else None,
@@ -63,31 +110,18 @@ def _measure(loop: Loop, number: int, commit: str, name: str, *, seed: int, mode
 
 
 def measure_noise(loop: Loop, repeats: int) -> decide.NoiseFloor:
-    """Run the champion ``repeats`` times with fresh seeds; record each run and the resulting noise floor.
-
-    The champion's own recorded run counts as one of the repeats, so R repeats cost R − 1 new runs."""
+    """The champion measured until it has ``repeats`` runs in all (its own run counts, and so do runs made
+    earlier: asking twice costs nothing the second time); the noise floor they give is recorded."""
     if repeats < 2:
         raise UserError("--repeats must be at least 2 to measure a spread", hint="use --repeats 3")
     champ = ensure_baseline(loop)
-    runs = [champ.folds]
-    for r in range(1, repeats):
-        seed = rerun_seed(loop.config.run.seed, r)
-        number = loop.start_row(kind=Kind.NOISE, phase=0, phase_title="noise floor", parent_commit=champ.commit,
-                                candidate_commit=champ.commit, commit=champ.commit,
-                                description=f"noise floor: champion {champ.number} with seed {seed}")
-        loop.reporter(ev.ExperimentStarted(number, f"champion again, seed {seed}", "noise floor"))
-        trial = _measure(loop, number, champ.commit, f"{number:04d}", seed=seed)
-        status = Status.KEEP if trial.status == "ok" else Status(trial.status)
-        loop.finish(number, status, reason=trial.reason or "noise-floor run", **trial.ledger_fields())
-        loop.reporter(ev.ExperimentFinished(loop.ledger.get(number)))
-        if trial.status != "ok":
-            raise UserError(f"a noise-floor run failed: {trial.reason}", hint=f"check `autoresearch show "
-                            f"{number}`; the champion should run reliably before its noise is measured")
-        runs.append(trial.values)
-    noise = decide.noise_floor(runs)
-    loop.ledger.set_meta(f"noise:{loop.tag}", noise.to_dict())
-    loop.ledger.event("noise_floor", number=champ.number, tag=loop.tag, **noise.to_dict())
-    return noise
+    runs = repeat(loop, champ, repeats)
+    if message := noise.seed_error(runs, what=f"experiment {champ.number}"):
+        raise UserError(message)
+    floor = decide.noise_floor(runs)
+    loop.ledger.set_meta(f"noise:{loop.tag}", floor.to_dict())
+    loop.ledger.event("noise_floor", number=champ.number, tag=loop.tag, **floor.to_dict())
+    return floor
 
 
 def maybe_remeasure(loop: Loop) -> None:

@@ -179,6 +179,7 @@ class Driver:
         return None
 
     def _launch(self, cand: Candidate) -> None:
+        self.lifecycle.prepare_run(cand)
         self._save_in_flight()
         if self.parallel == 1:    # the serial loop: the run in the loop's own thread (Ctrl-C reaches it)
             self.results.put((cand.number, self.lifecycle.run(cand), None))

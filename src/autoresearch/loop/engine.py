@@ -118,6 +118,7 @@ class Engine:
             return None if opened.exhausted else (opened.row, opened.trial)
         step = life.conclude(opened, life.run(opened))
         while isinstance(step, Again):
+            life.prepare_run(opened)
             step = life.conclude(opened, life.run(opened))
         return step.row, step.trial
 

@@ -29,6 +29,8 @@ from autoresearch.agents.base import Proposal
 from autoresearch.hyperparams import describe_changes, diff_constants
 from autoresearch.loop import abort as abort_mod
 from autoresearch.loop import briefing, decide, evidence, fingerprints, rebase, runs
+from autoresearch.loop import champion as champion_mod
+from autoresearch.loop import noise as noise_mod
 from autoresearch.loop.context import Loop
 from autoresearch.loop.gitops import archive_ref, branch_name, format_message
 from autoresearch.loop.phases import Phase
@@ -59,7 +61,7 @@ class Candidate:
     label: str = ""                    # run folder suffix of its current measurement: "", "-reapplied1"
     reapplied: int = 0
     stale: dict = field(default_factory=dict)
-    reference: dict = field(default_factory=dict)   # the parent's fold scores and curves (read in the loop's thread)
+    reference: evidence.Reference = field(default_factory=evidence.Reference)   # read in the loop's thread
 
     def in_flight(self) -> briefing.InFlight:
         return briefing.InFlight(self.number, self.proposal.description, self.parent.number, self.phase.number,
@@ -114,12 +116,20 @@ class Lifecycle:
         loop.git.update_ref(archive_ref(number), commit)
         loop.reporter(ev.ExperimentStarted(number, proposal.description, phase.label))
         return Candidate(number, slot, job, proposal, phase, champ, base, commit, changed,
-                         reference=self._reference(champ))
+                         reference=self._reference(champ, number))
 
-    def _reference(self, champ: Experiment) -> dict:
-        """What a candidate's runs compare with as they go (the abort rules), read here so runs read no ledger."""
-        cfg = self.loop.config
-        return {"folds": abort_mod.champion_folds(cfg, champ), "curves": abort_mod.champion_curves(cfg, champ)}
+    def _reference(self, champ: Experiment, number: int | None = None) -> evidence.Reference:
+        """What a candidate is judged against (its parent's runs and curves, the evidence of seed noise from
+        every other code), read in the loop's thread so that runs read no ledger."""
+        cfg, state = self.loop.config, self.loop.state
+        return evidence.Reference(champion_runs=state.champion_runs(champ),
+                                  champion_folds=abort_mod.champion_folds(cfg, champ),
+                                  noise=noise_mod.noise_evidence(state.code_runs(exclude=number)),
+                                  floor=state.noise(), curves=abort_mod.champion_curves(cfg, champ))
+
+    def prepare_run(self, cand: Candidate) -> None:
+        """Before each run of a candidate (the loop's thread): what it is compared with, as of now."""
+        cand.reference = self._reference(cand.parent, cand.number)
 
     def _champion_of(self, row: Experiment) -> Experiment | None:
         for r in self.loop.ledger.rows(tag=self.loop.tag, kinds=(Kind.BASELINE, Kind.EXPERIMENT)):
@@ -151,20 +161,22 @@ class Lifecycle:
         loop, cfg = self.loop, self.loop.config
         seed, name = cand.next_run(cfg)
         first = not cand.runs
-        folds, curves = cand.reference.get("folds", {}), cand.reference.get("curves", {})
+        ref = cand.reference
+        earlier = [t.values for t in cand.runs]
+        folds = fold_ids(cfg, "fold")
 
         def stop_after(done) -> dict | None:
-            last = done[-1]
-            return evidence.fold_stop(cfg, last.fold, last.score.value, folds)
+            scored = {f.fold: f.score.value for f in done}
+            current = [scored.get(k) for k in folds]
+            return evidence.fold_stop(cfg, earlier, current, ref, done[-1].fold)
 
         def trial(run_dir: Path, cwd: Path) -> TrialResult:
             on_fold = lambda f: loop.reporter(ev.FoldFinished(cand.number, f))  # noqa: E731
             if first:
                 return candidate_trial(cfg, run_dir, seed=seed, sandbox=loop.sandbox, executor=loop.executor,
-                                       on_fold=on_fold, champion_curves=curves,
-                                       stop_after=stop_after if folds else None, cwd=cwd)
+                                       on_fold=on_fold, champion_curves=ref.curves, stop_after=stop_after, cwd=cwd)
             return run_trial(cfg, run_dir, seed=seed, sandbox=loop.sandbox, executor=loop.executor,
-                             on_fold=on_fold, cwd=cwd)
+                             on_fold=on_fold, stop_after=stop_after, cwd=cwd)
 
         return runs.measure(loop, cand.commit, name, trial)
 
@@ -180,14 +192,27 @@ class Lifecycle:
             loop.reporter(ev.ExperimentFinished(row))
             return Done(row, trial=trial)
         first = cand.runs[0]
+        stopped = trial.fold_abort or {}
+        if stopped.get("kind") == "sequential":   # clearly not better on the folds so far: a discard
+            return self.record(cand, Status.DISCARD, stopped["reason"], stopped["verdict"].get("numbers", {}))
         if first.status != "ok":
             return self.record(cand, Status(first.status), first.reason, {})
         if trial.status == Status.CONTENTION:     # an extra run starved: the evidence is incomplete, not bad
             return self.record(cand, Status.CONTENTION, f"confirmation run {len(cand.runs) - 1}: {trial.reason}", {})
-        values = [t.values if t.status == "ok" else [math.nan] * len(first.values) for t in cand.runs]
-        parent_runs = loop.state.champion_runs(cand.parent)
-        judgement = evidence.judge(cfg, values, parent_runs, loop.state.noise(), seed_only=self._seed_only(cand))
+        width = len(first.values)
+        values = [t.values if t.status == "ok" else [math.nan] * width for t in cand.runs]
+        seed_only = self._seed_only(cand)
+        judgement = evidence.judge(cfg, values, cand.reference, seed_only=seed_only)
+        for _ in range(cfg.decision.max_runs):    # only the evidence of noise is missing: measure the champion
+            if judgement.verdict is not evidence.Verdict.MORE or judgement.more != "champion":
+                break
+            champion_mod.repeat(loop, cand.parent, len(cand.reference.champion_runs) + 1)
+            self.prepare_run(cand)
+            judgement = evidence.judge(cfg, values, cand.reference, seed_only=seed_only)
         if judgement.verdict is evidence.Verdict.MORE:
+            if judgement.more == "champion":
+                return self.record(cand, Status.DISCARD, "discarded: the champion could not be measured again to "
+                                   f"give evidence of the noise ({judgement.reason})", judgement.numbers)
             return Again()
         champ = loop.state.champion()
         if champ.number != cand.parent.number:
@@ -227,7 +252,7 @@ class Lifecycle:
         cand.reapplied += 1
         cand.label, cand.runs = f"-reapplied{cand.reapplied}", []
         cand.parent, cand.base, cand.commit = champ, base, moved
-        cand.reference = self._reference(champ)
+        cand.reference = self._reference(champ, cand.number)
         cand.changed = self._changed(champ.commit, {p: loop.git.raw("cat-file", "blob", f"{moved}:{p}")
                                                     for p in code if loop.git.show(moved, p) is not None})
         loop.git.update_ref(archive_ref(cand.number), moved)

@@ -77,6 +77,24 @@ class LoopState:
                 runs.append(row.folds)
         return runs
 
+    def code_runs(self, *, exclude: int | None = None) -> dict[str, list[list[float]]]:
+        """Every code measured more than once under different seeds, label -> its runs: each kept baseline or
+        experiment (its runs and the noise runs of its commit) and any other experiment with extra runs. The
+        evidence of seed noise is pooled from these (``loop.noise``); ``exclude`` leaves a candidate out."""
+        noise_runs: dict[str, list[list[float]]] = {}
+        for row in self.ledger.rows(tag=self.tag, kinds=(Kind.NOISE,)):
+            if row.status == Status.KEEP and row.commit:
+                noise_runs.setdefault(row.commit, []).append(row.folds)
+        out = {}
+        for row in self.ledger.rows(tag=self.tag, kinds=CHAMPION_KINDS):
+            if row.number == exclude or not row.folds or row.metric_mean is None:
+                continue
+            extra = [list(r) for r in (row.decision.get("numbers", {}).get("confirm_runs") or [])]
+            runs = [row.folds, *extra] + (noise_runs.get(row.commit, []) if row.status == Status.KEEP else [])
+            if len(runs) > 1:
+                out[f"experiment {row.number}" if row.kind == Kind.EXPERIMENT else "the baseline"] = runs
+        return out
+
     def spent(self) -> tuple[float, int]:
         """The agent's cost in USD and tokens so far on this tag (unknown costs count as zero)."""
         rows = self.experiments()
