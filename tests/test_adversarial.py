@@ -44,7 +44,7 @@ def test_attack_is_contained_and_recorded(suite, attack):
     assert outcome.contained, f"{attack.key}: {outcome.problem} (recorded {outcome.status}: {outcome.reason})"
 
 
-IN_FLIGHT = adversarial.round_three()
+IN_FLIGHT = adversarial.round_three() + adversarial.seed_attacks()
 
 
 @pytest.mark.parametrize("attack", IN_FLIGHT, ids=[a.key for a in IN_FLIGHT])
@@ -107,3 +107,19 @@ def test_survivor_scan_finds_a_live_process_by_its_environment(tmp_path):
         proc.kill()
         proc.wait()
     assert proc.pid not in adversarial.survivors(marker)
+
+
+SEEDS = adversarial.seed_attacks()
+
+
+@pytest.fixture(scope="module")
+def unmeasured(tmp_path_factory):
+    """A repository whose night starts without a noise floor (``baseline_repeats = 1``)."""
+    config = adversarial.build_repo(tmp_path_factory.mktemp("unmeasured") / "repo", decision={"baseline_repeats": 1})
+    return adversarial.Suite(config)
+
+
+@pytest.mark.parametrize("attack", SEEDS, ids=[a.key for a in SEEDS])
+def test_a_fixed_seed_without_a_measured_floor_is_never_kept(unmeasured, attack):
+    outcome = unmeasured.attempt(attack)
+    assert outcome.contained, f"{attack.key}: {outcome.problem} (recorded {outcome.status}: {outcome.reason})"

@@ -100,7 +100,7 @@ def test_values_are_converted_to_the_declared_type(tmp_path):
 
 
 def test_the_closed_sets_keep_their_string_names():
-    assert config_mod.DECISION_RULES == ("noise", "greedy")
+    assert config_mod.DECISION_RULES == ("sequential", "noise", "greedy")
     assert config_mod.EXECUTORS == ("local", "ray")
     assert config_mod.DecisionSection(rule="greedy").rule == DecisionRule.GREEDY
 

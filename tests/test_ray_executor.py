@@ -150,7 +150,7 @@ def test_a_node_lost_mid_run_is_proposed_again_and_nothing_is_lost(cluster, tmp_
     git = Git(root)
     champ = ledger.champion("ray")
     assert f"LR = {champ.description.split()[-1]}" in git.show(champ.commit, "train.py")
-    assert git.head() == ledger.get_meta("base:ray") and git.status() == []
+    assert git.head() == session.state.base() and git.status() == []
     for r in finished:
         assert git.rev(archive_ref(r.number)) == r.commit
     # LR 0.001 ran twice: once cut off with the node, once again to a result on the node that was left.

@@ -26,7 +26,7 @@ from autoresearch.loop import fingerprints, records, workspace
 from autoresearch.loop.context import Loop
 from autoresearch.loop.gitops import archive_ref, branch_name
 from autoresearch.loop.rows import utc_now
-from autoresearch.vocab import Status
+from autoresearch.vocab import Kind, Status
 
 DEFAULT_PROGRAM = """\
 # Research program
@@ -62,11 +62,13 @@ def recover(loop: Loop) -> None:
                              "the ledger as it is now if a person made these changes on purpose")
     for row in loop.ledger.running():
         loop.finish(row.number, Status.INTERRUPTED, reason="the tool stopped while this ran; it will be proposed again")
-        if row.candidate_commit and git.rev(archive_ref(row.number)) is None and git.rev(row.candidate_commit):
-            git.update_ref(archive_ref(row.number), row.candidate_commit)
         loop.reporter(ev.Interrupted(row.number))
         if loop.agent is not None and row.tag == loop.tag:
             loop.agent.observe(row.number, Status.INTERRUPTED, None, row.meta)
+    for row in loop.ledger.rows(kinds=(Kind.EXPERIMENT,)):    # every attempt keeps its candidate in git, also
+        if row.status == Status.INTERRUPTED and row.candidate_commit and not row.commit \
+                and git.rev(archive_ref(row.number)) is None and git.rev(row.candidate_commit):   # after a second stop
+            git.update_ref(archive_ref(row.number), row.candidate_commit)
     if git.rev(f"refs/heads/{branch}") is None:
         git.checkout_branch(branch)
     elif git.current_branch() != branch:
