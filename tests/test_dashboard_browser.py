@@ -28,6 +28,7 @@ pytest.importorskip("starlette")
 playwright = pytest.importorskip("playwright.sync_api")
 
 import autoresearch  # noqa: E402
+from autoresearch.config import DecisionSection  # noqa: E402
 from autoresearch.runner import sandbox  # noqa: E402
 from autoresearch.session import Session  # noqa: E402
 from dashboard_fixtures import Server, free_port, git_commit_all, hostile, make_hostile_repo, wait_for  # noqa: E402
@@ -147,11 +148,13 @@ def test_watch_a_live_loop_open_an_experiment_pause_note_resume_stop(browser, tm
         loop = subprocess.Popen([sys.executable, "-m", "autoresearch", "run", "-C", str(root), "--agent", "replay",
                                  "--tag", "live", "--queue", str(queue), *flags], stdout=loop_log,
                                 stderr=subprocess.STDOUT, env=env)
-        page.wait_for_selector('tr[data-n="1"]', timeout=60_000)     # pushed by the event stream
+        # the first experiment comes after the baseline and its two repeats (the night's evidence of seed noise)
+        first = DecisionSection().baseline_repeats
+        page.wait_for_selector(f'tr[data-n="{first}"]', timeout=90_000)     # pushed by the event stream
         assert page.evaluate("window.__sameDocument") == "yes"        # no reload happened
         assert page.text_content("#live") == "live"
 
-        page.click('tr[data-n="1"]')
+        page.click(f'tr[data-n="{first}"]')
         page.wait_for_selector("pre.diff")
         assert "+LR = 0.001" in page.text_content("pre.diff") and "-LR = 0.01" in page.text_content("pre.diff")
         assert page.text_content("#description") == "LR -> 0.001"

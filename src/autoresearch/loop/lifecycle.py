@@ -255,6 +255,8 @@ class Lifecycle:
         cand.reference = self._reference(champ, cand.number)
         cand.changed = self._changed(champ.commit, {p: loop.git.raw("cat-file", "blob", f"{moved}:{p}")
                                                     for p in code if loop.git.show(moved, p) is not None})
+        loop.ledger.update(cand.number, candidate_commit=moved, parent_commit=champ.commit,   # the record first,
+                           champion_metric=champ.metric_mean, changed=cand.changed)          # then the ref
         loop.git.update_ref(archive_ref(cand.number), moved)
         loop.reporter(ev.Notice(f"experiment {cand.number} beat its parent, which is no longer the champion: "
                                 f"re-applied onto experiment {champ.number} and running again"))

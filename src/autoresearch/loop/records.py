@@ -136,7 +136,7 @@ def _check_git(ledger: Ledger, git: Git, rows: list[dict], by_seal: dict, head: 
         if found != [r["digest"]] and accepted.get("seals", {}).get(str(n)) != r["digest"]:
             problems.append(Problem(n, f"its result commit {commit[:10]} does not carry its seal"))
         ref = git.rev(archive_ref(n))
-        if ref is None and repair:
+        if repair and ref in (None, r["candidate_commit"]):     # the record was sealed, the ref not moved yet
             git.update_ref(archive_ref(n), commit)
         elif ref != commit:
             problems.append(Problem(n, f"{archive_ref(n)} points to {str(ref)[:10]}, but the ledger records "
