@@ -38,7 +38,7 @@ from autoresearch.runner import sandbox as sandbox_mod
 from autoresearch.runner.executor import LocalExecutor
 from autoresearch.runviews import RunViews
 from autoresearch.text import NOTE_CHARS, stored
-from autoresearch.vocab import Kind
+from autoresearch.vocab import Direction, Kind
 
 
 
@@ -52,7 +52,7 @@ class StatusView:
 
     tag: str
     metric: str
-    direction: str
+    direction: Direction
     champion: Experiment | None
     phase: Phase
     phase_used: int

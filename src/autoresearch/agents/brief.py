@@ -70,7 +70,7 @@ class Brief:
     experiment: int
     task: str
     metric_name: str
-    direction: str
+    direction: Direction
     phase_title: str
     phase_text: str
     program_rules: str

@@ -55,7 +55,7 @@ class Ablation:
     champion_mean: float | None       # the champion's mean over the ablation's runs
     champion_rows: list[int]
     metric: str
-    direction: str
+    direction: Direction
     rule: str                         # the verdict's rule, in words
 
     def to_dict(self) -> dict:

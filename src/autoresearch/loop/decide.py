@@ -41,9 +41,10 @@ import numpy as np
 from autoresearch.config import DecisionSection
 from autoresearch.loop import sequential
 from autoresearch.loop.noise import NO_EVIDENCE, NoiseEvidence, noise_evidence
-from autoresearch.vocab import Direction
+from autoresearch.vocab import Direction, Status
 
-STATUSES = ("keep", "discard", "confirm")
+CONFIRM = "confirm"      # the noise rule's close call: re-run the candidate (the lifecycle's "one more run")
+STATUSES = (Status.KEEP, Status.DISCARD, CONFIRM)
 SEED_ONLY_REASON = sequential.SEED_ONLY_REASON
 NO_SPREAD = ("the measured spread is zero, which is no evidence of noise (runs that agree bit for bit "
              "ignore their seed); measure the noise floor: autoresearch baseline --repeats 3")
@@ -127,27 +128,25 @@ def needs_remeasure(noise: NoiseFloor | None, champion_mean: float, settings: De
 
 @dataclass
 class Decision:
-    status: str             # "keep" | "discard" | "confirm"
+    status: str             # Status.KEEP | Status.DISCARD | CONFIRM
     reason: str             # one sentence for the report
     numbers: dict = field(default_factory=dict)
 
     @property
     def kept(self) -> bool:
-        return self.status == "keep"
+        return self.status == Status.KEEP
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _gain(candidate: float, champion: float, direction: str) -> float:
-    return Direction.parse(direction).gain(candidate, champion)
 
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _sd_of_difference(cand: np.ndarray, champ: np.ndarray, direction: str,
+def _sd_of_difference(cand: np.ndarray, champ: np.ndarray, direction: Direction,
                       noise: NoiseFloor | None) -> tuple[float, str]:
     """The std of (candidate mean - champion mean) and where it came from."""
     mc, k = cand.shape
@@ -162,37 +161,36 @@ def _sd_of_difference(cand: np.ndarray, champ: np.ndarray, direction: str,
         dof = sum(k * (len(g) - 1) for g in replicated)
         return math.sqrt(ss / dof / k) * scale, "spread of repeated runs (no noise floor yet)"
     if k > 1:
-        diffs = [_gain(c, h, direction) for c, h in zip(cand.mean(axis=0), champ.mean(axis=0))]
+        diffs = [direction.gain(c, h) for c, h in zip(cand.mean(axis=0), champ.mean(axis=0))]
         return float(np.std(diffs, ddof=1)) / math.sqrt(k), \
             f"spread of {k} fold-paired differences (no noise floor yet, a rough estimate)"
     return 0.0, "no noise estimate (no noise floor and a single fold)"
 
 
-def _prepare(candidate, champion, direction: str, seed_only: bool, stage: str):
+def _prepare(candidate, champion, direction: Direction, seed_only: bool, stage: str):
     """Shared checks; returns (early Decision or None, cand, champ, numbers)."""
     cand = _matrix(candidate, "candidate")
     champ = _matrix(champion, "champion")
     if cand.shape[1] != champ.shape[1]:
         raise ValueError(f"candidate has {cand.shape[1]} folds but champion {champ.shape[1]}")
     numbers: dict = {"stage": stage, "n_folds": int(cand.shape[1]), "candidate_runs": int(len(cand)),
-                     "direction": direction}
-    _gain(0.0, 0.0, direction)  # validates direction
+                     "direction": str(direction)}
     if seed_only:
-        return Decision("discard", SEED_ONLY_REASON, {**numbers, "seed_only": True}), cand, champ, numbers
+        return Decision(Status.DISCARD, SEED_ONLY_REASON, {**numbers, "seed_only": True}), cand, champ, numbers
     bad = np.flatnonzero(~np.isfinite(cand).all(axis=0))
     if bad.size:
         numbers["failed_folds"] = bad.tolist()
-        return Decision("discard", f"the candidate has no valid metric on fold(s) {bad.tolist()}; "
+        return Decision(Status.DISCARD, f"the candidate has no valid metric on fold(s) {bad.tolist()}; "
                         "a failed run is never kept", numbers), cand, champ, numbers
     champ = champ[np.isfinite(champ).all(axis=1)]
     numbers["champion_runs"] = int(len(champ))
     numbers["candidate_mean"] = float(cand.mean())
     if not len(champ):
-        return Decision("keep", "the champion has no valid measurement, so any valid result is better",
+        return Decision(Status.KEEP, "the champion has no valid measurement, so any valid result is better",
                         numbers), cand, champ, numbers
     numbers["champion_mean"] = float(champ.mean())
-    numbers["improvement"] = _gain(float(cand.mean()), float(champ.mean()), direction)
-    numbers["paired_differences"] = [float(_gain(c, h, direction))
+    numbers["improvement"] = direction.gain(float(cand.mean()), float(champ.mean()))
+    numbers["paired_differences"] = [float(direction.gain(c, h))
                                      for c, h in zip(cand.mean(axis=0), champ.mean(axis=0))]
     return None, cand, champ, numbers
 
@@ -201,11 +199,11 @@ def _greedy(numbers: dict) -> Decision:
     gain = numbers["improvement"]
     where = f"mean {_fmt(numbers['candidate_mean'])} vs champion {_fmt(numbers['champion_mean'])}"
     if gain > 0:
-        return Decision("keep", f"greedy rule: {where}, better by {_fmt(gain)}", numbers)
-    return Decision("discard", f"greedy rule: {where}, not strictly better", numbers)
+        return Decision(Status.KEEP, f"greedy rule: {where}, better by {_fmt(gain)}", numbers)
+    return Decision(Status.DISCARD, f"greedy rule: {where}, not strictly better", numbers)
 
 
-def _threshold(cand, champ, direction: str, settings: DecisionSection, noise: NoiseFloor | None,
+def _threshold(cand, champ, direction: Direction, settings: DecisionSection, noise: NoiseFloor | None,
                numbers: dict) -> tuple[float, float, float, str]:
     """(gain, sd of the difference, threshold, where sd came from); records them in ``numbers``."""
     sd, source = _sd_of_difference(cand, champ, direction, noise)
@@ -215,12 +213,13 @@ def _threshold(cand, champ, direction: str, settings: DecisionSection, noise: No
     return numbers["improvement"], sd, threshold, source
 
 
-def decide(candidate: Sequence[float], champion: Sequence, *, direction: str,
+def decide(candidate: Sequence[float], champion: Sequence, *, direction: Direction | str,
            settings: DecisionSection, noise: NoiseFloor | None, seed_only: bool = False) -> Decision:
     """Decide one candidate run (a list of per-fold values) against the champion.
 
     ``champion`` is one run's per-fold list, or a list of such lists pooled fold by fold.
     """
+    direction = Direction.parse(direction)          # the edge: a string from a benchmark or a test
     if settings.rule == "sequential":
         return _sequential([candidate], champion, direction, settings, noise, seed_only, confirmed=False)
     early, cand, champ, numbers = _prepare(candidate, champion, direction, seed_only, "first")
@@ -230,33 +229,34 @@ def decide(candidate: Sequence[float], champion: Sequence, *, direction: str,
         return _greedy(numbers)
     gain, sd, threshold, source = _threshold(cand, champ, direction, settings, noise, numbers)
     if sd <= 0 < settings.k:
-        return Decision("discard", f"not kept: {NO_SPREAD}", numbers)
+        return Decision(Status.DISCARD, f"not kept: {NO_SPREAD}", numbers)
     lower = threshold - settings.confirm_band * sd
     numbers.update(confirm_band=settings.confirm_band, confirm_from=lower, confirm_repeats=settings.confirm_repeats)
     versus = f"improvement {_fmt(gain)} vs threshold {_fmt(threshold)} (k={settings.k:g} x sd {_fmt(sd)}, " \
              f"min_delta {settings.min_delta:g}; {source})"
     if gain > threshold:
-        return Decision("keep", f"kept: {versus}", numbers)
+        return Decision(Status.KEEP, f"kept: {versus}", numbers)
     if gain > 0 and gain > lower:
         if settings.confirm_repeats > 0:
-            return Decision("confirm", f"promising but within the noise, re-running {settings.confirm_repeats}x "
+            return Decision(CONFIRM, f"promising but within the noise, re-running {settings.confirm_repeats}x "
                             f"to confirm: {versus}", numbers)
-        return Decision("discard", f"within the noise and confirm_repeats = 0: {versus}", numbers)
+        return Decision(Status.DISCARD, f"within the noise and confirm_repeats = 0: {versus}", numbers)
     if gain > 0:
-        return Decision("discard", f"better, but not beyond the noise: {versus}", numbers)
-    return Decision("discard", f"not better: {versus}", numbers)
+        return Decision(Status.DISCARD, f"better, but not beyond the noise: {versus}", numbers)
+    return Decision(Status.DISCARD, f"not better: {versus}", numbers)
 
 
-def decide_confirmed(candidate_runs: Sequence[Sequence[float]], champion_runs: Sequence, *, direction: str,
+def decide_confirmed(candidate_runs: Sequence[Sequence[float]], champion_runs: Sequence, *, direction: Direction | str,
                      settings: DecisionSection, noise: NoiseFloor | None, seed_only: bool = False) -> Decision:
     """Final keep/discard after confirmation runs: all candidate runs vs all champion runs, paired by fold.
 
     Keep iff the pooled improvement exceeds ``max(min_delta, k * sd)``, where sd is the std of the
     difference of the two pooled means (it shrinks as runs are added). Any failed confirmation run
-    discards the candidate. Never returns "confirm".
+    discards the candidate. Never returns ``CONFIRM``.
     """
     if settings.rule == "sequential":
         return _sequential(candidate_runs, champion_runs, direction, settings, noise, seed_only, confirmed=True)
+    direction = Direction.parse(direction)
     early, cand, champ, numbers = _prepare(candidate_runs, champion_runs, direction, seed_only, "confirmed")
     if early is not None:
         return early
@@ -264,13 +264,13 @@ def decide_confirmed(candidate_runs: Sequence[Sequence[float]], champion_runs: S
         return _greedy(numbers)
     gain, sd, threshold, source = _threshold(cand, champ, direction, settings, noise, numbers)
     if sd <= 0 < settings.k:
-        return Decision("discard", f"not confirmed: {NO_SPREAD}", numbers)
+        return Decision(Status.DISCARD, f"not confirmed: {NO_SPREAD}", numbers)
     numbers["run_means"] = [float(v) for v in cand.mean(axis=1)]
     versus = (f"pooled over {len(cand)} candidate and {len(champ)} champion runs, improvement {_fmt(gain)} "
               f"vs threshold {_fmt(threshold)} (k={settings.k:g} x sd {_fmt(sd)}; {source})")
     if gain > threshold:
-        return Decision("keep", f"confirmed: {versus}", numbers)
-    return Decision("discard", f"not confirmed: {versus}", numbers)
+        return Decision(Status.KEEP, f"confirmed: {versus}", numbers)
+    return Decision(Status.DISCARD, f"not confirmed: {versus}", numbers)
 
 
 def floor_evidence(noise: NoiseFloor | None, champion_runs: Sequence) -> NoiseEvidence:
@@ -291,8 +291,8 @@ def _sequential(candidate_runs, champion_runs, direction, settings, noise, seed_
     verdict = sequential.after_run(evidence)
     if verdict.action is sequential.Action.MORE:
         if not confirmed:
-            return Decision("confirm", verdict.reason, verdict.numbers)
-        return Decision("discard", f"discarded: still uncertain after {len(cand)} runs, and this loop runs no "
+            return Decision(CONFIRM, verdict.reason, verdict.numbers)
+        return Decision(Status.DISCARD, f"discarded: still uncertain after {len(cand)} runs, and this loop runs no "
                         f"more: {verdict.reason}", verdict.numbers)
     return Decision(str(verdict.action), verdict.reason, verdict.numbers)
 

@@ -63,7 +63,7 @@ def judge(config: Config, runs: list[list[float]], ref: Reference, *, seed_only:
     if extra == 0:
         d = decide_mod.decide(runs[0], ref.champion_runs, direction=direction, settings=settings, noise=ref.floor,
                               seed_only=seed_only)
-        if d.status == "confirm":
+        if d.status == decide_mod.CONFIRM:
             return Judgement(Verdict.MORE, d.reason, d.numbers)
         return Judgement(Verdict(d.status), d.reason, d.numbers)
     if extra < settings.confirm_repeats and all(math.isfinite(v) for v in runs[-1]):

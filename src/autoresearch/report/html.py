@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from autoresearch.loop.ledger import Experiment, Ledger
-from autoresearch.loop.status import ABORTED, CONTENTION
 from autoresearch.report.plot import contributions_png, direction_label, progress_png
 from autoresearch.text import shown
 from autoresearch.vocab import Direction, Status
@@ -54,7 +53,7 @@ img{max-width:100%;border:1px solid #eee}
 """
 
 
-def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, direction: str,
+def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, direction: Direction,
                  noise_sigma: float | None = None, extra: dict | None = None, ablation: Any = None,
                  transfers: Iterable[Any] = ()) -> Path:
     """Write the four report files for one tag into ``out_dir`` (and ``ablation.png`` when the champion has
@@ -83,7 +82,7 @@ def write_report(ledger: Ledger, out_dir: Path, *, tag: str, metric_name: str, d
     return index
 
 
-def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction: str,
+def render_page(rows: list[Experiment], *, tag: str, metric_name: str, direction: Direction,
                 noise_sigma: float | None, png: bytes, test_uses: int, extra: dict,
                 notes: list[tuple[str, str, int | None]] = (), warning: str = "", ablation: Any = None,
                 ablation_png: bytes | None = None, transfers: list | None = None) -> str:
@@ -162,7 +161,7 @@ def _notes_section(notes) -> str:
     return f"<h2>Notes to the agent</h2><table><tr><th>when</th><th>note</th><th>delivered</th></tr>{items}</table>"
 
 
-def _headline(rows: list[Experiment], metric_name: str, direction: str) -> str:
+def _headline(rows: list[Experiment], metric_name: str, direction: Direction) -> str:
     e = _e
     trials = [r for r in rows if r.kind in ("baseline", "experiment")]
     base = next((r for r in trials if r.kind == "baseline" and _finite(r.metric_mean)), None)

@@ -35,7 +35,7 @@ def ellipsise(text: str, limit: int = LABEL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def direction_label(metric_name: str, direction: str) -> str:
+def direction_label(metric_name: str, direction: Direction) -> str:
     """'mean_rank (lower is better)'."""
     return f"{metric_name} ({Direction.parse(direction).words})"
 
@@ -46,7 +46,7 @@ def champion_steps(rows: Sequence[Experiment]) -> list[tuple[int, float]]:
             if r.kind in CHAMPION_KINDS and r.status == Status.KEEP and _finite(r.metric_mean)]
 
 
-def progress_png(rows: Sequence[Experiment], path: Path | str, *, metric_name: str, direction: str,
+def progress_png(rows: Sequence[Experiment], path: Path | str, *, metric_name: str, direction: Direction,
                  noise_sigma: float | None = None, title: str = "", noise_k: float = 2.0) -> Path:
     """Draw the progress plot of ``rows`` (one tag, in number order) to a 1200×600 PNG at ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # the Agg backend, no global pyplot state
