@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from autoresearch import tasks
 from autoresearch.agents.base import Brief, HistoryRow
 from autoresearch.agents.brief import RECENT_RUNS
+from autoresearch.loop import noise as noise_mod
 from autoresearch.loop import runfacts
 from autoresearch.loop.gitops import Git
 from autoresearch.loop.phases import Phase
@@ -65,6 +66,8 @@ def assemble(state: LoopState, git: Git, base: str | None, *, notes: list[str], 
     if in_flight:
         lines.append("these candidates are running now; do not propose the same change again: " + "; ".join(
             f"experiment {f.number}: {f.description} (from champion {f.champion})" for f in in_flight))
+    lines += [f"not counted as evidence of seed noise: {why}"
+              for why in noise_mod.noise_evidence(state.code_runs()).rejected]
     lines += [researcher_line(n["text"]) for n in state.pending_notes()]
     champion_run = runfacts.summarize(cfg, champ) if champ else None
     recent = [runfacts.summarize(cfg, r) for r in finished[-RECENT_RUNS:][::-1]
