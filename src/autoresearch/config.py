@@ -42,6 +42,15 @@ class RunSection:
     seed: int = 0
     memory_gb: float = 0.0
     sandbox: bool = True
+    tmp_gb: float = 0.0       # the sandbox's /tmp and /dev/shm, each (counted in memory_gb); default: memory_gb
+    output_gb: float = 8.0    # quota of a run's output folder while it runs; default: memory_gb (at least 1)
+
+    @staticmethod
+    def storage_defaults(memory_gb: float) -> tuple[float, float]:
+        """(tmp_gb, output_gb) when ``[run]`` does not set them: the tmpfs as large as the memory ceiling
+        (0, the kernel's default of half the RAM, without one); the output quota the ceiling, at least
+        1 GB (8 GB without a ceiling)."""
+        return (memory_gb, max(1.0, memory_gb)) if memory_gb > 0 else (0.0, 8.0)
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ class ContentionSection:
     pause_after: int = 3         # this many such runs in a row: pause instead of spending the budget
     pause_s: float = 60.0        # first pause; doubles each time the champion is still starved
     pause_max_s: float = 1800.0  # longest single pause
+    deadline_cap: float = 3.0    # a starved run still on pace may run up to this × timeout_s (1 = never moved)
+    pace_tolerance: float = 1.5  # CPU per step up to this × the champion's counts as on pace
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,7 @@ class ResourcesSection:
     ray_address: str = ""         # "" = start Ray on this machine; "auto" or host:port = join a cluster
     custom: tuple[tuple[str, float], ...] = ()   # Ray custom resources per fold run, e.g. {accel = 1}
     max_output_mb: float = 512.0  # Ray: the most a run's output folder may bring back to the driver
+    threads: int = 0              # exact thread count of every run (0 = chosen from its cores and the load)
 
 
 @dataclass(frozen=True)
@@ -310,6 +322,8 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
 
     s = _Section(file, "run", data.get("run", {}))
     command = s.get("command", RunSection.command, "strs")
+    memory_gb = s.positive("memory_gb", RunSection.memory_gb, allow_zero=True)
+    tmp_gb, output_gb = RunSection.storage_defaults(memory_gb)
     run = RunSection(
         command=command,
         time_budget_s=s.positive("time_budget_s", RunSection.time_budget_s),
@@ -317,8 +331,10 @@ def parse(root: Path, data: dict[str, Any], file: Path | None = None) -> Config:
         grace_s=s.positive("grace_s", RunSection.grace_s, allow_zero=True),
         folds=s.positive("folds", RunSection.folds, "int"),
         seed=s.get("seed", RunSection.seed, "int"),
-        memory_gb=s.positive("memory_gb", RunSection.memory_gb, allow_zero=True),
+        memory_gb=memory_gb,
         sandbox=s.get("sandbox", RunSection.sandbox, "bool"),
+        tmp_gb=s.positive("tmp_gb", tmp_gb, allow_zero=True),
+        output_gb=s.positive("output_gb", output_gb, allow_zero=True),
     )
     s.finish()
     if not run.command:
@@ -426,6 +442,7 @@ def _resources(s: _Section) -> ResourcesSection:
         ray_address=s.get("ray_address", d.ray_address, "str"),
         custom=tuple(custom),
         max_output_mb=s.positive("max_output_mb", d.max_output_mb),
+        threads=s.positive("threads", d.threads, "int", allow_zero=True),
     )
     s.finish()
     if section.gpu_ids and section.gpus == 0:
@@ -470,8 +487,16 @@ def _contention(file: Path, data: dict[str, Any]) -> ContentionSection:
         pause_after=s.positive("pause_after", ContentionSection.pause_after, "int"),
         pause_s=s.positive("pause_s", ContentionSection.pause_s, allow_zero=True),
         pause_max_s=s.positive("pause_max_s", ContentionSection.pause_max_s, allow_zero=True),
+        deadline_cap=s.positive("deadline_cap", ContentionSection.deadline_cap),
+        pace_tolerance=s.positive("pace_tolerance", ContentionSection.pace_tolerance),
     )
     s.finish()
+    if section.deadline_cap < 1:
+        raise s.error("deadline_cap", f"is a multiple of [run] timeout_s and must be at least 1 (1: the deadline "
+                                      f"never moves), got {section.deadline_cap!r}")
+    if section.pace_tolerance < 1:
+        raise s.error("pace_tolerance", f"is a multiple of the champion's CPU per step and must be at least 1, "
+                                        f"got {section.pace_tolerance!r}")
     if section.pause_max_s < section.pause_s:
         raise s.error("pause_max_s", f"({section.pause_max_s:g}) must be at least pause_s ({section.pause_s:g})")
     return section

@@ -20,6 +20,7 @@ from typing import Any, Callable, Protocol
 
 from autoresearch import events as ev
 from autoresearch.config import Config
+from autoresearch.loop.abort import champion_pace
 from autoresearch.loop.ledger import Experiment, Ledger
 from autoresearch.loop.status import CONTENTION
 from autoresearch.loop.trial import TrialResult, fold_ids, run_trial
@@ -89,9 +90,10 @@ def pause(engine: "Engine", stop: Callable[[], str | None]) -> str | None:
     engine.ledger.event("contention_pause", number=last.number if last else None, tag=engine.tag,
                         streak=len(rows), pause_s=wait, reason=last.reason if last else "")
     engine.reporter(ev.ContentionPause(
-        f"{len(rows)} experiments in a row were cut off while other work held the machine (last: "
-        f"{last.reason if last else '?'}); pausing {wait:.0f} s, then timing the champion again "
-        f"before spending more of the budget", wait))
+        f"the machine is busy with other work: {len(rows)} experiments in a row could not finish because other "
+        f"programs took the CPU, even with their deadlines moved for it. Pausing {wait:.0f} s, then timing the "
+        f"champion's first fold to see whether the machine is free again, before spending more of the budget "
+        f"(last: {last.reason if last else '?'})", wait))
     while True:
         try:
             if why := _sleep(wait, stop):
@@ -108,11 +110,13 @@ def pause(engine: "Engine", stop: Callable[[], str | None]) -> str | None:
         took = f"{seconds:.0f} s" if seconds is not None else "no time"
         if trial.status != CONTENTION:
             engine.reporter(ev.ContentionProbe(
-                f"the champion's first fold took {took}{then} and was not starved: going on", True))
+                f"the machine is free enough again: the champion's first fold took {took}{then} without being "
+                f"starved; going on", True))
             return None
         wait = min(max(wait * 2, SLEEP_SLICE_S), cfg.pause_max_s)
         engine.reporter(ev.ContentionProbe(
-            f"the champion's first fold was starved too ({trial.reason}); pausing {wait:.0f} s more", False))
+            f"the machine is still busy: the champion's first fold was starved too; pausing {wait:.0f} s more "
+            f"({trial.reason})", False))
 
 
 def _time_champion(engine: "Engine", probe: int) -> TrialResult:
@@ -120,7 +124,8 @@ def _time_champion(engine: "Engine", probe: int) -> TrialResult:
     run_dir = engine.config.state_dir / "runs" / f"contention-{time.strftime('%Y%m%d-%H%M%S')}-{probe}"
     first = fold_ids(engine.config, "fold")[:1]
     return run_trial(engine.config, run_dir, seed=engine.config.run.seed, sandbox=engine.sandbox,
-                     executor=engine.executor, folds=first)
+                     executor=engine.executor, folds=first,
+                     champion_pace=champion_pace(engine.config, engine.champion()))
 
 
 def baseline_retry(engine: "Engine", attempt: int, reason: str) -> None:
@@ -129,6 +134,6 @@ def baseline_retry(engine: "Engine", attempt: int, reason: str) -> None:
     wait = min(cfg.pause_s * 2 ** (attempt - 1), cfg.pause_max_s)
     engine.ledger.event("contention_pause", tag=engine.tag, streak=attempt, pause_s=wait, reason=reason)
     engine.reporter(ev.ContentionPause(
-        f"the baseline was cut off while other work held the machine ({reason}); pausing {wait:.0f} s and "
-        f"measuring it again", wait))
+        f"the machine is busy with other work: the baseline could not finish because other programs took the "
+        f"CPU. Pausing {wait:.0f} s, then measuring it again ({reason})", wait))
     time.sleep(wait)
