@@ -174,7 +174,7 @@ def deadline_rule(config: Config, pace: Pace | None) -> DeadlineRule | None:
     c = config.contention
     if not c.enabled or c.deadline_cap <= 1:
         return None
-    return DeadlineRule(busy_other=c.busy_other, cap=c.deadline_cap, tolerance=c.pace_tolerance, pace=pace)
+    return DeadlineRule(cap=c.deadline_cap, tolerance=c.pace_tolerance, pace=pace)
 
 
 SMOKE_LABEL = "smoke test"

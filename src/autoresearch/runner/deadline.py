@@ -13,17 +13,20 @@ cores it asked for (``cpu_demand``, at most its cores) and ``N/M`` its last prog
 
 1. No progress line yet, no load figures, or a run that asks for less than a quarter of a core: the
    deadline stays ``T`` (the run's verdict is the old one: ``load.judge`` tells timeout from contention).
-2. The machine is not busy (other work held less than ``busy_other`` of the run's cores): it stays ``T``;
-   the run was slow on its own.
-3. The run's pace against the champion's on the same fold (when the champion's run is known): its CPU
+2. The run's pace against the champion's on the same fold (when the champion's run is known): its CPU
    seconds per step since its first progress line above ``tolerance`` × the champion's (whose figure,
    start-up included, is the generous one), or the CPU its ``M`` steps would need at that pace above
    ``tolerance`` × what the champion's run needed: slow on its own; it stays ``T``.
-4. Otherwise the time the other work cost it is ``lost = W − C / d`` (the wall time beyond what its CPU
-   would have taken had it had the cores it asked for), and the deadline is ``T + lost``, at most
-   ``cap × T``. A run still going then is stopped: at the cap it is starved (``load.judge`` decides
-   ``contention``, and the loop's re-run and pause path takes over); before the cap it had ``T`` seconds
-   of the CPU it asked for and did not finish: a ``timeout``.
+3. The time the other work cost it: ``lost = W − C / d`` (the wall time beyond what its CPU would have
+   taken had it had the cores it asked for), but never more than the other work ran on its cores
+   (``machine_busy_other × W / d``): a run that starves itself with more threads than cores, on a quiet
+   machine, has lost nothing to anyone. Under ``MIN_LOST`` of ``T`` it was slow on its own: it stays ``T``.
+4. Otherwise the deadline is ``T + lost``, at most ``cap × T``. A run still going then is stopped: at the
+   cap it is starved (``load.judge`` decides ``contention``, and the loop's re-run and pause path takes
+   over); before the cap it had ``T`` seconds of the CPU it asked for and did not finish: a ``timeout``.
+
+Both ``lost`` and the other work are counted over the whole run, so other work that starts midway counts
+from when it started.
 
 The deadline is re-checked each time it is reached, so it follows the starvation as it happens; it only
 moves later, never past the cap. ``RunOutcome.extra["deadline"]`` records the verdict, the seconds added
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 
 MIN_DEMAND = 0.25     # the same threshold as load.judge: below it the run mostly waited on something else
 MIN_STEP_S = 0.2      # a moved deadline less than this ahead is not worth a check: stop now
+MIN_LOST = 0.02       # lost less than this share of the deadline: the other work took nothing that matters
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,7 @@ class Pace:
 class DeadlineRule:
     """The settings of the rule (``[contention]``) and the champion's pace for this run."""
 
-    busy_other: float = 0.5   # other work held at least this fraction of the run's cores...
-    cap: float = 3.0          # ...then the deadline may move up to cap × timeout_s
+    cap: float = 3.0          # the deadline may move up to cap × timeout_s
     tolerance: float = 1.5    # CPU per step up to this × the champion's is on pace
     pace: Pace | None = None
 
@@ -117,12 +120,13 @@ def decide(rule: DeadlineRule, timeout_s: float, p: Progress) -> Verdict:
     if rate < MIN_DEMAND:
         return Verdict(T, "none", "the run mostly waited on something other than the CPU")
     _, step, total = p.last
-    if p.other < rule.busy_other * cores:
-        return Verdict(T, "own", f"other work held only {p.other:.2f} of its {cores} cores (under "
-                                 f"{rule.busy_other:.0%}): it was slow on its own, at step {step}/{total}")
     if rule.pace is not None and (slow := _off_pace(rule, p)):
         return Verdict(T, "own", slow)
-    lost = max(0.0, p.wall - p.cpu / rate)
+    lost = min(max(0.0, p.wall - p.cpu / rate), p.other * p.wall / rate)
+    if lost < MIN_LOST * T:
+        return Verdict(T, "own", f"other work took almost nothing from it (it held {p.other:.2f} of its {cores} "
+                                 f"cores; the run got {p.cpu:.0f} s of CPU in {p.wall:.0f} s): slow on its own, "
+                                 f"at step {step}/{total}")
     moved = min(T + lost, cap)
     said = (f"other work held {p.other:.2f} of its {cores} cores and took about {lost:.0f} s from it "
             f"({p.cpu:.0f} s of CPU in {p.wall:.0f} s, asking for {rate:.2f} cores)")

@@ -77,7 +77,7 @@ class ThreadPlan:
                      "environment": "OMP_NUM_THREADS of the tool's environment"}[self.rule]
             return f"{text} (set by {where})"
         if self.busy is None:
-            return f"{text} (load not measured)"
+            return text if given < 2 else f"{text} (load not measured)"
         return f"{text} ({self.busy:.1f} core{'s' * (round(self.busy, 1) != 1)} busy at start)"
 
     def to_dict(self) -> dict:
