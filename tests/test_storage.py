@@ -243,3 +243,9 @@ def test_a_new_exit_kind_is_a_crash_with_its_reason(tmp_path):
                          "its 1 GB quota ([run] output_gb)")
     status, reason = _status(outcome, Score(math.nan, {}, ""), config_mod.parse(tmp_path, {"metric": {"pattern": "(x)"}}))
     assert (status, reason) == ("crash", outcome.reason)
+
+
+def test_a_process_whose_root_is_the_hosts_is_never_read_as_the_sandboxs_tmpfs():
+    """bwrap before it has set the sandbox up (or any process outside it) sees the host's /tmp: not counted."""
+    assert storage.tmpfs_used(os.getpid()) is None
+    assert storage.tmpfs_used(2**22 + 12345) is None        # no such process

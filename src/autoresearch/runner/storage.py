@@ -94,9 +94,21 @@ def folder_size(path: Path, max_entries: int = MAX_ENTRIES) -> tuple[int, int]:
     return total, entries
 
 
+def _root(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def tmpfs_used(pid: int) -> int | None:
     """Bytes held in the sandbox's ``/tmp`` and ``/dev/shm``, read through a process inside it; None when
-    that process is gone or its root cannot be read."""
+    that process is gone, its root cannot be read, or its root is still the host's (bwrap before it has
+    set the sandbox up, or a process outside it: its ``/tmp`` would be the host's)."""
+    theirs = _root(f"/proc/{pid}/root")
+    if theirs is None or theirs == _root("/"):
+        return None
     total = 0
     for sub in TMPFS:
         try:
