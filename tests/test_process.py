@@ -16,6 +16,7 @@ import pytest
 from autoresearch.errors import UserError
 from autoresearch.runner.spec import ExitKind, RunSpec
 from autoresearch.runner.process import INHERITED, run_spec
+from autoresearch.runner.threads import THREAD_VARS
 from procs import alive
 
 
@@ -71,8 +72,8 @@ def test_env_is_only_what_is_passed(tmp_path, monkeypatch):
     assert run_spec(spec).kind is ExitKind.OK
     env = json.loads((tmp_path / "out" / "env.json").read_text())
     assert "FAKE_API_KEY" not in env
-    assert set(env) <= {"OUT", "PATH", "HOME", "LANG", *INHERITED}
-    assert {"OUT", "PATH", "HOME", "LANG"} <= set(env)
+    assert set(env) <= {"OUT", "PATH", "HOME", "LANG", *INHERITED, *THREAD_VARS}
+    assert {"OUT", "PATH", "HOME", "LANG", *THREAD_VARS} <= set(env)   # every run gets the thread set-up
     spec = make_spec(tmp_path, body, env={"OUT": str(tmp_path / "out"), "FAKE_API_KEY": "given"})
     run_spec(spec)
     assert json.loads((tmp_path / "out" / "env.json").read_text())["FAKE_API_KEY"] == "given"
@@ -255,7 +256,7 @@ TOOL = """
     from autoresearch.runner.spec import RunSpec
     from autoresearch.runner.process import run_spec
     script, out = Path(sys.argv[1]), Path(sys.argv[2])
-    acks = open(out / "acks", "a")
+    acks = open(out.parent / "acks", "a")      # beside the output folder, which the runner makes fresh
     def ack(spec, line):        # the tool has handed this line on: it must already be in the log
         acks.write(line + "\\n")
         acks.flush()
@@ -279,13 +280,13 @@ def test_a_killed_tool_keeps_the_lines_printed_before_the_kill(tmp_path):
     run_pid = None
     try:
         def three_acks():
-            acked = (out_dir / "acks").read_text().splitlines() if (out_dir / "acks").exists() else []
+            acked = (tmp_path / "acks").read_text().splitlines() if (tmp_path / "acks").exists() else []
             return len(acked) >= 3
 
         wait_for(three_acks, "three lines handed on by the tool")
         tool.kill()
         tool.wait(10)
-        acks = (out_dir / "acks").read_text().splitlines()
+        acks = (tmp_path / "acks").read_text().splitlines()
         assert acks[:3] == ["line 0", "line 1", "line 2"]
         run_pid = int((out_dir / "run.pid").read_text())
         log = (out_dir / "log.txt").read_text()

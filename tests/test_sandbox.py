@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch.errors import UserError
-from autoresearch.runner import allowlist, process, sandbox
+from autoresearch.runner import allowlist, process, sandbox, threads
 from autoresearch.runner.spec import ExitKind, Mount, RunSpec
 from autoresearch.runner.process import run_spec
 from procs import alive, procs_running
@@ -205,7 +205,8 @@ def test_environment_does_not_leak(repo, monkeypatch):
     env = probe(repo)["env"]
     assert "FAKE_API_KEY" not in env
     inherited = {k for k in process.INHERITED if k in os.environ}  # device, thread and BLAS settings only
-    assert set(env) == {"OUT", "PATH", "HOME", "LANG", "PWD"} | inherited  # PWD is set by bwrap --chdir
+    setup = {*threads.THREAD_VARS, *threads.WAIT_VARS}              # the runner's thread set-up, every run
+    assert set(env) == {"OUT", "PATH", "HOME", "LANG", "PWD"} | inherited | setup  # PWD: bwrap --chdir
 
 
 DAEMON = """

@@ -62,6 +62,20 @@ class RunSection:
     seed: int = setting(0, "the base seed of every run (AUTORESEARCH_SEED)")
     memory_gb: float = setting(0.0, "a run is killed above this resident memory, GB (0: no limit)", at_least=0)
     sandbox: bool = setting(True, "run under bubblewrap: no network, read-only repository, hidden keys")
+    tmp_gb: float = setting(0.0, "the sandbox's /tmp and /dev/shm, each, GB, counted in memory_gb (0: as large as "
+                            "memory_gb, or the kernel's default without a ceiling)", at_least=0)
+    output_gb: float = setting(0.0, "quota of a run's output folder while it runs, GB (0: memory_gb, at least 1; "
+                               "8 without a ceiling)", at_least=0)
+
+    @property
+    def tmp_size_gb(self) -> float:
+        """The size of the sandbox's /tmp and /dev/shm (0: the kernel's default)."""
+        return self.tmp_gb or self.memory_gb
+
+    @property
+    def output_quota_gb(self) -> float:
+        """The output folder's quota."""
+        return self.output_gb or (max(1.0, self.memory_gb) if self.memory_gb > 0 else 8.0)
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,10 @@ class ContentionSection:
     pause_s: float = setting(60.0, "first pause, seconds; doubles each time the champion is still starved",
                              at_least=0)
     pause_max_s: float = setting(1800.0, "longest single pause, seconds (at least pause_s)", at_least=0)
+    deadline_cap: float = setting(3.0, "a run slowed by other work but on the champion's pace may run up to this "
+                                  "many times timeout_s (1: the deadline never moves)", at_least=1)
+    pace_tolerance: float = setting(1.5, "CPU seconds per step up to this many times the champion's count as on "
+                                    "pace", at_least=1)
 
 
 @dataclass(frozen=True)
@@ -236,6 +254,8 @@ class ResourcesSection:
     executor: ExecutorKind = setting(ExecutorKind.LOCAL, "where fold runs go (--executor)")
     ray_address: str = setting("", "empty: start Ray on this machine; \"auto\" or host:port: join a cluster")
     custom: tuple[tuple[str, float], ...] = setting((), "Ray custom resources per fold run, e.g. { a100 = 1 }")
+    threads: int = setting(0, "the exact thread count of every run (0: chosen from the cores it is given and "
+                           "those free when it starts; docs/contention.md)", at_least=0)
     max_output_mb: float = setting(512.0, "Ray: the most a run's output folder may bring back to the driver; "
                                    "more is a crashed run", above=0)
 

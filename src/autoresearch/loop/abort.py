@@ -1,4 +1,5 @@
-"""The engine's side of early abort: the champion's curves, and the evidence of an aborted candidate.
+"""The engine's side of early abort: the champion's curves (and its pace, for the deadline rule), and the
+evidence of an aborted candidate.
 
 The rule itself is in ``runner/curves.py`` (it runs inside the supervisor, line by line); this module
 finds what to compare against and what to tell the agent and the ledger. See ``docs/early-abort.md``.
@@ -10,6 +11,7 @@ from autoresearch.config import Config
 from autoresearch.loop.ledger import Experiment
 from autoresearch.loop.trial import TrialResult, fold_ids
 from autoresearch.runner.curves import Point, curve_from_log, points_from_dicts
+from autoresearch.runner.deadline import Pace
 from autoresearch.runner.spec import ExitKind
 
 
@@ -30,6 +32,20 @@ def champion_curves(config: Config, champ: Experiment | None) -> dict[int | None
         points = curve_from_log(run_dir / f"fold{fold}.log")
         if points:
             out[fold] = points
+    return out
+
+
+def champion_pace(config: Config, champ: Experiment | None) -> dict[int | None, Pace]:
+    """fold -> the champion's pace on it (CPU seconds for the steps it reached), for the deadline rule
+    (``runner/deadline.py``): from the runs its row recorded (``decision_json["runs"]``) that ended ``ok``."""
+    if champ is None:
+        return {}
+    out: dict[int | None, Pace] = {}
+    runs = champ.decision.get("runs")
+    for run in runs if isinstance(runs, list) else ():
+        pace = Pace.from_run(run)
+        if pace is not None:
+            out[run.get("fold")] = pace
     return out
 
 

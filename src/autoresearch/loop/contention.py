@@ -19,6 +19,7 @@ import time
 from typing import Callable
 
 from autoresearch import events as ev
+from autoresearch.loop.abort import champion_pace
 from autoresearch.loop.context import Loop
 from autoresearch.loop.rows import Experiment
 from autoresearch.loop.runs import measure_commit
@@ -79,9 +80,10 @@ def pause(loop: Loop, stop: Callable[[], str | None]) -> str | None:
     loop.ledger.event("contention_pause", number=last.number if last else None, tag=loop.tag,
                         streak=len(rows), pause_s=wait, reason=last.reason if last else "")
     loop.reporter(ev.ContentionPause(
-        f"{len(rows)} experiments in a row were cut off while other work held the machine (last: "
-        f"{last.reason if last else '?'}); pausing {wait:.0f} s, then timing the champion again "
-        f"before spending more of the budget", wait))
+        f"the machine is busy with other work: {len(rows)} experiments in a row could not finish because other "
+        f"programs took the CPU, even with their deadlines moved for it. Pausing {wait:.0f} s, then timing the "
+        f"champion's first fold to see whether the machine is free again, before spending more of the budget "
+        f"(last: {last.reason if last else '?'})", wait))
     while True:
         try:
             if why := _sleep(wait, stop):
@@ -98,18 +100,22 @@ def pause(loop: Loop, stop: Callable[[], str | None]) -> str | None:
         took = f"{seconds:.0f} s" if seconds is not None else "no time"
         if trial.status != CONTENTION:
             loop.reporter(ev.ContentionProbe(
-                f"the champion's first fold took {took}{then} and was not starved: going on", True))
+                f"the machine is free enough again: the champion's first fold took {took}{then} without being "
+                f"starved; going on", True))
             return None
         wait = min(max(wait * 2, SLEEP_SLICE_S), cfg.pause_max_s)
         loop.reporter(ev.ContentionProbe(
-            f"the champion's first fold was starved too ({trial.reason}); pausing {wait:.0f} s more", False))
+            f"the machine is still busy: the champion's first fold was starved too; pausing {wait:.0f} s more "
+            f"({trial.reason})", False))
 
 
 def _time_champion(loop: Loop, probe: int) -> TrialResult:
     """The champion's first fold with the usual deadline."""
     name = f"contention-{time.strftime('%Y%m%d-%H%M%S')}-{probe}"
     first = fold_ids(loop.config, "fold")[:1]
-    return measure_commit(loop, loop.state.champion().commit, name, seed=loop.config.run.seed, folds=first)
+    champ = loop.state.champion()
+    return measure_commit(loop, champ.commit, name, seed=loop.config.run.seed, folds=first,
+                          champion_pace=champion_pace(loop.config, champ))
 
 
 def baseline_retry(loop: Loop, attempt: int, reason: str) -> None:
@@ -118,6 +124,6 @@ def baseline_retry(loop: Loop, attempt: int, reason: str) -> None:
     wait = min(cfg.pause_s * 2 ** (attempt - 1), cfg.pause_max_s)
     loop.ledger.event("contention_pause", tag=loop.tag, streak=attempt, pause_s=wait, reason=reason)
     loop.reporter(ev.ContentionPause(
-        f"the baseline was cut off while other work held the machine ({reason}); pausing {wait:.0f} s and "
-        f"measuring it again", wait))
+        f"the machine is busy with other work: the baseline could not finish because other programs took the "
+        f"CPU. Pausing {wait:.0f} s, then measuring it again ({reason})", wait))
     time.sleep(wait)

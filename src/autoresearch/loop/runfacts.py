@@ -96,8 +96,18 @@ def limits(config: Config, task_facts: list[str], champion: RunSummary | None) -
     out = [f"Time: each fold is expected to take about {run.time_budget_s:g} s ([run] time_budget_s) and is "
            f"killed at {run.timeout_s:g} s ([run] timeout_s), which fails the experiment; "
            f"{run.folds} fold{'s' * (run.folds != 1)} per experiment."]
+    c = config.contention
+    if c.enabled and c.deadline_cap > 1:
+        out[-1] += (f" On a machine busy with other work, a fold still on the champion's pace gets the time the "
+                    f"other work took added, up to {c.deadline_cap * run.timeout_s:g} s ([contention] deadline_cap).")
     out.append(f"Memory: a fold is killed above {run.memory_gb:g} GB ([run] memory_gb)." if run.memory_gb
                else "Memory: no ceiling is set ([run] memory_gb = 0).")
+    tmp = f"{run.tmp_gb:g} GB each" if run.tmp_gb else "the system's default size"
+    counted = " and count against the memory ceiling" if run.memory_gb else ""
+    out.append(f"Storage: in the sandbox /tmp and /dev/shm are in memory ({tmp}, [run] tmp_gb){counted}; "
+               + (f"the output folder may hold {run.output_gb:g} GB ([run] output_gb), checked while the fold runs; "
+                  f"past either limit the fold is stopped and the experiment is a crash." if run.output_gb
+                  else "the output folder has no quota ([run] output_gb = 0)."))
     if config.smoke.enabled:
         out.append(f"Smoke test: before its folds a candidate runs {config.smoke.steps} steps on a small slice "
                    f"(deadline {config.smoke.deadline(run):g} s); a crash there costs seconds and comes back to "

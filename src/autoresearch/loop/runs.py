@@ -59,12 +59,14 @@ def changed_snapshots() -> list[str]:
 
 
 def measure_commit(loop: Loop, commit: str, name: str, *, seed: int, mode: str = "fold",
-                   folds: list[int | None] | None = None, number: int | None = None) -> TrialResult:
+                   folds: list[int | None] | None = None, number: int | None = None,
+                   champion_pace: dict | None = None) -> TrialResult:
     """One plain trial (no smoke test, no abort rule) of ``commit``: the baseline, noise, final and probe runs."""
     cfg = loop.config
 
     def trial(run_dir: Path, cwd: Path) -> TrialResult:
         return run_trial(cfg, run_dir, seed=seed, mode=mode, sandbox=loop.sandbox, executor=loop.executor,
-                         on_fold=lambda f: loop.reporter(ev.FoldFinished(number or 0, f)), folds=folds, cwd=cwd)
+                         on_fold=lambda f: loop.reporter(ev.FoldFinished(number or 0, f)), folds=folds, cwd=cwd,
+                         champion_pace=champion_pace)
 
     return measure(loop, commit, name, trial)

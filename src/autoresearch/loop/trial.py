@@ -1,9 +1,11 @@
 """One trial: the editable script run once per fold under the hard limit, each fold scored by the tool.
 
 A trial never raises for a bad run. It ends in a named status with a reason: ``ok``, ``crash`` (non-zero
-exit, memory ceiling, missing or non-finite metric), ``timeout`` (the run reached the deadline while it
-got the CPU it asked for: slow on its own), ``contention`` (it reached the deadline while other work held
-the machine and starved it: see ``runner/load.py``; not the candidate's verdict), ``aborted`` (its
+exit, memory ceiling with the sandbox's tmpfs, output folder quota, missing or non-finite metric),
+``timeout`` (the run reached the deadline while it got the CPU it asked for: slow on its own; a run still
+on pace while other work took the machine has its deadline moved first, see ``runner/deadline.py``),
+``contention`` (it reached the deadline while other work held the machine and starved it: see
+``runner/load.py``; not the candidate's verdict), ``aborted`` (its
 progress lines showed a doomed run: see ``runner/curves.py``), or ``interrupted`` (Ctrl-C, after the
 children are dead and the partial result is returned). The first fold that does not end ``ok`` ends the
 trial: the later folds are not run.
@@ -36,6 +38,7 @@ from autoresearch.scoring.sources import RunRecord, Score
 from autoresearch.loop.status import ABORTED, CONTENTION
 from autoresearch.runner import load
 from autoresearch.runner.curves import AbortRule, Point
+from autoresearch.runner.deadline import DeadlineRule, Pace
 
 
 @dataclass
@@ -141,9 +144,12 @@ def fold_ids(config: Config, mode: str) -> list[int | None]:
 
 def fold_specs(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", sandbox: bool = True,
                champion_curves: dict[int | None, list[Point]] | None = None,
-               folds: list[int | None] | None = None, cwd: Path | None = None) -> list[tuple[int | None, RunSpec]]:
+               folds: list[int | None] | None = None, cwd: Path | None = None,
+               champion_pace: dict[int | None, Pace] | None = None) -> list[tuple[int | None, RunSpec]]:
     """Every run of one trial: (fold, spec), in fold order (one spec, fold None, in final mode). In fold mode
-    each spec carries the abort rule of ``[abort]``, armed with the champion's curve of that fold. ``cwd``:
+    each spec carries the abort rule of ``[abort]``, armed with the champion's curve of that fold. Every
+    spec carries the deadline rule of ``[contention]``, with the champion's pace on that fold when given
+    (``champion_pace``, see ``loop/abort.champion_pace``), and the storage limits of ``[run]``. ``cwd``:
     the tree the runs execute (a snapshot of the commit under test); default the repository itself."""
     task = tasks.for_config(config)
     inputs = linked_inputs(cwd, config.root, config.state_dir) if cwd is not None else []
@@ -157,8 +163,20 @@ def fold_specs(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", 
         specs.append((fold, RunSpec(name=name, command=tasks.command(config), cwd=cwd or config.root, env=plan.env,
                                     out_dir=out_dir, log_path=run_dir / f"{name}.log", timeout_s=config.run.timeout_s,
                                     grace_s=config.run.grace_s, memory_gb=config.run.memory_gb, sandbox=sandbox,
-                                    readonly=readonly, hidden=plan.hidden, abort=rule)))
+                                    readonly=readonly, hidden=plan.hidden, abort=rule,
+                                    deadline=deadline_rule(config, (champion_pace or {}).get(fold)),
+                                    threads=config.resources.threads, tmp_gb=config.run.tmp_size_gb,
+                                    output_gb=config.run.output_quota_gb)))
     return specs
+
+
+def deadline_rule(config: Config, pace: Pace | None) -> DeadlineRule | None:
+    """The ``[contention]`` deadline rule with the champion's pace on this fold; None when it is off
+    (``enabled = false``, or ``deadline_cap = 1``)."""
+    c = config.contention
+    if not c.enabled or c.deadline_cap <= 1:
+        return None
+    return DeadlineRule(cap=c.deadline_cap, tolerance=c.pace_tolerance, pace=pace)
 
 
 SMOKE_LABEL = "smoke test"
@@ -174,7 +192,8 @@ def smoke_spec(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True
     out_dir = run_dir / name
     env["AUTORESEARCH_OUT"] = env["HOME"] = str(out_dir)
     return dataclasses.replace(spec, name=name, env=env, out_dir=out_dir, log_path=run_dir / f"{name}.log",
-                               timeout_s=config.smoke.deadline(config.run), grace_s=min(spec.grace_s, 2.0))
+                               timeout_s=config.smoke.deadline(config.run), grace_s=min(spec.grace_s, 2.0),
+                               deadline=None)   # alive at its deadline is a pass: nothing to move
 
 
 def smoke_passed(outcome: RunOutcome, config: Config) -> tuple[str, str]:
@@ -199,15 +218,18 @@ def smoke_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = Tru
 def candidate_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True,
                     executor: Executor | None = None, on_fold: Callable[[FoldResult], None] | None = None,
                     champion_curves: dict[int | None, list[Point]] | None = None,
-                    stop_after: StopAfter = None, cwd: Path | None = None) -> TrialResult:
+                    stop_after: StopAfter = None, cwd: Path | None = None,
+                    champion_pace: dict[int | None, Pace] | None = None) -> TrialResult:
     """A candidate's first trial: its smoke test (``[smoke]``), then, when that passed or is off, its folds
-    with the abort rules against the champion's curves and ``stop_after``. A smoke-test crash is the result."""
+    with the abort rules against the champion's curves and ``stop_after``, and the deadline rule against the
+    champion's pace. A smoke-test crash is the result."""
     if config.smoke.enabled:
         smoke = smoke_trial(config, run_dir, seed=seed, sandbox=sandbox, executor=executor, cwd=cwd)
         if smoke.status != "ok":
             return smoke
     return run_trial(config, run_dir, seed=seed, sandbox=sandbox, executor=executor, on_fold=on_fold,
-                     champion_curves=champion_curves, stop_after=stop_after, cwd=cwd)
+                     champion_curves=champion_curves, stop_after=stop_after, cwd=cwd,
+                     champion_pace=champion_pace)
 
 
 CHECK_MAX_STEPS = 50
@@ -239,7 +261,8 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
               on_fold: Callable[[FoldResult], None] | None = None,
               champion_curves: dict[int | None, list[Point]] | None = None,
               folds: list[int | None] | None = None,
-              stop_after: StopAfter = None, cwd: Path | None = None) -> TrialResult:
+              stop_after: StopAfter = None, cwd: Path | None = None,
+              champion_pace: dict[int | None, Pace] | None = None) -> TrialResult:
     """Run every fold (or the final run, or only ``folds``) and score it.
 
     The executor gets the whole batch and decides whether the folds run one after another or side by
@@ -247,13 +270,15 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
     failing candidate does not spend the other folds' time). The trial's status is that of the first
     failing fold in fold order. ``champion_curves`` (fold -> the champion's progress points) arms the abort
     rule of ``[abort]``; with None no run is compared (a NaN loss still stops a fold-mode run when the rule
-    is enabled). ``champion_folds`` (fold -> the champion's score) arms ``[abort] fold_margin``: once a
-    fold scores worse than the champion's on the same fold by more than that share, the folds not yet
-    started are not run and the trial is ``aborted`` (when at least one was left out)."""
+    is enabled). ``stop_after`` (the folds scored so far -> evidence, or None) is the after-fold rule:
+    once it returns evidence, the folds not yet started are not run and the trial is ``aborted`` (when at
+    least one was left out). ``champion_pace``
+    (fold -> the champion's CPU seconds and steps) arms the deadline rule's pace check; without it a
+    starved run's deadline still moves by what other work took (``runner/deadline.py``)."""
     executor = executor or LocalExecutor()
     task = tasks.for_config(config)
     batch = fold_specs(config, run_dir, seed=seed, mode=mode, sandbox=sandbox, champion_curves=champion_curves,
-                       folds=folds, cwd=cwd)
+                       folds=folds, cwd=cwd, champion_pace=champion_pace)
     fold_of = {spec.name: fold for fold, spec in batch}
     scored: dict[str, FoldResult] = {}
 

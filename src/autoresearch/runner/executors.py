@@ -31,7 +31,7 @@ def make_executor(config: Config, *, kind: str | None = None, address: str | Non
     if kind != "local":
         raise UserError(f"unknown executor {kind!r}", hint="use --executor local or --executor ray")
     slots = plan_slots(res)
-    if len(slots) == 1 and not slots[0].env() and parallel > 1:
+    if len(slots) == 1 and not slots[0].env() and not slots[0].threads and parallel > 1:
         # No per-run resources given: the tool does not limit the machine; one run per candidate at a time.
         slots = [dataclasses.replace(slots[0], index=k) for k in range(parallel)]
     if len(slots) == 1 and slots[0] == Slot(0):

@@ -172,16 +172,6 @@ def _overlaps(path: Path, forbidden: Sequence[Path]) -> Path | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _size_supported() -> bool:
-    """Whether this bwrap bounds a tmpfs (``--size``, bubblewrap 0.6 and later)."""
-    try:
-        done = subprocess.run([sandbox.require(), "--size", "1048576", "--tmpfs", "/x", "--help"],
-                              capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired, UserError):
-        return False
-    return done.returncode == 0
-
-
 def wrap_agent(command: Sequence[str], env: Mapping[str, str], jail: AgentJail) -> list[str]:
     """The bubblewrap command line running ``command`` in ``jail`` with exactly ``env``.
 
@@ -240,8 +230,7 @@ def wrap_agent(command: Sequence[str], env: Mapping[str, str], jail: AgentJail) 
             ops.append((len(path.parts), 2, path, flag))
             covered.append(path)
     ops.sort(key=lambda op: (op[0], op[1]))
-    tmp = jail.tmp_bytes if _size_supported() else None
-    args = [exe, "--unshare-all", "--share-net", *sandbox.CONFINE, *sandbox.system_args(allow, tmp)]
+    args = [exe, "--unshare-all", "--share-net", *sandbox.CONFINE, *sandbox.system_args(allow, jail.tmp_bytes)]
     for _, _, _, op in ops:
         args += op
     for path in covered:

@@ -23,7 +23,9 @@ progress (``step N/M``), its pace says it would have finished in time with the C
 seconds × M / N / demand within the wall time it had (a candidate that doubled its steps is slow on its
 own, however busy the machine). A candidate that starts more threads than there are cores starves only
 itself: the machine's other work stays low and the verdict is no. Other work includes anything the run started that escaped its process tree (possible
-only without a sandbox), which at worst turns a timeout into a re-run.
+only without a sandbox), which at worst turns a timeout into a re-run. A run whose deadline the deadline
+rule (``deadline.py``) judged "slow on its own" (``figures["deadline"]["verdict"] == "own"``) is never
+oversubscribed: that rule already gave it the time the other work took.
 """
 
 from __future__ import annotations
@@ -103,6 +105,10 @@ class LoadMeter:
                     continue
         self.runnable.append(runnable)
 
+    def cpu_now(self) -> float:
+        """CPU seconds of the run's processes as of the last sample."""
+        return sum(self.cpu.values())
+
     def freeze(self) -> dict:
         """Take the figures now (at the deadline, before the stop signals) and keep them."""
         self.frozen = self.figures()
@@ -137,6 +143,9 @@ def judge(figures: dict, *, busy_other: float = 0.5, min_share: float = 0.5) -> 
     demand, got = figures.get("cpu_demand"), figures.get("cpu_got")
     if other is None or demand is None or got is None:
         return False, "no load figures on this system"
+    moved = figures.get("deadline")
+    if isinstance(moved, dict) and moved.get("verdict") == "own":   # the deadline rule already judged it
+        return False, str(moved.get("why", "slow on its own"))
     said = (f"other work kept {other:.2f} of the run's {cores} cores busy; the run asked for {demand:.2f} "
             f"cores and got {got:.0%} of that ({figures.get('cpu_seconds', 0):.1f} s of CPU in "
             f"{figures.get('wall_seconds', 0):.1f} s)")

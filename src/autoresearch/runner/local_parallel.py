@@ -5,10 +5,11 @@ The machine is cut into *slots* from ``[resources]`` (docs/parallel.md):
 - ``gpus`` per run: the GPU ids come from ``[resources] gpu_ids``, else from ``CUDA_VISIBLE_DEVICES`` in the
   tool's environment, else one id per line of ``nvidia-smi -L``; slot k gets ids k·g … k·g+g−1 and its run
   sees exactly those (``CUDA_VISIBLE_DEVICES``). Asking for more GPUs than found is a setup error.
-- ``cpus`` per run: slots = cores ÷ cpus (at least one). The run is told its share
-  (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``AUTORESEARCH_CPUS``, at least 1)
-  so that two runs on one CPU do not each start a thread per core; with a whole number of cores and
-  ``pin_cpus`` the run is also bound to its own cores. A fraction (``cpus = 0.25``) is for runs that
+- ``cpus`` per run: slots = cores ÷ cpus (at least one). The run is given its share (``RunSpec.cpus``,
+  at least 1), from which the runner's thread set-up (``runner/threads.py``) sets ``OMP_NUM_THREADS``,
+  ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``AUTORESEARCH_CPUS`` (lowered to the cores free when it
+  starts), so that two runs on one CPU do not each start a thread per core; with a whole number of cores
+  and ``pin_cpus`` the run is also bound to its own cores. A fraction (``cpus = 0.25``) is for runs that
   mostly wait: more slots than cores, nothing bound.
 - Both zero (the default): one slot, nothing set: folds run one after another as before.
 
@@ -45,8 +46,6 @@ from autoresearch.runner.executor import KeepGoing, skipped
 from autoresearch.runner.process import OnLine, run_spec
 from autoresearch.runner.spec import ExitKind, RunOutcome, RunSpec
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "AUTORESEARCH_CPUS")
-
 
 @dataclass(frozen=True)
 class Slot:
@@ -55,15 +54,14 @@ class Slot:
     index: int
     gpus: tuple[str, ...] = ()
     cores: tuple[int, ...] = ()   # bound with sched_setaffinity (empty: not bound)
-    threads: int = 0              # thread count the run is told (0: nothing set)
+    threads: int = 0              # the cores' share the run is given (RunSpec.cpus; 0: its CPU affinity)
 
     def env(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        if self.gpus:
-            out["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
-        if self.threads:
-            out.update({k: str(self.threads) for k in THREAD_VARS})
-        return out
+        return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus)} if self.gpus else {}
+
+    def pin(self, spec: RunSpec) -> RunSpec:
+        """``spec`` as run in this slot: its GPUs and its share of the cores."""
+        return dataclasses.replace(spec, env={**spec.env, **self.env()}, cpus=float(self.threads or spec.cpus))
 
     def where(self) -> dict:
         return {"executor": "local", "slot": self.index, "gpus": list(self.gpus), "cores": list(self.cores)}
@@ -175,7 +173,7 @@ class LocalParallelExecutor:
         try:
             if slot.cores:
                 os.sched_setaffinity(0, slot.cores)   # this thread only; the run inherits it
-            pinned = dataclasses.replace(spec, env={**spec.env, **slot.env()})
+            pinned = slot.pin(spec)
             tid = threading.get_ident()
             try:
                 with self._state_lock:

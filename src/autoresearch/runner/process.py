@@ -13,9 +13,11 @@ is also measured against the machine's load (``load.py``): the figures are in ``
 taken at the deadline for a run that reached it.
 
 Every ~0.2 s the runner reads ``/proc`` and sums the resident memory of the run's processes: members of its
-process group or session, their descendants, and any process seen so far that is still alive. That sum is
-the peak RSS reported, and the memory ceiling (``spec.memory_gb > 0``) kills the run with SIGKILL when it
-is exceeded. Polling can miss a spike shorter than 0.2 s; RLIMIT_AS would break CUDA and RLIMIT_NPROC does
+process group or session, their descendants, and any process seen so far that is still alive. That sum,
+plus what a sandboxed run holds in its ``/tmp`` and ``/dev/shm`` (tmpfs, in the host's memory), is the
+peak memory reported, and the memory ceiling (``spec.memory_gb > 0``) kills the run with SIGKILL when it
+is exceeded (a page both mapped by the run and kept in ``/dev/shm`` is counted twice: the error is on the
+side of the ceiling). Polling can miss a spike shorter than 0.2 s; RLIMIT_AS would break CUDA and RLIMIT_NPROC does
 not bind root, so neither is used. GB here means 2**30 bytes.
 
 At the deadline every process of the run gets SIGTERM (inside a sandbox bwrap itself is spared so that its
@@ -25,9 +27,21 @@ and ``run_spec`` returns only once none of them is alive: daemons do not outlive
 escapes this in an unsandboxed run; in a sandbox the PID namespace (``--unshare-pid --die-with-parent``)
 catches it.
 
-Environment: the child gets exactly ``spec.env``, plus ``PATH``, ``HOME`` and ``LANG`` when the spec lacks
-them, plus the variables in ``INHERITED`` when the tool's own environment has them and the spec does not.
-Nothing else of the tool's environment (API keys in particular) reaches the run.
+Storage (``storage.py``): the output folder and the log are made fresh and empty just before the start
+(nothing planted there survives, no link is followed); a sandboxed run's ``/tmp`` and ``/dev/shm`` are
+sized tmpfs whose contents count with its resident memory against ``spec.memory_gb`` (``ExitKind.MEMORY``);
+the output folder's quota ``spec.output_gb`` is enforced while the run runs and once more when it ends
+(``ExitKind.OUTPUT``), with or without a sandbox.
+
+Deadline: with ``spec.deadline`` set, a run that reaches its deadline while other work takes the machine
+and that is still on pace gets the deadline moved by what the other work took from it, up to a hard cap
+(``deadline.py``); the verdict is in ``RunOutcome.extra["deadline"]``.
+
+Environment: the child gets exactly ``spec.env``, plus the thread set-up (``threads.py``: the thread count
+in ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``AUTORESEARCH_CPUS``, workers
+that wait without spinning; recorded in ``RunOutcome.extra["threads"]``), plus ``PATH``, ``HOME`` and
+``LANG`` when the spec lacks them, plus the variables in ``INHERITED`` when the tool's own environment has
+them and the spec does not. Nothing else of the tool's environment (API keys in particular) reaches the run.
 """
 
 from __future__ import annotations
@@ -45,7 +59,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from autoresearch.errors import UserError
-from autoresearch.runner import sandbox
+from autoresearch.runner import deadline as deadline_rule
+from autoresearch.runner import sandbox, storage, threads
 from autoresearch.runner.curves import MAX_POINTS, AbortWatch, Point, parse_progress, thin
 from autoresearch.runner.load import CLK_TCK, LoadMeter
 from autoresearch.runner.spec import ExitKind, RunOutcome, RunSpec
@@ -56,19 +71,26 @@ INTERRUPT_GRACE_S = 2.0
 DRAIN_S = 1.0  # how long to wait for the output pipe to close once every process is dead
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# Inherited from the tool's environment when present and not set by the spec: device selection and
-# thread counts, which the user sets for the machine, never credentials.
+# Inherited from the tool's environment when present and not set by the spec: device selection, BLAS
+# kernel and how worker threads wait, which the user sets for the machine, never credentials. Thread
+# counts are the thread set-up's (threads.py), which reads OMP_NUM_THREADS from the tool's environment.
 INHERITED = (
     "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+    "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", *threads.WAIT_VARS, "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
 )
 
 OnLine = Optional[Callable[[RunSpec, str], None]]
 
 
-def child_env(spec: RunSpec) -> dict[str, str]:
+def thread_plan(spec: RunSpec) -> threads.ThreadPlan:
+    """The thread set-up of ``spec`` if it started now from this thread (see ``threads.py``)."""
+    return threads.plan(share=spec.cpus, explicit=spec.threads, spec_env=spec.env)
+
+
+def child_env(spec: RunSpec, plan: threads.ThreadPlan | None = None) -> dict[str, str]:
     """The complete environment of the run (see the module docstring for what is added)."""
     env = {str(k): str(v) for k, v in spec.env.items()}
+    env.update(threads.environment(plan or thread_plan(spec), env))
     for key in INHERITED:
         if key not in env and key in os.environ:
             env[key] = os.environ[key]
@@ -149,6 +171,13 @@ class _Supervisor:
         self.points: list[Point] = []
         self.watch = AbortWatch(spec.abort) if spec.abort is not None else None
         self.abort_reason = ""
+        self.first: tuple[float, int] | None = None          # (CPU seconds, step) at the first progress line
+        self.last: tuple[float, int, int] | None = None      # (CPU seconds, step, total) at the latest one
+        self.rss = 0                                          # bytes, at the last sample
+        self.tmpfs = 0                                        # bytes in the sandbox's /tmp and /dev/shm, idem
+        self.tmpfs_peak = 0
+        self.inside: int | None = None                        # a process inside the sandbox (its mounts)
+        self.output = storage.OutputWatch(spec.out_dir, spec.output_gb)
 
     # -- output
     def pump(self, timeout: float) -> None:
@@ -198,6 +227,10 @@ class _Supervisor:
         if point is None:
             return
         self.points.append(point)
+        cpu = self.meter.cpu_now()
+        if self.first is None:
+            self.first = (cpu, point.step)
+        self.last = (cpu, point.step, point.total)
         if len(self.points) > 2 * MAX_POINTS:   # a run printing every step: keep the curve's shape, bounded
             self.points = thin(self.points)
         if self.watch is not None and not self.abort_reason:
@@ -205,17 +238,43 @@ class _Supervisor:
 
     # -- processes
     def sample(self) -> int:
-        """Total RSS of the run's processes now (bytes); updates the peak and the set of seen pids."""
+        """The run's memory now (bytes): the RSS of its processes plus, in a sandbox, what its ``/tmp`` and
+        ``/dev/shm`` hold; updates the peak and the set of seen pids."""
         table = _scan()
         members = _members(table, self.proc.pid)
         members |= {pid for pid, start in self.seen.items() if pid in table and table[pid].start == start}
         for pid in members:
             self.seen.setdefault(pid, table[pid].start)
         self.meter.sample({pid: (table[pid].start, table[pid].cpu) for pid in members})
-        total = sum(table[pid].rss for pid in members)
+        self.rss = sum(table[pid].rss for pid in members)
+        if self.spec.sandbox:
+            self.tmpfs = self._tmpfs(table, members)
+            self.tmpfs_peak = max(self.tmpfs_peak, self.tmpfs)
+        total = self.rss + self.tmpfs
         self.peak = max(self.peak, total)
         self.last_sample = time.monotonic()
         return total
+
+    def _tmpfs(self, table: dict[int, _Proc], members: set[int]) -> int:
+        """Bytes in the sandbox's tmpfs, read through a process inside it (bwrap's child, else any other)."""
+        if self.inside is not None and self.inside in members:
+            used = storage.tmpfs_used(self.inside)
+            if used is not None:
+                return used
+        inner = sorted(members - {self.proc.pid}, key=lambda pid: table[pid].ppid != self.proc.pid)
+        for pid in inner:
+            used = storage.tmpfs_used(pid)
+            if used is not None:
+                self.inside = pid
+                return used
+        return self.tmpfs   # nothing inside readable now (starting or ending): the last figure stands
+
+    def progress(self, wall: float) -> deadline_rule.Progress:
+        """What the deadline rule is told at a check, ``wall`` seconds after the start (load figures as of now)."""
+        figures = self.meter.figures()
+        return deadline_rule.Progress(wall=wall, cpu=figures["cpu_seconds"],
+                                      demand=figures["cpu_demand"], cores=figures["cores"],
+                                      other=figures["machine_busy_other"], first=self.first, last=self.last)
 
     def _live(self, table: dict[int, _Proc]) -> set[int]:
         members = _members(table, self.proc.pid)
@@ -302,9 +361,10 @@ def run_spec(spec: RunSpec, on_line: OnLine = None) -> RunOutcome:
         raise UserError(f"run {spec.name!r}: the deadline must be positive, got {spec.timeout_s!r} s",
                         "set the experiment's time budget to a number of seconds above 0")
     out_dir, log_path = Path(spec.out_dir), Path(spec.log_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = child_env(spec)
+    _check_out_dir(spec)
+    storage.fresh_dir(out_dir)           # nothing planted before the run is scored as its output
+    plan = thread_plan(spec)
+    env = child_env(spec, plan)
     if spec.sandbox:
         argv = sandbox.wrap(dataclasses.replace(spec, env=env))
     else:
@@ -312,11 +372,11 @@ def run_spec(spec: RunSpec, on_line: OnLine = None) -> RunOutcome:
 
     # Line-buffered: each line is written to the file before anyone (on_line, the abort rule) sees it, so
     # a hard stop of the tool loses nothing the run printed and the tool read.
-    with open(log_path, "w", encoding="utf-8", errors="replace", buffering=1) as log:
-        ceiling = f"{spec.memory_gb:g} GB" if spec.memory_gb > 0 else "none"
+    with storage.fresh_file(log_path) as log:
         log.write(f"# autoresearch run {spec.name}: {shlex.join(spec.command)}\n"
                   f"# cwd {spec.cwd}; sandbox {'on' if spec.sandbox else 'off'}; deadline {spec.timeout_s:g} s; "
-                  f"grace {spec.grace_s:g} s; memory ceiling {ceiling}\n")
+                  f"grace {spec.grace_s:g} s; {_limits(spec)}\n"
+                  f"# {plan.summary}; OMP_WAIT_POLICY={env.get('OMP_WAIT_POLICY', 'unset')}\n")
         log.flush()
         start = time.monotonic()
         try:
@@ -325,15 +385,22 @@ def run_spec(spec: RunSpec, on_line: OnLine = None) -> RunOutcome:
         except OSError as exc:
             reason = f"could not start {argv[0]!r}: {exc.strerror or exc}"
             log.write(f"# outcome: error: {reason}\n")
-            return RunOutcome(spec, ExitKind.ERROR, None, 0.0, reason=reason, extra={"sandboxed": spec.sandbox})
+            return RunOutcome(spec, ExitKind.ERROR, None, 0.0, reason=reason,
+                              extra={"sandboxed": spec.sandbox, "threads": plan.to_dict()})
 
         sup = _Supervisor(spec, proc, log, on_line)
         kind: ExitKind | None = None
         reason = ""
+        moved = _Deadline(spec)
         try:
             deadline = start + spec.timeout_s
             while proc.poll() is None:
                 now = time.monotonic()
+                if now >= deadline and not sup.abort_reason and moved.rule is not None:
+                    sup.sample()
+                    deadline = start + moved.check(sup.progress(now - start), log)
+                    if now < deadline:
+                        continue
                 if now >= deadline or sup.abort_reason:
                     sup.sample()
                     sup.meter.freeze()   # the load figures of the run up to now, not of its grace period
@@ -341,17 +408,17 @@ def run_spec(spec: RunSpec, on_line: OnLine = None) -> RunOutcome:
                     how = (f"exited on SIGTERM within the {spec.grace_s:g} s grace" if exited
                            else f"SIGKILL after the {spec.grace_s:g} s grace")
                     if now >= deadline:
-                        kind, reason = ExitKind.TIMEOUT, f"killed at the {spec.timeout_s:g} s deadline ({how})"
+                        kind, reason = ExitKind.TIMEOUT, f"{moved.killed_at(now - start)} ({how})"
                     else:
                         kind, reason = ExitKind.ABORTED, f"stopped early: {sup.abort_reason} ({how})"
                     break
                 if now - sup.last_sample >= POLL_S:
-                    rss = sup.sample()
-                    if spec.memory_gb > 0 and rss > spec.memory_gb * GB:
+                    total = sup.sample()
+                    over = _over_limits(spec, sup, total)
+                    if over is not None:
                         sup.meter.freeze()
                         sup.signal_all(signal.SIGKILL)
-                        kind = ExitKind.MEMORY
-                        reason = f"exceeded the {spec.memory_gb:g} GB memory ceiling ({rss / GB:.2f} GB)"
+                        kind, reason = over
                         break
                 sup.pump(min(POLL_S, max(deadline - now, 0.0), max(sup.last_sample + POLL_S - now, 0.0)))
             figures = sup.meter.figures(reaped=proc.returncode is not None)
@@ -365,19 +432,101 @@ def run_spec(spec: RunSpec, on_line: OnLine = None) -> RunOutcome:
         seconds = time.monotonic() - start
         if kind is None:
             kind, reason = _exit_reason(proc.returncode, spec.sandbox)
-        log.write(f"# outcome: {kind.value}: {reason}; {seconds:.1f} s; peak RSS {sup.peak / GB:.2f} GB; "
+            sup.output.next = 0.0        # a run that wrote past its quota and exited between two walks
+            if over := sup.output.check():
+                kind, reason = ExitKind.OUTPUT, over
+        log.write(f"# outcome: {kind.value}: {reason}; {seconds:.1f} s; peak memory {sup.peak / GB:.2f} GB; "
                   f"CPU {figures['cpu_seconds']:.1f} s\n")
     return RunOutcome(spec, kind, proc.returncode, seconds, peak_rss_gb=sup.peak / GB, reason=reason,
-                      extra=_extra(spec, sup, figures))
+                      extra=_extra(spec, sup, figures, plan, moved))
 
 
-def _extra(spec: RunSpec, sup: _Supervisor, figures: dict) -> dict:
-    """What the outcome carries besides its kind: load figures, the curve, the abort evidence."""
-    extra: dict = {"sandboxed": spec.sandbox, **figures, "curve": [p.to_dict() for p in thin(sup.points)]}
+def _check_out_dir(spec: RunSpec) -> None:
+    """Refuse an output folder that holds the run's folder or a read-only mount: emptying it would delete them."""
+    out = Path(spec.out_dir).absolute()
+    out = out.parent.resolve() / out.name       # the folder itself may be a link, which is removed, not followed
+    for path in (Path(spec.cwd), *(Path(m.path) for m in spec.readonly)):
+        if path.resolve().is_relative_to(out):
+            raise UserError(f"run {spec.name!r}: its output folder {out} holds {path}, and the runner empties the "
+                            "output folder before each run", "give the run an output folder of its own")
+
+
+def _limits(spec: RunSpec) -> str:
+    """The storage and memory limits of the run, for its log's header."""
+    ceiling = f"memory ceiling {spec.memory_gb:g} GB" if spec.memory_gb > 0 else "no memory ceiling"
+    if spec.sandbox:
+        size = f"{spec.tmp_gb:g} GB each" if spec.tmp_gb > 0 else "the kernel's default size"
+        ceiling += f" (with /tmp and /dev/shm: tmpfs, {size})"
+    quota = f"output quota {spec.output_gb:g} GB" if spec.output_gb > 0 else "no output quota"
+    return f"{ceiling}; {quota}"
+
+
+def _over_limits(spec: RunSpec, sup: _Supervisor, total: int) -> tuple[ExitKind, str] | None:
+    """The limit a run is past now (memory with its tmpfs, the output quota), with why; None within them."""
+    if spec.memory_gb > 0 and total > spec.memory_gb * GB:
+        if sup.tmpfs:
+            return ExitKind.MEMORY, (f"exceeded the {spec.memory_gb:g} GB memory ceiling ({total / GB:.2f} GB: "
+                                     f"RSS {sup.rss / GB:.2f} GB + {sup.tmpfs / GB:.2f} GB held in the sandbox's "
+                                     f"/tmp and /dev/shm, which count against it)")
+        return ExitKind.MEMORY, f"exceeded the {spec.memory_gb:g} GB memory ceiling ({total / GB:.2f} GB)"
+    if why := sup.output.check():
+        return ExitKind.OUTPUT, why
+    return None
+
+
+class _Deadline:
+    """The run's deadline as the deadline rule moves it (``deadline.py``); the last verdict is recorded."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec, self.rule = spec, spec.deadline
+        self.verdict: deadline_rule.Verdict | None = None
+        self.checks = 0
+
+    def check(self, progress: deadline_rule.Progress, log) -> float:
+        """The deadline (seconds from the start) after a check at or past the current one."""
+        assert self.rule is not None
+        self.checks += 1
+        verdict = deadline_rule.decide(self.rule, self.spec.timeout_s, progress)
+        if verdict.kind == "extend" and (self.verdict is None or self.verdict.kind != "extend"):
+            log.write(f"# autoresearch: {verdict.why}\n")
+        self.verdict = verdict
+        return verdict.deadline
+
+    @property
+    def extended(self) -> float:
+        return self.verdict.deadline - self.spec.timeout_s if self.verdict is not None else 0.0
+
+    def killed_at(self, wall: float) -> str:
+        if self.extended > 0:
+            return (f"killed at {wall:.0f} s: the {self.spec.timeout_s:g} s deadline moved {self.extended:.0f} s "
+                    f"for what other work took; {self.verdict.why}")
+        return f"killed at the {self.spec.timeout_s:g} s deadline"
+
+    def record(self) -> dict | None:
+        if self.verdict is None:
+            return None
+        v = self.verdict
+        return {"verdict": "extended" if v.kind == "extend" else v.kind, "why": v.why,
+                "timeout_s": self.spec.timeout_s, "deadline_s": round(v.deadline, 3),
+                "extended_s": round(self.extended, 3), "lost_s": round(v.lost, 3),
+                "cap_s": round(max(self.rule.cap, 1.0) * self.spec.timeout_s, 3), "checks": self.checks}
+
+
+def _extra(spec: RunSpec, sup: _Supervisor, figures: dict, plan: threads.ThreadPlan, moved: _Deadline) -> dict:
+    """What the outcome carries besides its kind: load figures, threads, the curve, the abort and deadline
+    evidence, the storage figures."""
+    extra: dict = {"sandboxed": spec.sandbox, **figures, "threads": plan.to_dict(),
+                   "curve": [p.to_dict() for p in thin(sup.points)]}
     if sup.points:
         extra["last_step"], extra["total_steps"] = sup.points[-1].step, sup.points[-1].total
     if sup.watch is not None and sup.abort_reason:
         extra["abort"] = {"reason": sup.abort_reason, "key": sup.watch.rule.key,
                           "champion": [list(p) for p in sup.watch.rule.reference],
                           "compared": sup.watch.compared}
+    if (record := moved.record()) is not None:
+        extra["deadline"] = record
+    if spec.sandbox:
+        extra["peak_tmpfs_gb"] = round(sup.tmpfs_peak / GB, 4)
+    if spec.output_gb > 0:
+        extra["output_gb"] = round(sup.output.peak / GB, 4)
     return extra

@@ -40,12 +40,12 @@ from typing import Any, Sequence
 
 from autoresearch.config import Config
 from autoresearch.errors import UserError
+from autoresearch.runner import storage
 from autoresearch.runner.executor import KeepGoing, skipped
 from autoresearch.runner.spec import ExitKind, Mount, RunOutcome, RunSpec
 
 RAY_HINT = "install the optional extra: pip install 'autoresearch[ray]'"
 LOG_CAP = 4 * 2**20          # bytes of a run's log brought back (its tail)
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "AUTORESEARCH_CPUS")
 
 
 def _ray():
@@ -172,7 +172,8 @@ class RayExecutor:
             mounts.append({"path": str(path), "dir": path.is_dir(), "key": f"{path}:{st.st_size}:{st.st_mtime_ns}",
                            "ref": self._object(path)})
         return {"spec": spec, "python": sys.executable, "code": self.ray.put(_tar([(n, cwd / n) for n in names])),
-                "code_names": names, "mounts": mounts, "max_output_bytes": self.max_output_bytes}
+                "code_names": names, "mounts": mounts, "max_output_bytes": self.max_output_bytes,
+                "num_cpus": max(1.0, float(self.request.num_cpus))}
 
     # --- the batch -----------------------------------------------------------------------------------
     def cancel_all(self) -> None:
@@ -235,9 +236,9 @@ class RayExecutor:
             raise UserError(f"run {spec.name!r} could not start on the Ray worker: {got['user_error']}",
                             hint=got.get("hint") or "")
         log_path, out_dir = Path(spec.log_path), Path(spec.out_dir)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_bytes(got.get("log", b""))
-        out_dir.mkdir(parents=True, exist_ok=True)
+        with storage.fresh_file(log_path) as fh:      # never through a link planted meanwhile
+            fh.buffer.write(got.get("log", b""))
+        storage.fresh_dir(out_dir)
         if got.get("outputs"):
             with tarfile.open(fileobj=io.BytesIO(got["outputs"]), mode="r:gz") as tar:
                 tar.extractall(out_dir, filter="data")
@@ -323,14 +324,14 @@ def execute(payload: dict) -> dict:
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         env["AUTORESEARCH_NODE"] = ctx.get_node_id()   # a run may say where it ran (logs, tests)
-        threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS") or 1)))
-        env.update({k: str(threads) for k in THREAD_VARS})
+        # The task's CPUs are the run's share; the runner's thread set-up (runner/threads.py) does the rest.
+        share = spec.cpus or payload.get("num_cpus") or 1.0
         command = list(spec.command)
         if command and command[0] == payload["python"]:
             command[0] = sys.executable   # the same interpreter role on this node
         command = [_rewrite(c, roots, fs) for c in command]
         there = dataclasses.replace(
-            spec, command=tuple(command), cwd=local(cwd), env=env, out_dir=local(spec.out_dir),
+            spec, command=tuple(command), cwd=local(cwd), env=env, out_dir=local(spec.out_dir), cpus=share,
             log_path=scratch / "run.log", hidden=tuple(local(cwd / h) for h in spec.hidden),
             readonly=tuple(Mount(local(m["path"])) for m in payload["mounts"]))
         try:
@@ -341,7 +342,7 @@ def execute(payload: dict) -> dict:
         size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
         kind, reason, outputs = outcome.kind.value, outcome.reason, None
         if size > payload["max_output_bytes"]:
-            kind = ExitKind.ERROR.value
+            kind = ExitKind.OUTPUT.value
             reason = (f"the run wrote {size / 2**20:.0f} MB to its output folder, over the "
                       f"{payload['max_output_bytes'] / 2**20:.0f} MB a Ray run may bring back ([resources] max_output_mb)")
         else:

@@ -2,8 +2,9 @@
 
 Inside the sandbox a run sees an ALLOW-LIST of paths and nothing else: the system folders, the interpreter
 and its libraries (derived from the running Python and the run's command, see ``allowlist.py``), the
-repository read-only, the run's read-only mounts, its own empty ``/tmp``, a minimal ``/dev`` (plus the
-NVIDIA nodes on a CUDA machine) and its own ``/proc``. There is no ``/home``, ``/root`` (beyond the
+repository read-only, the run's read-only mounts, its own empty ``/tmp`` and ``/dev/shm`` (tmpfs of
+``spec.tmp_gb`` each, whose contents the runner counts against the memory ceiling), a minimal read-only
+``/dev`` (plus the NVIDIA nodes on a CUDA machine) and its own ``/proc``. There is no ``/home``, ``/root`` (beyond the
 interpreter's own folder), ``/run``, ``/var``, ``/srv``, ``/mnt``, ``/media``, ``/opt`` or other project
 folder, so no dataset kept there and no Unix socket of the host. It has its own PID, network (loopback only),
 IPC and UTS namespaces, no capabilities (also when the tool runs as root), exactly the environment of its
@@ -49,19 +50,29 @@ CONFINE = (
 _BASE = ("--unshare-all", *CONFINE)
 
 
-def system_args(allow: allowlist.AllowList, tmp_bytes: int | None = None) -> list[str]:
-    """The system folders (as links or read-only binds), then /dev, /proc and the private /tmp (of at most
-    ``tmp_bytes`` when given, with ``/dev/shm`` bounded alike)."""
+def system_args(allow: allowlist.AllowList, tmp_bytes: int = 0) -> list[str]:
+    """The system folders (as links or read-only binds), then /dev, /proc and the private /tmp and /dev/shm
+    (each ``tmp_bytes`` large when that is above 0 and bubblewrap can size a tmpfs)."""
     args: list[str] = []
     for path in allow.system:
         args += ["--ro-bind", str(path), str(path)]
     for target, link in allow.symlinks:
         args += ["--symlink", target, str(link)]
-    args += ["--dev", "/dev", "--proc", "/proc"]
-    if tmp_bytes is None:
-        return args + ["--tmpfs", "/tmp"]
-    return args + ["--size", str(int(tmp_bytes)), "--tmpfs", "/tmp",
-                   "--size", str(int(tmp_bytes)), "--tmpfs", "/dev/shm"]
+    size = ["--size", str(tmp_bytes)] if tmp_bytes > 0 and _sizes() else []
+    return args + ["--dev", "/dev", "--proc", "/proc", *size, "--tmpfs", "/tmp", *size, "--tmpfs", "/dev/shm"]
+
+
+@functools.lru_cache(maxsize=1)
+def _sizes() -> bool:
+    """Whether this bubblewrap sizes a tmpfs (``--size``, bubblewrap 0.5 and later)."""
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return False
+    try:
+        done = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in (done.stdout + done.stderr)
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,7 +82,7 @@ def _probe() -> tuple[bool, str]:
     if exe is None:
         return False, "the `bwrap` program is not on PATH"
     allow = allowlist.compute(["true"], {"PATH": "/usr/bin:/bin"}, Path("/nonexistent-repository"))
-    cmd = [exe, *_BASE, *system_args(allow), "--remount-ro", "/", "true"]
+    cmd = [exe, *_BASE, *system_args(allow), "--remount-ro", "/dev", "--remount-ro", "/", "true"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -182,13 +193,14 @@ def wrap(spec: RunSpec) -> list[str]:
     cwd = Path(spec.cwd).resolve()
     allow = allowlist.compute(spec.command, spec.env, cwd)
     _check_program(spec, cwd, allow)
-    args = [exe, *_BASE, *system_args(allow)]
+    args = [exe, *_BASE, *system_args(allow, int(spec.tmp_gb * 2**30))]
     ops = _mount_ops(spec, out_dir, cwd, allow)
     for _, op in ops:
         args += op
     for path, op in ops:  # the hiding tmpfs mounts become read-only once everything is mounted on them
         if op[0] == "--tmpfs":
             args += ["--remount-ro", str(path)]
+    args += ["--remount-ro", "/dev"]  # its own mount only (not recursive): /dev/shm stays writable, nodes work
     args += ["--remount-ro", "/"]  # the root tmpfs holds only mount points: nothing may be written there
     args += ["--chdir", str(cwd), "--clearenv"]
     for key, value in spec.env.items():

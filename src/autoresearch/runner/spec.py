@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from autoresearch.runner.curves import AbortRule
+    from autoresearch.runner.deadline import DeadlineRule
 
 
 class ExitKind(str, enum.Enum):
     OK = "ok"              # exited 0
     ERROR = "error"        # non-zero exit or killed by a signal before the deadline
     TIMEOUT = "timeout"    # killed at the deadline
-    MEMORY = "memory"      # killed for exceeding the memory ceiling
+    MEMORY = "memory"      # killed for exceeding the memory ceiling (resident memory + the sandbox's tmpfs)
+    OUTPUT = "output"      # killed for exceeding the output folder's quota
     INTERRUPTED = "interrupted"  # the tool was asked to stop while it ran
     SKIPPED = "skipped"    # never started: an earlier run of its batch failed
     ABORTED = "aborted"    # stopped by the spec's abort rule (its curve was doomed)
@@ -39,7 +41,7 @@ class RunSpec:
     command: tuple[str, ...]
     cwd: Path
     env: dict[str, str]
-    out_dir: Path                     # created by the executor; the only writable place in a sandbox
+    out_dir: Path                     # made fresh and empty by the runner; the only writable place in a sandbox
     log_path: Path                    # stdout and stderr together
     timeout_s: float
     grace_s: float = 10.0
@@ -48,6 +50,11 @@ class RunSpec:
     readonly: tuple[Mount, ...] = ()  # extra read-only paths (prepared data)
     hidden: tuple[Path, ...] = ()     # paths inside cwd that must not be visible (keys, test split)
     abort: "AbortRule | None" = None  # stop early when the progress lines say the run is doomed
+    deadline: "DeadlineRule | None" = None  # move the deadline for what other work took (runner/deadline.py)
+    threads: int = 0                  # exact thread count ([resources] threads); 0 = chosen (runner/threads.py)
+    cpus: float = 0.0                 # cores an executor gives the run (a slot's share); 0 = its CPU affinity
+    tmp_gb: float = 0.0               # size of the sandbox's /tmp and of its /dev/shm; 0 = the kernel's default
+    output_gb: float = 0.0            # quota of out_dir, enforced while the run runs; 0 = none
 
 
 @dataclass

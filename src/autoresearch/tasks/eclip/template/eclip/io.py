@@ -12,7 +12,8 @@ Environment (set by the runner):
   AUTORESEARCH_TRAIN    os.pathsep-joined chunk files to train on
   AUTORESEARCH_QUERIES  the query set to embed
   AUTORESEARCH_OUT      the output folder, the only place a run may write
-  AUTORESEARCH_CPUS     optional: CPU threads the run is given (default: the CPUs it may run on)
+  AUTORESEARCH_CPUS     CPU threads the run is given: the runner sets it from the cores it may use and
+                        those free when it starts (default when absent: the CPUs it may run on)
   AUTORESEARCH_SMOKE    "1" for the tool's smoke test: a small slice of the data (the first training chunk,
                         SMOKE_ITEMS items and queries) so that the whole run takes seconds
   AUTORESEARCH_SMOKE_STEPS  the smoke test's step count: ``run.steps(STEPS)`` caps the training loop
@@ -120,7 +121,9 @@ def usable_cpus() -> int:
     process may run on (its affinity mask, which a runner that pins runs to cores narrows).
 
     Oversubscription is the failure this prevents: two runs of 2 threads each on 2 cores made one of
-    them 28x slower in our measurement, because intra-op threads spin-wait on each other.
+    them 28x slower in our measurement, because intra-op threads spin-wait on each other. The runner also
+    sets OMP_WAIT_POLICY=PASSIVE before this process starts, so torch's OpenMP workers sleep while they
+    wait; the variable must be in the environment before torch loads, which is why it is not set here.
     """
     value = os.environ.get("AUTORESEARCH_CPUS", "")
     if value:
