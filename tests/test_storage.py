@@ -215,15 +215,15 @@ def test_the_folder_size_counts_blocks_once_and_follows_no_link(tmp_path):
 def test_storage_limits_default_from_the_memory_ceiling_and_reach_every_spec(tmp_path):
     base = {"metric": {"source": "json", "key": "m"}}
     run = config_mod.parse(tmp_path, {**base, "run": {"memory_gb": 4.0}}).run
-    assert (run.tmp_gb, run.output_gb) == (4.0, 4.0)
+    assert (run.tmp_size_gb, run.output_quota_gb) == (4.0, 4.0)
     run = config_mod.parse(tmp_path, {**base, "run": {"memory_gb": 0.5}}).run
-    assert (run.tmp_gb, run.output_gb) == (0.5, 1.0)
+    assert (run.tmp_size_gb, run.output_quota_gb) == (0.5, 1.0)
     run = config_mod.parse(tmp_path, base).run
-    assert (run.tmp_gb, run.output_gb) == (0.0, 8.0)
-    config = config_mod.parse(tmp_path, {**base, "run": {"memory_gb": 4.0, "tmp_gb": 1, "output_gb": 0}})
-    assert (config.run.tmp_gb, config.run.output_gb) == (1.0, 0.0)
+    assert (run.tmp_size_gb, run.output_quota_gb) == (0.0, 8.0)
+    config = config_mod.parse(tmp_path, {**base, "run": {"memory_gb": 4.0, "tmp_gb": 1, "output_gb": 2}})
+    assert (config.run.tmp_size_gb, config.run.output_quota_gb) == (1.0, 2.0)
     spec = fold_specs(config, tmp_path / "runs", seed=0)[0][1]
-    assert (spec.tmp_gb, spec.output_gb, spec.memory_gb) == (1.0, 0.0, 4.0)
+    assert (spec.tmp_gb, spec.output_gb, spec.memory_gb) == (1.0, 2.0, 4.0)
     for key in ("tmp_gb", "output_gb"):
         with pytest.raises(UserError, match=rf"\[run\] {key}"):
             config_mod.parse(tmp_path, {**base, "run": {key: -1}})

@@ -18,7 +18,6 @@ from rich.markup import escape
 from autoresearch import events as ev
 from autoresearch.text import shown
 
-from autoresearch.loop.status import ABORTED, CONTENTION
 from autoresearch.vocab import Status
 
 _STEP = re.compile(r"step\s+(\d+)\s*/\s*(\d+)", re.IGNORECASE)

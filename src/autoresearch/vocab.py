@@ -67,8 +67,27 @@ class Status(enum.StrEnum):
         return self not in (Status.RUNNING, Status.INTERRUPTED, Status.CONTENTION, Status.AGENT_ERROR)
 
     @property
+    def charged(self) -> bool:
+        """Whether the row spent the search's budget (a phase's experiments): every final outcome; not a
+        row cut off by a stop, a run starved by other work, or an agent's failed call."""
+        return self.finished
+
+    @property
     def failed(self) -> bool:
         return self in (Status.CRASH, Status.TIMEOUT, Status.INVALID, Status.ABORTED)
+
+
+class ExitKind(str, enum.Enum):
+    """How one run's process ended (the runner's word; the trial turns it into a ``Status``)."""
+
+    OK = "ok"              # exited 0
+    ERROR = "error"        # non-zero exit or killed by a signal before the deadline
+    TIMEOUT = "timeout"    # killed at the deadline
+    MEMORY = "memory"      # killed for exceeding the memory ceiling (resident memory + the sandbox's tmpfs)
+    OUTPUT = "output"      # killed for exceeding the output folder's quota
+    INTERRUPTED = "interrupted"  # the tool was asked to stop while it ran
+    SKIPPED = "skipped"    # never started: an earlier run of its batch failed
+    ABORTED = "aborted"    # stopped by the spec's abort rule (its curve was doomed)
 
 
 class Kind(enum.StrEnum):

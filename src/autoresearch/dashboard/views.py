@@ -60,7 +60,7 @@ def _plot_point(r: Experiment) -> dict:
     if len(text) > PLOT_DESCRIPTION_CHARS:
         text = text[:PLOT_DESCRIPTION_CHARS - 1] + "…"
     return {"n": r.number, "status": r.status, "kind": r.kind, "mean": r.metric_mean, "std": r.metric_std,
-            "description": text}
+            "description": text, "failed": bool(r.failed), "kept": r.status == Status.KEEP}
 
 
 def _champion_brief(r: Experiment | None) -> dict | None:

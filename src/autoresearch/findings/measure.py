@@ -194,9 +194,9 @@ def _run(bench: Bench, commit: str, todo: list[tuple[int, int]]) -> None:
             try:
                 trial = one(seed, number)
             except KeyboardInterrupt:
-                trial = TrialResult("interrupted", "interrupted by Ctrl-C")
+                trial = TrialResult(Status.INTERRUPTED, "interrupted by Ctrl-C")
             record(number, trial)
-            if trial.status == "interrupted":
+            if trial.status == Status.INTERRUPTED:
                 _interrupt_rest(loop, todo)
                 raise KeyboardInterrupt
         return
@@ -213,7 +213,7 @@ def _run(bench: Bench, commit: str, todo: list[tuple[int, int]]) -> None:
                 try:
                     trial = fut.result()
                 except BaseException:   # noqa: BLE001 - the run was cut off: recorded as interrupted
-                    trial = TrialResult("interrupted", "interrupted by Ctrl-C")
+                    trial = TrialResult(Status.INTERRUPTED, "interrupted by Ctrl-C")
                 if loop.ledger.get(number).status == Status.RUNNING:
                     record(number, trial)
             raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from autoresearch import events as ev
 from autoresearch.errors import UserError
-from autoresearch.loop import contention, decide, noise
+from autoresearch.loop import abort, contention, decide, noise
 from autoresearch.loop.context import Loop
 from autoresearch.loop.rows import Experiment
 from autoresearch.loop.runs import measure_commit
@@ -56,7 +56,7 @@ def repeat(loop: Loop, champ: Experiment, total: int) -> list[list[float]]:
                                 candidate_commit=champ.commit, commit=champ.commit,
                                 description=f"noise floor: champion {champ.number} with seed {seed}")
         loop.reporter(ev.ExperimentStarted(number, f"champion again, seed {seed}", "noise floor"))
-        trial = _measure(loop, number, champ.commit, f"{number:04d}", seed=seed)
+        trial = _measure(loop, number, champ.commit, f"{number:04d}", seed=seed, pace=abort.champion_pace(loop.config, champ))
         status = Status.KEEP if trial.status == "ok" else Status(trial.status)
         loop.finish(number, status, reason=trial.reason or "noise-floor run", **trial.ledger_fields())
         loop.reporter(ev.ExperimentFinished(loop.ledger.get(number)))
@@ -96,10 +96,11 @@ def _measure_baseline(loop: Loop) -> Experiment:
     return row
 
 
-def _measure(loop: Loop, number: int, commit: str, name: str, *, seed: int, mode: str = "fold"):
+def _measure(loop: Loop, number: int, commit: str, name: str, *, seed: int, mode: str = "fold",
+             pace: dict | None = None):
     """A trial of ``commit`` for row ``number``; Ctrl-C records the row as interrupted and is raised again."""
     try:
-        trial = measure_commit(loop, commit, name, seed=seed, mode=mode, number=number)
+        trial = measure_commit(loop, commit, name, seed=seed, mode=mode, number=number, champion_pace=pace)
     except KeyboardInterrupt:
         loop.finish(number, Status.INTERRUPTED, reason="interrupted by Ctrl-C")
         raise

@@ -2,7 +2,7 @@
 
 A fold cut off at the deadline while other work held the machine (``runner/load.py`` decides) ends the
 experiment as ``contention``. The driver then runs the same candidate again, without a new agent turn;
-the row counts for no phase budget, no experiment target and no crash-fix attempt (``status.NOT_CHARGED``).
+the row counts for no phase budget, no experiment target and no crash-fix attempt (``Status.charged``).
 
 When ``[contention] pause_after`` experiments in a row end like this, spending the budget would only
 record more of them, so the loop pauses: it sleeps ``pause_s`` (doubling, at most ``pause_max_s``), then
@@ -24,7 +24,7 @@ from autoresearch.loop.context import Loop
 from autoresearch.loop.rows import Experiment
 from autoresearch.loop.runs import measure_commit
 from autoresearch.loop.trial import TrialResult, fold_ids
-from autoresearch.vocab import Status
+from autoresearch.vocab import Kind, Status
 
 CONTENTION = Status.CONTENTION
 
@@ -37,7 +37,8 @@ def streak(rows: list[Experiment]) -> list[Experiment]:
     """The experiments at the end of ``rows`` (one tag, in order) that ended ``contention``, in a row;
     interrupted rows in between neither break nor extend it."""
     out: list[Experiment] = []
-    for row in reversed([r for r in rows if r.kind == "experiment" and r.status not in ("running", "interrupted")]):
+    for row in reversed([r for r in rows if r.kind == Kind.EXPERIMENT
+                         and r.status not in (Status.RUNNING, Status.INTERRUPTED)]):
         if row.status != CONTENTION:
             break
         out.append(row)

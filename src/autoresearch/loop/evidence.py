@@ -49,6 +49,7 @@ class Reference:
     noise: NoiseEvidence = NO_EVIDENCE                   # seed noise from every other code
     floor: decide_mod.NoiseFloor | None = None           # the noise rule's floor (``autoresearch baseline``)
     curves: dict = field(default_factory=dict)           # fold -> the champion's progress points
+    pace: dict = field(default_factory=dict)             # fold -> the champion's CPU per step (the deadline rule)
 
 
 def judge(config: Config, runs: list[list[float]], ref: Reference, *, seed_only: bool = False) -> Judgement:

@@ -125,7 +125,8 @@ class Lifecycle:
         return evidence.Reference(champion_runs=state.champion_runs(champ),
                                   champion_folds=abort_mod.champion_folds(cfg, champ),
                                   noise=noise_mod.noise_evidence(state.code_runs(exclude=number)),
-                                  floor=state.noise(), curves=abort_mod.champion_curves(cfg, champ))
+                                  floor=state.noise(), curves=abort_mod.champion_curves(cfg, champ),
+                                  pace=abort_mod.champion_pace(cfg, champ))
 
     def prepare_run(self, cand: Candidate) -> None:
         """Before each run of a candidate (the loop's thread): what it is compared with, as of now."""
@@ -174,9 +175,10 @@ class Lifecycle:
             on_fold = lambda f: loop.reporter(ev.FoldFinished(cand.number, f))  # noqa: E731
             if first:
                 return candidate_trial(cfg, run_dir, seed=seed, sandbox=loop.sandbox, executor=loop.executor,
-                                       on_fold=on_fold, champion_curves=ref.curves, stop_after=stop_after, cwd=cwd)
+                                       on_fold=on_fold, champion_curves=ref.curves, stop_after=stop_after, cwd=cwd,
+                                       champion_pace=ref.pace)
             return run_trial(cfg, run_dir, seed=seed, sandbox=loop.sandbox, executor=loop.executor,
-                             on_fold=on_fold, stop_after=stop_after, cwd=cwd)
+                             on_fold=on_fold, stop_after=stop_after, cwd=cwd, champion_pace=ref.pace)
 
         return runs.measure(loop, cand.commit, name, trial)
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch.errors import UserError
-from autoresearch.loop.status import NOT_CHARGED
 from autoresearch.vocab import Status
 
 _HEADING = re.compile(r"^##\s+Phase\s+(\d+)\s*[:.\-–]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
@@ -75,11 +74,11 @@ def current_phase(program: Program, outcomes: list[str]) -> tuple[Phase, int]:
     """The phase for the next experiment, and how many experiments that phase has used.
 
     ``outcomes`` are the statuses of finished experiments in order; those that charge nothing
-    (``status.NOT_CHARGED``: interrupted, contention) are skipped. A ``keep`` resets the patience counter.
+    (``Status.charged`` false: interrupted, contention, agent errors) are skipped. A ``keep`` resets the patience counter.
     """
     index, used, since_keep = 0, 0, 0
     for status in outcomes:
-        if status in NOT_CHARGED:
+        if not Status(status).charged:
             continue
         used += 1
         since_keep = 0 if status == Status.KEEP else since_keep + 1

@@ -102,12 +102,11 @@ def limits(config: Config, task_facts: list[str], champion: RunSummary | None) -
                     f"other work took added, up to {c.deadline_cap * run.timeout_s:g} s ([contention] deadline_cap).")
     out.append(f"Memory: a fold is killed above {run.memory_gb:g} GB ([run] memory_gb)." if run.memory_gb
                else "Memory: no ceiling is set ([run] memory_gb = 0).")
-    tmp = f"{run.tmp_gb:g} GB each" if run.tmp_gb else "the system's default size"
+    tmp = f"{run.tmp_size_gb:g} GB each" if run.tmp_size_gb else "the system's default size"
     counted = " and count against the memory ceiling" if run.memory_gb else ""
     out.append(f"Storage: in the sandbox /tmp and /dev/shm are in memory ({tmp}, [run] tmp_gb){counted}; "
-               + (f"the output folder may hold {run.output_gb:g} GB ([run] output_gb), checked while the fold runs; "
-                  f"past either limit the fold is stopped and the experiment is a crash." if run.output_gb
-                  else "the output folder has no quota ([run] output_gb = 0)."))
+               f"the output folder may hold {run.output_quota_gb:g} GB ([run] output_gb), checked while the fold "
+               f"runs; past either limit the fold is stopped and the experiment is a crash.")
     if config.smoke.enabled:
         out.append(f"Smoke test: before its folds a candidate runs {config.smoke.steps} steps on a small slice "
                    f"(deadline {config.smoke.deadline(run):g} s); a crash there costs seconds and comes back to "

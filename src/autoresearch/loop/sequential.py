@@ -43,7 +43,7 @@ from typing import Sequence
 
 from autoresearch.config import DecisionSection
 from autoresearch.loop.noise import NoiseEvidence, group_ss, ignores_seed, t_quantile, valid_runs
-from autoresearch.vocab import Direction
+from autoresearch.vocab import Direction, Status
 
 MIN_DOF = 2   # never keep on a noise estimate with fewer degrees of freedom (one is a coin's worth of spread)
 SEED_ONLY_REASON = "only a random seed / comments changed"
@@ -53,8 +53,8 @@ _PHI = NormalDist()
 class Action(enum.StrEnum):
     CONTINUE = "continue"   # after a fold: run the next fold
     STOP = "stop"           # after a fold: clearly not better; the run's later folds are not run (a discard)
-    KEEP = "keep"           # after a run: the new champion
-    DISCARD = "discard"     # after a run: not better beyond the noise, or not trustworthy
+    KEEP = Status.KEEP.value          # after a run: the new champion
+    DISCARD = Status.DISCARD.value    # after a run: not better beyond the noise, or not trustworthy
     MORE = "more"           # after a run: still uncertain; run once more with a fresh seed (``Verdict.more``)
 
 
@@ -197,7 +197,7 @@ class _State:
         self.numbers[f"{name}_t"] = _finite(t)
         at = self.numbers[f"{name}_at"] = _finite(self.numbers["min_delta"] + t * self.sd) \
             if math.isfinite(self.sd) else None
-        if name == "keep":
+        if name == Action.KEEP:
             self.numbers["threshold"] = at
         return t
 
@@ -246,7 +246,7 @@ def after_fold(e: Evidence) -> Verdict:
         return Verdict(Action.CONTINUE, "no measured noise yet to judge a part of a run by: go on", st.numbers)
     stop_z = discard_boundary(n, e.settings) - e.settings.stop_margin
     stop_t = st.boundary("stop", stop_z)
-    st.boundary("keep", e.settings.k)
+    st.boundary(Action.KEEP, e.settings.k)
     if st.z < stop_t:
         return Verdict(Action.STOP, f"stopped after {st.numbers['stage'].removeprefix('after ')}: clearly not "
                        f"better, {st.versus()}, below the stop boundary {_fmt(stop_t)} sd", st.numbers)
@@ -274,14 +274,14 @@ def after_run(e: Evidence) -> Verdict:
         return Verdict(Action.MORE, f"the champion has no valid run; {more}, to check the seed", st.numbers,
                        more="candidate")
     c_n = discard_boundary(n, s)
-    keep_t = st.boundary("keep", s.k)
+    keep_t = st.boundary(Action.KEEP, s.k)
     if not math.isfinite(st.z):
         why = ("no evidence of the seed noise yet" if st.dof == 0 else
                f"the runs of the same code measured no spread at all ({st.dof} dof)")
         if can_more:
             return Verdict(Action.MORE, f"{why}: {more}", st.numbers, more="candidate")
         return Verdict(Action.DISCARD, f"discarded: {why} after {n} runs, and a keep needs it", st.numbers)
-    discard_t = st.boundary("discard", c_n)
+    discard_t = st.boundary(Action.DISCARD, c_n)
     lo, hi = st.gain - keep_t * st.sd, st.gain + keep_t * st.sd
     st.numbers["interval"] = [_finite(lo), _finite(hi)]
     if st.z < discard_t:

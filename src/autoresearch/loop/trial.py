@@ -32,10 +32,10 @@ from autoresearch import tasks
 from autoresearch.runner.executor import Executor, LocalExecutor
 from autoresearch.runner.spec import ExitKind, Mount, RunOutcome, RunSpec
 from autoresearch.loop.workspace import linked_inputs
+from autoresearch.vocab import Status
 from autoresearch.scoring.facts import number, read_facts
 from autoresearch.scoring.safeio import UnsafeOutput, read_tail
 from autoresearch.scoring.sources import RunRecord, Score
-from autoresearch.loop.status import ABORTED, CONTENTION
 from autoresearch.runner import load
 from autoresearch.runner.curves import AbortRule, Point
 from autoresearch.runner.deadline import DeadlineRule, Pace
@@ -201,7 +201,7 @@ def smoke_passed(outcome: RunOutcome, config: Config) -> tuple[str, str]:
     if outcome.kind in (ExitKind.OK, ExitKind.TIMEOUT):
         return "ok", ""
     status, reason = _status(outcome, Score(math.nan, {}, ""), config)
-    return status, reason if status == "interrupted" else f"{SMOKE_LABEL}: {reason}"
+    return status, reason if status == Status.INTERRUPTED else f"{SMOKE_LABEL}: {reason}"
 
 
 def smoke_trial(config: Config, run_dir: Path, *, seed: int, sandbox: bool = True,
@@ -310,7 +310,7 @@ def run_trial(config: Config, run_dir: Path, *, seed: int, mode: str = "fold", s
     not_run = [fold for fold, spec in batch if spec.name not in scored]
     if stopped and not_run and result.status == "ok":     # every fold ran anyway (side by side): no abort
         result.fold_abort = {**stopped, "not_run": not_run}
-        result.status = ABORTED
+        result.status = Status.ABORTED
         result.reason = (f"fold{stopped['fold']}: stopped after this fold: {stopped['reason']}; its "
                          f"{len(not_run)} later fold(s) were not run")
     return result
@@ -370,19 +370,19 @@ def judge_load(outcome: RunOutcome, config: Config) -> tuple[bool, str]:
 def _status(outcome: RunOutcome, sc: Score, config: Config) -> tuple[str, str]:
     over, why = judge_load(outcome, config)
     if outcome.kind == ExitKind.INTERRUPTED:
-        return "interrupted", outcome.reason or "interrupted"
+        return Status.INTERRUPTED, outcome.reason or Status.INTERRUPTED
     if outcome.kind == ExitKind.ABORTED:
-        return ABORTED, outcome.reason or "stopped early by the abort rule"
+        return Status.ABORTED, outcome.reason or "stopped early by the abort rule"
     if outcome.kind == ExitKind.TIMEOUT:
         reason = outcome.reason or "killed at the deadline"
         if over:
-            return CONTENTION, f"{reason} while the machine was oversubscribed: {why}"
+            return Status.CONTENTION, f"{reason} while the machine was oversubscribed: {why}"
         measured = outcome.extra.get("machine_busy_other") is not None
-        return "timeout", f"{reason}; {why}" if measured else reason   # the agent learns it was its own slowness
+        return Status.TIMEOUT, f"{reason}; {why}" if measured else reason   # the agent learns it was its own slowness
     if outcome.kind != ExitKind.OK:
         cause = _last_line(outcome.spec.log_path)
         reason = outcome.reason or outcome.kind.value
-        return "crash", f"{reason}: {cause}" if cause and outcome.kind == ExitKind.ERROR else reason
+        return Status.CRASH, f"{reason}: {cause}" if cause and outcome.kind == ExitKind.ERROR else reason
     if not math.isfinite(sc.value):
-        return "crash", sc.reason or "the metric is not a finite number"
+        return Status.CRASH, sc.reason or "the metric is not a finite number"
     return "ok", ""

@@ -15,7 +15,6 @@ from typing import Sequence
 
 from autoresearch.loop.ledger import CHAMPION_KINDS, Experiment
 from autoresearch.vocab import Direction, Status
-from autoresearch.loop.status import ABORTED, NOT_CHARGED
 
 LABEL_CHARS = 42
 
@@ -23,7 +22,7 @@ _FAIL_STYLE = {  # status -> (colour, legend label)
     Status.CRASH: ("#d62728", Status.CRASH.value),
     Status.TIMEOUT: ("#ff7f0e", Status.TIMEOUT.value),
     Status.INVALID: ("#9467bd", Status.INVALID.value),
-    ABORTED: ("#8c564b", "aborted early"),
+    Status.ABORTED: ("#8c564b", "aborted early"),
 }
 _KEEP_COLOUR = "#2ca02c"
 _CHAMPION_COLOUR = "#1f77b4"
@@ -33,6 +32,13 @@ def ellipsise(text: str, limit: int = LABEL_CHARS) -> str:
     """One line, at most ``limit`` characters, with an ellipsis when cut."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _charged(status: str | None) -> bool:
+    try:
+        return Status(status).charged
+    except ValueError:
+        return False
 
 
 def direction_label(metric_name: str, direction: Direction) -> str:
@@ -57,7 +63,7 @@ def progress_png(rows: Sequence[Experiment], path: Path | str, *, metric_name: s
     minimize = Direction.parse(direction) is Direction.MINIMIZE
     n_exp = sum(1 for r in rows if r.kind == "experiment")
     # Only the search itself: noise-floor re-runs, confirmations and the one-time test are not experiments.
-    rows = sorted((r for r in rows if r.kind in CHAMPION_KINDS and r.status not in NOT_CHARGED),
+    rows = sorted((r for r in rows if r.kind in CHAMPION_KINDS and _charged(r.status)),
                   key=lambda r: r.number)
     steps = champion_steps(rows)
     measured = [r for r in rows if _finite(r.metric_mean) and not r.failed]

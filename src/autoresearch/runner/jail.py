@@ -36,7 +36,6 @@ PID namespace with it) and bounded output. ``docs/threat-model.md`` says what th
 from __future__ import annotations
 
 import atexit
-import functools
 import os
 import shutil
 import signal
@@ -171,7 +170,6 @@ def _overlaps(path: Path, forbidden: Sequence[Path]) -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=1)
 def wrap_agent(command: Sequence[str], env: Mapping[str, str], jail: AgentJail) -> list[str]:
     """The bubblewrap command line running ``command`` in ``jail`` with exactly ``env``.
 

@@ -4,25 +4,15 @@ executors) and the loop can import them without importing each other."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autoresearch.vocab import ExitKind  # noqa: F401  (the runner's contract: how a run ended)
+
 if TYPE_CHECKING:
     from autoresearch.runner.curves import AbortRule
     from autoresearch.runner.deadline import DeadlineRule
-
-
-class ExitKind(str, enum.Enum):
-    OK = "ok"              # exited 0
-    ERROR = "error"        # non-zero exit or killed by a signal before the deadline
-    TIMEOUT = "timeout"    # killed at the deadline
-    MEMORY = "memory"      # killed for exceeding the memory ceiling (resident memory + the sandbox's tmpfs)
-    OUTPUT = "output"      # killed for exceeding the output folder's quota
-    INTERRUPTED = "interrupted"  # the tool was asked to stop while it ran
-    SKIPPED = "skipped"    # never started: an earlier run of its batch failed
-    ABORTED = "aborted"    # stopped by the spec's abort rule (its curve was doomed)
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@
       return d.running.flatMap((r) => {
         const limit = d.timeout_s, el = r.run_elapsed_s;
         const frac = finite(el) && limit ? Math.min(1, el / limit) : 0;
-        const runs = Object.entries(r.runs).map(([k, v]) => `${k}: ${v.finished ? v.outcome : "running"}`).join(" · ");
+        const runs = Object.entries(r.runs).map(([k, v]) => `${k}: ${v.finished ? v.outcome : "in progress"}`).join(" · ");
         return [
           h("h2", {}, "Now: ", link(r.number), " ", status(r.status)),
           h("div", { class: "desc" }, r.description),

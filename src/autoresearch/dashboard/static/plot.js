@@ -65,7 +65,6 @@ const AR = (() => {
   }
   function hideTip() { tip().hidden = true; }
 
-  const FAILED = new Set(["crash", "timeout", "invalid", "aborted"]);
   const COLOURS = { keep: "#2ca02c", discard: "#98a2b3", baseline: "#1f77b4" };
 
   function ticks(lo, hi, n) {
@@ -117,7 +116,7 @@ const AR = (() => {
     }
     // The report's rule (report/plot.py _y_window): the champion's values, plus any other value within
     // one champion span of them; a collapsed run further out is clipped to the edge.
-    const others = pts.filter((p) => finite(p.mean) && !FAILED.has(p.status)).map((p) => p.mean);
+    const others = pts.filter((p) => finite(p.mean) && !p.failed).map((p) => p.mean);
     const core = steps.length ? steps.map(([, v]) => v) : others;
     let lo = core.length ? Math.min(...core) : 0, hi = core.length ? Math.max(...core) : 1;
     let span = hi - lo;
@@ -158,7 +157,7 @@ const AR = (() => {
       const lines = [`#${p.n} ${p.status}${p.kind === "baseline" ? " (baseline)" : ""} · ${metric} ${fmt(p.mean)}` +
                      (finite(p.std) ? ` ± ${fmt(p.std, 2)}` : ""), p.description];
       let shape;
-      if (FAILED.has(p.status) || !finite(p.mean)) {
+      if (p.failed || !finite(p.mean)) {
         const y = H - m.b - 6;
         shape = s("path", { class: "pt", d: `M${x - 4},${y - 4}L${x + 4},${y + 4}M${x - 4},${y + 4}L${x + 4},${y - 4}`,
                             stroke: "#d62728", "stroke-width": 2 });
@@ -169,7 +168,7 @@ const AR = (() => {
                                    : `M${x},${y + 6}L${x - 5},${y - 3}L${x + 5},${y - 3}Z` });
       } else {
         const colour = p.kind === "baseline" ? COLOURS.baseline : (COLOURS[p.status] || "#98a2b3");
-        shape = s("circle", { class: "pt", cx: x, cy: ys(p.mean), r: p.status === "keep" ? 5 : 3.5, fill: colour });
+        shape = s("circle", { class: "pt", cx: x, cy: ys(p.mean), r: p.kept ? 5 : 3.5, fill: colour });
       }
       shape.dataset.n = p.n;
       shape.addEventListener("mousemove", (ev) => showTip(ev, lines));
