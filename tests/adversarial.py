@@ -949,7 +949,7 @@ def catalogue() -> list[Attack]:
                "invalid", r"notes\.md is a symbolic link",
                _symlink("notes.md", "/etc/passwd"), _check_symlink("notes.md")),
         Attack("08-daemon", "train.py double-forks a setsid daemon (sleep 600), then writes normal outputs",
-               "discard", r"not better|ignores the seed", _daemon, _check_daemon),
+               "discard", r"not better|ignores the seed|not by enough|short of", _daemon, _check_daemon),
         Attack("09-infinite-loop", "train.py ignores SIGTERM and loops forever",
                "timeout", r"deadline \(SIGKILL after the 1 s grace\)", lambda ctx: write_train(LOOP_FOREVER),
                _check_timeout),

@@ -175,5 +175,5 @@ def hostile_outputs() -> list[adv.Attack]:
                    "crash", r"fold0: image_ids in embeddings\.npz stores Python objects",
                    lambda ctx: write(PICKLED_IDS), _check_not_unpickled),
         adv.Attack("hostile-bad-facts", "constant embeddings, then facts.json with a string, a list and Infinity as numbers",
-                   "discard", r"not better|ignores the seed", lambda ctx: write(BAD_FACTS), _check_bad_facts),
+                   "discard", r"not better|ignores the seed|not by enough|short of", lambda ctx: write(BAD_FACTS), _check_bad_facts),
     ]
