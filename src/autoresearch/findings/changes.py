@@ -1,7 +1,7 @@
 """The kept changes of a night, read from the ledger and the champion's history in git.
 
 A kept change is the diff of a kept experiment's result commit against its parent (the champion it was
-measured against; ``parent_commit`` of its row, updated by the scheduler when a candidate was re-applied
+measured against; ``parent_commit`` of its row, updated by the lifecycle when a candidate was re-applied
 onto a newer champion), the scratchpad left out: the scratchpad is the agent's memory, not the research
 result. The order is the order of keeping (``ended_at``, then number: the order ``Ledger.champion`` uses),
 so change i's parent is change i−1's commit and the last change's commit is the champion. A crash fixed on

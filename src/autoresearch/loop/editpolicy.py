@@ -1,11 +1,13 @@
-"""What an agent turn may change, checked on the tree itself, whatever the agent says it did.
+"""What an agent turn may change, judged on what it left, whatever the agent says it did.
 
-Before the agent runs, ``Snapshot.take`` records the whole git directory (every control file by content,
-the object store by each file's stat signature), the ignored files outside the tool's state folder and the
-byte-code files. Afterwards ``check`` compares the working tree with the champion commit and the snapshot.
-Any change outside the editable files (new, deleted or renamed files, symlinks, mode changes, anything
-under ``.git``, new byte-code, configuration, program, preparation code) makes the experiment invalid;
-``restore`` puts everything back.
+``judge`` gives the verdict on a turn's take-back from its working copy (``loop/workspace.py``): every
+problem found there (a new, deleted or changed fixed file, a link, a mode change, a file that is not UTF-8
+text) makes the experiment invalid, and so does a turn that changed no code or Python that does not compile.
+
+Around every turn ``Snapshot.take`` also records the repository's own git directory (every control file by
+content, the object store by each file's stat signature), its ignored files outside the tool's state folder
+and its byte-code files: an agent that runs inside the tool could reach them. ``git_metadata_changes`` finds
+what changed and ``restore`` puts everything back.
 
 ``.git`` is compared first, in Python, before any git command runs: a planted ``core.fsmonitor``, hook,
 filter driver, ``commondir`` or alternates file must be found and removed before the tool's own
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,53 +59,6 @@ class Snapshot:
         ignored = _ignored(git)
         files, objects, dirs = _git_tree(git.root / ".git")
         return cls(files, ignored, objects, dirs, bytecode_files(git.root))
-
-
-def check(git: Git, champion: str, editable: list[str], scratchpad: str, before: Snapshot) -> Verdict:
-    """Compare the tree with ``champion``; only editable files may differ, as regular files."""
-    git_changes = git_metadata_changes(git, before)
-    if git_changes:   # decided before any git command runs on a .git the agent changed
-        more = f" and {len(git_changes) - 3} more" if len(git_changes) > 3 else ""
-        return Verdict(False, f"git metadata was changed: {', '.join(git_changes[:3])}{more}")
-    allowed = set(editable) | {scratchpad}
-    problems: list[str] = []
-    touched: list[str] = []
-    for change in git.status():
-        paths = [change.path] + ([change.orig] if change.orig else [])
-        if change.code == "??":
-            problems.append(f"new file {change.path}")
-        elif "D" in change.code:
-            problems.append(f"deleted {change.path}")
-        elif change.code[0] in "RC":
-            problems.append(f"renamed {change.orig} to {change.path}")
-        elif any(p not in allowed for p in paths):
-            problems.append(f"changed {change.path}, which is not editable")
-        else:
-            touched.append(change.path)
-    for path in git.mode_changes(champion):
-        problems.append(f"mode of {path} changed")
-    for rel in touched:
-        full = git.root / rel
-        if full.is_symlink() or not stat.S_ISREG(os.lstat(full).st_mode):
-            problems.append(f"{rel} is no longer a regular file")
-    new_ignored = _ignored(git) - before.ignored
-    if new_ignored:
-        problems.append(f"new ignored file {sorted(new_ignored)[0]}")
-    new_bytecode = bytecode_files(git.root) - before.bytecode
-    if new_bytecode:
-        problems.append(f"new byte-code file {sorted(new_bytecode)[0]}")
-    if problems:
-        return Verdict(False, "; ".join(dict.fromkeys(problems)), touched)
-    code_changes = [p for p in touched if p != scratchpad]
-    if not code_changes:
-        return Verdict(False, "nothing changed in the editable files", touched)
-    for rel in code_changes:
-        if rel.endswith(".py"):
-            try:
-                compile((git.root / rel).read_text(encoding="utf-8"), rel, "exec")
-            except (SyntaxError, ValueError, UnicodeDecodeError) as exc:
-                return Verdict(False, f"{rel} does not compile: {exc}", touched)
-    return Verdict(True, "", touched)
 
 
 def judge(taken: "TakeBack", scratchpad: str) -> Verdict:

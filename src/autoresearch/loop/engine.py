@@ -23,7 +23,7 @@ from autoresearch.loop.context import Loop
 from autoresearch.loop.decide import NoiseFloor
 from autoresearch.loop.driver import MAX_AGENT_FAILURES, Driver, StopReason, first_job  # noqa: F401  (the engine's API)
 from autoresearch.loop.ledger import Experiment, Ledger
-from autoresearch.loop.lifecycle import Again, Job, Lifecycle
+from autoresearch.loop.lifecycle import Again, Done, Job, Lifecycle
 from autoresearch.loop.phases import Phase
 from autoresearch.loop.trial import TrialResult
 from autoresearch.runner.executor import Executor
@@ -114,7 +114,7 @@ class Engine:
         (None, None) when nothing was recorded (a crash fix given up), or None when the agent is exhausted."""
         life = Lifecycle(self.loop)
         opened = life.open(job or first_job(self.loop), 0, [])
-        if not hasattr(opened, "commit"):
+        if isinstance(opened, Done):
             return None if opened.exhausted else (opened.row, opened.trial)
         step = life.conclude(opened, life.run(opened))
         while isinstance(step, Again):

@@ -22,7 +22,6 @@ driver under a name of the agent's choosing, alternates) is the edit policy's to
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,40 +312,3 @@ def format_message(*, number: int, description: str, metric_name: str, mean: flo
     if hypothesis:
         lines.append(f"hypothesis: {' '.join(hypothesis.split())}")
     return "\n".join(lines) + "\n"
-
-
-_RUNNING = re.compile(r"experiment (\d+) \(running\): .*")
-_NOTES = re.compile(r"notes after experiment (\d+)")
-
-
-def unrecorded_own_commits(git: Git, head: str, base: str, running: set[int], pad: str,
-                           limit: int = 4) -> str | None:
-    """The loop makes a commit and then records it: a candidate's ``experiment N (running)`` commit before
-    its row's ``candidate_commit``, a discarded candidate's ``notes after experiment N`` before the new base.
-    A stop in between leaves such commits on the branch above the recorded ``base``. When every commit from
-    ``base`` up to ``head`` is one of them (a candidate whose row ``N`` is still running; notes that change
-    only the scratchpad ``pad``), return the base to resume from: the highest notes commit directly above
-    ``base`` (its notes are kept), else ``base``. None when any commit is not the loop's own."""
-    chain: list[tuple[str, bool]] = []          # (commit, is notes), from head down
-    commit = head
-    while commit != base:
-        if len(chain) >= limit:
-            return None
-        subject = git("log", "-1", "--format=%s", commit).strip()
-        parents = git("log", "-1", "--format=%P", commit).split()
-        if len(parents) != 1:
-            return None
-        running_match, notes_match = _RUNNING.fullmatch(subject), _NOTES.fullmatch(subject)
-        if running_match and int(running_match.group(1)) in running:
-            chain.append((commit, False))
-        elif notes_match and git("diff", "--name-only", parents[0], commit).split() == [pad]:
-            chain.append((commit, True))
-        else:
-            return None
-        commit = parents[0]
-    resume = base
-    for commit, is_notes in reversed(chain):     # from base up: notes directly above it are kept
-        if not is_notes:
-            break
-        resume = commit
-    return resume

@@ -2,7 +2,7 @@
 
 With several candidates in flight, a candidate's base (the commit it was proposed from) may have moved
 on by the time its result comes in: notes of other experiments were carried forward, or another
-candidate was kept. These helpers build the commits the scheduler needs with git plumbing and a private
+candidate was kept. These helpers build the commits the lifecycle needs with git plumbing and a private
 index file (``GIT_INDEX_FILE``), so neither the repository's tree nor any worktree changes:
 
 - ``overlay``: a new commit on ``base`` with some files replaced (the candidate's code, merged notes);

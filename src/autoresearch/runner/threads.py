@@ -8,9 +8,12 @@ calls ``plan`` just before the run starts and puts ``environment(plan)`` into th
 
 Waiting (measured with ``benchmarks/contention.py`` and a spin probe, see ``docs/contention.md``):
 
-- ``OMP_WAIT_POLICY=PASSIVE``: OpenMP workers sleep while they wait (GNU libgomp, which PyTorch's CPU
-  wheels use with MKL; LLVM and Intel OpenMP follow the same standard variable, which also implies their
-  ``KMP_BLOCKTIME=0``). ``GOMP_SPINCOUNT`` is redundant with it and not set.
+- ``OMP_WAIT_POLICY=PASSIVE`` with ``GOMP_SPINCOUNT=1000``: OpenMP workers spin a moment, then sleep
+  (GNU libgomp, which PyTorch's CPU wheels use with MKL; LLVM and Intel OpenMP follow the standard
+  variable, which implies their ``KMP_BLOCKTIME=0``). A pure ``PASSIVE`` fold (1,200 prints) took 27-30 s
+  quiet against 18-21 s spinning, no better than one thread; a short spin keeps the quiet speed (19-21 s)
+  and, when another process takes a core in the middle of the run, costs 37-41 s where libgomp's default
+  spin (300,000) and ``ACTIVE`` took 208-215 s and ``PASSIVE`` 31 s (``docs/contention.md``).
 - ``OPENBLAS_THREAD_TIMEOUT=4``: OpenBLAS (NumPy's BLAS) uses its own threads, which ignore the OpenMP
   variable; 4 is its shortest spin (2**4 cycles) before they sleep.
 
@@ -53,7 +56,7 @@ from autoresearch.runner.load import machine_busy
 # The thread-count variables every run gets (one home: the executors import it from here).
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "AUTORESEARCH_CPUS")
 # Workers that wait without spinning: set unless the spec or the tool's environment sets them.
-WAIT_VARS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+WAIT_VARS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000", "OPENBLAS_THREAD_TIMEOUT": "4"}
 WINDOW_S = 0.2   # how long the other work on the run's cores is measured before it starts
 
 
